@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes node components from the package registries into a cache outside
+# the repository, keyed by version: a second run finds every binary and takes seconds.
+#
+#   CHAMPION_CACHE (default ~/.cache/champion)  where the binaries go: $CHAMPION_CACHE/bin/<name>
+#
+# A cold build takes about 10-15 minutes on 2 cores (Kubernetes itself is most of it).
+set -euo pipefail
+
+CACHE=${CHAMPION_CACHE:-$HOME/.cache/champion}
+K8S_VERSION=v1.36.3
+K8S_STAGING_VERSION=v0.36.3
+ETCD_VERSION=v3.6.16
+CONTAINERD_VERSION=v2.4.2
+CNI_VERSION=v1.10.0
+CRICTL_VERSION=v1.37.0
+HELM_VERSION=v3.22.0
+COREDNS_VERSION=v1.15.0
+CRANE_VERSION=v0.22.1
+
+BIN="$CACHE/bin"
+STAMPS="$CACHE/stamps"
+export GOPATH="${GOPATH:-$HOME/go}"
+export GOCACHE="${GOCACHE:-$CACHE/go-build}"
+export GOFLAGS="-mod=mod"
+mkdir -p "$BIN" "$STAMPS" "$CACHE/src"
+
+log() { printf '[build-components] %s\n' "$*" >&2; }
+
+# built NAME VERSION -> true when the binaries of NAME@VERSION are already in the cache.
+built() { [ -f "$STAMPS/$1-$2" ]; }
+stamp() { touch "$STAMPS/$1-$2"; }
+timed() { # timed NAME VERSION FUNCTION
+  local name=$1 version=$2 fn=$3
+  if built "$name" "$version"; then log "$name $version: cached"; return; fi
+  log "$name $version: building..."
+  local t0=$SECONDS
+  "$fn"
+  stamp "$name" "$version"
+  log "$name $version: built in $((SECONDS - t0)) s"
+}
+
+need_debian() {
+  local missing=()
+  command -v runc >/dev/null || missing+=(runc)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v conntrack >/dev/null || missing+=(conntrack)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v mount >/dev/null || missing+=(mount)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# A scratch module that requires MODULE@VERSION so `go build` can build its main packages.
+scratch_module() { # scratch_module DIR MODULE VERSION
+  local dir=$1 mod=$2 ver=$3
+  rm -rf "$dir"; mkdir -p "$dir"
+  (cd "$dir" && go mod init champion.dev/build >/dev/null 2>&1 && go mod edit -require="$mod@$ver")
+}
+
+build_kubernetes() {
+  local dir="$CACHE/src/kubernetes-$K8S_VERSION"
+  scratch_module "$dir" k8s.io/kubernetes "$K8S_VERSION"
+  local modfile
+  modfile=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  # k8s.io/kubernetes replaces its staging modules with local paths; point each at its release.
+  local staging
+  staging=$(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$modfile" | awk '{print $1}' | sort -u)
+  (cd "$dir"
+   for m in $staging; do go mod edit -replace="$m=$m@$K8S_STAGING_VERSION"; done
+   cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+   go mod tidy -e >/dev/null 2>&1 || true
+   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
+   CGO_ENABLED=0 go build -tags tools -trimpath -ldflags "$ld" -o "$BIN/" \
+     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+}
+
+build_etcd() {
+  local dir="$CACHE/src/etcd-$ETCD_VERSION"
+  scratch_module "$dir" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_containerd() {
+  local src
+  src=$(go mod download -json "github.com/containerd/containerd/v2@$CONTAINERD_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  local dir="$CACHE/src/containerd-$CONTAINERD_VERSION"
+  rm -rf "$dir"; cp -r "$src" "$dir"; chmod -R u+w "$dir"
+  local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  (cd "$dir"
+   CGO_ENABLED=1 go build -trimpath -tags "urfave_cli_no_docs no_btrfs" -ldflags "$ld" -o "$BIN/" ./cmd/containerd ./cmd/ctr
+   CGO_ENABLED=0 go build -trimpath -tags "urfave_cli_no_docs no_grpc" -ldflags "$ld" -o "$BIN/" ./cmd/containerd-shim-runc-v2)
+}
+
+build_cni() {
+  local dir="$CACHE/src/cni-$CNI_VERSION"
+  scratch_module "$dir" github.com/containernetworking/plugins "$CNI_VERSION"
+  mkdir -p "$CACHE/cni/bin"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$CACHE/cni/bin/" \
+     github.com/containernetworking/plugins/plugins/main/bridge \
+     github.com/containernetworking/plugins/plugins/main/loopback \
+     github.com/containernetworking/plugins/plugins/ipam/host-local \
+     github.com/containernetworking/plugins/plugins/meta/portmap)
+}
+
+build_crictl() {
+  local dir="$CACHE/src/crictl-$CRICTL_VERSION"
+  scratch_module "$dir" sigs.k8s.io/cri-tools "$CRICTL_VERSION"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" -o "$BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
+}
+
+build_helm() {
+  local dir="$CACHE/src/helm-$HELM_VERSION"
+  scratch_module "$dir" helm.sh/helm/v3 "$HELM_VERSION"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
+}
+
+build_coredns() {
+  local dir="$CACHE/src/coredns-$COREDNS_VERSION"
+  scratch_module "$dir" github.com/coredns/coredns "$COREDNS_VERSION"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" github.com/coredns/coredns)
+}
+
+build_crane() {
+  local dir="$CACHE/src/crane-$CRANE_VERSION"
+  scratch_module "$dir" github.com/google/go-containerregistry "$CRANE_VERSION"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/crane" github.com/google/go-containerregistry/cmd/crane)
+}
+
+main() {
+  local t0=$SECONDS
+  if ! built kubernetes "$K8S_VERSION"; then
+    log "a cold build of every component takes about 10-15 minutes on 2 cores; later runs take seconds"
+  fi
+  need_debian
+  timed etcd "$ETCD_VERSION" build_etcd
+  timed containerd "$CONTAINERD_VERSION" build_containerd
+  timed cni-plugins "$CNI_VERSION" build_cni
+  timed crictl "$CRICTL_VERSION" build_crictl
+  timed crane "$CRANE_VERSION" build_crane
+  timed coredns "$COREDNS_VERSION" build_coredns
+  timed helm "$HELM_VERSION" build_helm
+  timed kubernetes "$K8S_VERSION" build_kubernetes
+  log "all components ready in $BIN ($((SECONDS - t0)) s)"
+}
+
+main "$@"

@@ -1,0 +1,1 @@
+//! local cluster manager and end-to-end suites
