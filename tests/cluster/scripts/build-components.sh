@@ -145,6 +145,26 @@ build_crane() {
   (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/crane" github.com/google/go-containerregistry/cmd/crane)
 }
 
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PAUSE_IMAGE_VERSION=3.10
+
+# The pod sandbox image: a static binary that sleeps until signalled, under the name the
+# containerd config pins.
+build_pause_image() {
+  local dir="$CACHE/src/pause"
+  rm -rf "$dir"; mkdir -p "$dir"
+  (cd "$SCRIPTS/../pause" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/pause" .)
+  mkdir -p "$CACHE/images"
+  "$SCRIPTS/image.sh" --tag "registry.k8s.io/pause:$PAUSE_IMAGE_VERSION" --user 65535:65535 \
+    --out "$CACHE/images/pause.tar" "$dir/pause"
+}
+
+# CoreDNS as the cluster DNS, run as a Deployment: entrypoint /usr/local/bin/coredns.
+build_coredns_image() {
+  mkdir -p "$CACHE/images"
+  "$SCRIPTS/image.sh" --tag "champion/coredns:$COREDNS_VERSION" --out "$CACHE/images/coredns.tar" "$BIN/coredns"
+}
+
 main() {
   local t0=$SECONDS
   if ! built kubernetes "$K8S_VERSION"; then
@@ -157,6 +177,8 @@ main() {
   timed crictl "$CRICTL_VERSION" build_crictl
   timed crane "$CRANE_VERSION" build_crane
   timed coredns "$COREDNS_VERSION" build_coredns
+  timed pause-image "$PAUSE_IMAGE_VERSION" build_pause_image
+  timed coredns-image "$COREDNS_VERSION" build_coredns_image
   timed helm "$HELM_VERSION" build_helm
   timed kubernetes "$K8S_VERSION" build_kubernetes
   log "all components ready in $BIN ($((SECONDS - t0)) s)"

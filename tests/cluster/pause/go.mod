@@ -1,0 +1,3 @@
+module champion.dev/pause
+
+go 1.24
