@@ -1,1 +1,130 @@
-fn main() {}
+//! `predictor`: serve one verified model until SIGTERM, then drain and exit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use predictor::config::Config;
+use predictor::metrics::{Metrics, MetricsError};
+use predictor::server::{self, AppState, Drained};
+use tokio::net::TcpListener;
+
+/// Why the process stopped without serving.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] predictor::config::ConfigError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Load(#[from] predictor::loader::LoadError),
+    #[error("{0}")]
+    Metrics(#[from] MetricsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the SIGTERM handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+/// Kubernetes shows the termination message in `kubectl describe pod`; best effort.
+fn write_termination_log(reason: &str) {
+    let path = std::env::var("TERMINATION_LOG").unwrap_or_else(|_| "/dev/termination-log".into());
+    if std::path::Path::new(&path).exists() {
+        let _ = std::fs::write(&path, reason);
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "predictor stopped");
+            eprintln!("predictor: {reason}");
+            write_termination_log(&reason);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), StartError> {
+    let config = Config::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), StartError> {
+    let model = predictor::loader::load(&config.model_uri, config.model_name.as_deref()).await?;
+    tracing::info!(
+        model_uri = %config.model_uri,
+        model_name = %model.name,
+        model_version = %model.version,
+        algorithm = %model.algorithm,
+        sha256 = %model.sha256,
+        features = model.n_features(),
+        classes = model.n_classes(),
+        score = model.score.as_ref().map(|s| s.value),
+        "model verified"
+    );
+    let metrics = Metrics::new(&model)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state = Arc::new(AppState::new(model, metrics, config.max_body_bytes));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(StartError::Signal)?;
+    tracing::info!(addr = %addr, worker_threads = config.worker_threads, "listening");
+
+    let drain_state = state.clone();
+    let (drain_delay, grace) = (config.drain_delay, config.grace);
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let received = Instant::now();
+        drain_state.begin_draining();
+        tracing::info!(
+            drain_seconds = drain_delay.as_secs_f64(),
+            grace_seconds = grace.as_secs_f64(),
+            "shutdown signal: readiness failed, draining"
+        );
+        tokio::time::sleep(drain_delay).await;
+        received + grace
+    };
+    match server::serve(listener, state, shutdown).await {
+        Drained::Clean => tracing::info!("drained; exiting"),
+        Drained::GraceExpired => {
+            tracing::warn!("grace period over with requests still open; exiting anyway")
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,781 @@
-//! champion-api
+//! The `ModelPipeline` custom resource (`champion.dev/v1alpha1`).
+//!
+//! These types are the source of truth for `crds/modelpipelines.champion.dev.yaml` (printed by the
+//! `crdgen` binary). Doc comments on fields are what `kubectl explain modelpipeline.spec...`
+//! prints, so they are written for the user of the resource, not for the reader of the code.
+//! Validation lives next to the field it guards: OpenAPI bounds where a bound is enough, CEL
+//! (`x-kubernetes-validations`) for exclusive ranges and cross-field rules.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use kube::core::Duration;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every champion resource.
+pub const GROUP: &str = "champion.dev";
+/// The one served version.
+pub const VERSION: &str = "v1alpha1";
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "champion.dev/operator";
+
+/// Label set on everything the operator creates.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "champion";
+/// Label naming the pipeline an object belongs to (value: pipeline name).
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Label naming the pipeline an object belongs to, in champion's own namespace of keys.
+pub const LABEL_PIPELINE: &str = "champion.dev/pipeline";
+/// Label naming the model version a Job trains or a predictor serves.
+pub const LABEL_MODEL_VERSION: &str = "champion.dev/model-version";
+/// Label on trainer Jobs and their pods, so selectors can tell them from predictor pods.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+
+/// Annotation on a ModelPipeline that forces a training run even when the data did not change.
+/// Each new value forces one run; the value last acted upon is kept in `status.lastForcedRun`.
+pub const ANNOTATION_FORCE_RUN: &str = "champion.dev/force-run";
+/// Annotation on a ModelPipeline that rolls the predictor back to a version from
+/// `status.history`. Acted upon once per value; the value is kept in `status.lastRollbackTo`.
+pub const ANNOTATION_ROLLBACK_TO: &str = "champion.dev/rollback-to";
+/// Annotation on Jobs and Deployments: the data fingerprint the model was trained on.
+pub const ANNOTATION_DATA_FINGERPRINT: &str = "champion.dev/data-fingerprint";
+/// Annotation on Deployments (and their pod template): the model version served.
+pub const ANNOTATION_MODEL_VERSION: &str = "champion.dev/model-version";
+/// Annotation on Deployments: the model URI served.
+pub const ANNOTATION_MODEL_URI: &str = "champion.dev/model-uri";
+
+/// Condition types written to `status.conditions`.
+pub mod condition {
+    /// The champion's predictor is serving and no rollout is pending.
+    pub const READY: &str = "Ready";
+    /// The last listing of `spec.data.uri` succeeded and found at least one object.
+    pub const DATA_AVAILABLE: &str = "DataAvailable";
+    /// A trainer Job is running.
+    pub const TRAINING: &str = "Training";
+    /// A champion has been promoted and its predictor rolled out.
+    pub const PROMOTED: &str = "Promoted";
+    /// Something needs attention: a failed run, a failed rollout, unreadable data.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// A ModelPipeline keeps a model fresh: it watches a data location, trains a challenger in a
+/// Job when the data changes, promotes it only when it beats the champion on the same held-out
+/// data, and rolls the predictor Deployment to the winner.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "champion.dev",
+    version = "v1alpha1",
+    kind = "ModelPipeline",
+    plural = "modelpipelines",
+    singular = "modelpipeline",
+    shortname = "mlp",
+    namespaced,
+    status = "ModelPipelineStatus",
+    derive = "PartialEq",
+    doc = "A ModelPipeline trains a challenger model when new data arrives, promotes it only when it beats the champion, and serves the champion from a predictor Deployment.",
+    printcolumn(name = "Champion", type_ = "string", json_path = ".status.champion.version", description = "Model version the predictor serves"),
+    printcolumn(name = "Score", type_ = "number", json_path = ".status.champion.score", description = "Champion score on its evaluation metric"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "What the pipeline is doing"),
+    printcolumn(name = "Last", type_ = "string", json_path = ".status.lastOutcome", description = "Outcome of the last training run"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelPipelineSpec {
+    /// Where the training data lives and how often to look at it.
+    pub data: DataSpec,
+    /// Where trained models are written: `<modelStore.uri>/<pipeline>/<version>/`.
+    pub model_store: ModelStoreSpec,
+    /// The trainer Job: image, algorithm and the Job's limits.
+    #[serde(default)]
+    pub trainer: TrainerSpec,
+    /// How a challenger is scored against the champion.
+    #[serde(default)]
+    pub evaluation: EvaluationSpec,
+    /// When a challenger replaces the champion.
+    #[serde(default)]
+    pub promotion: PromotionSpec,
+    /// The predictor Deployment and Service that serve the champion.
+    #[serde(default)]
+    pub predictor: PredictorSpec,
+    /// Volumes mounted into trainer Jobs and predictor pods at the same path, for `file://`
+    /// data and model stores. The operator reads a `file://` store itself, so it must have
+    /// the same volume mounted at the same path (see the Helm chart's `storeVolumes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub volumes: Vec<StoreVolume>,
+    /// How many entries `status.history` keeps (oldest dropped first), 1 to 100.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: u32,
+    /// Stop launching training runs and promotions. A running Job is left to finish; its
+    /// result is evaluated when the pipeline is resumed. The predictor keeps serving.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Training data: CSV files with a header row under a URI prefix.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "duration(self.pollInterval) >= duration('1s')", "message": "pollInterval must be at least 1s"},
+    {"rule": "!has(self.dropColumns) || !self.dropColumns.exists(c, c == self.target)", "message": "dropColumns must not contain the target column"},
+    {"rule": "!has(self.testDataUri) || self.testDataUri != self.uri", "message": "testDataUri must differ from uri"}
+]))]
+pub struct DataSpec {
+    /// URI prefix of the training CSV files: file:///abs/dir/, s3://bucket/prefix/, gs://,
+    /// az://, or http(s)://. Every object under the prefix is training data.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://"))]
+    pub uri: String,
+    /// How often the data prefix is listed to detect new data, as a Go duration ("30s", "2m").
+    /// At least 1s.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(length(max = 32))]
+    pub poll_interval: Duration,
+    /// Name of the target (label) column in the CSV header.
+    #[schemars(length(min = 1, max = 128))]
+    pub target: String,
+    /// Optional fixed test set, scored instead of a holdout split from the training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://"))]
+    pub test_data_uri: Option<String>,
+    /// Binarise the target: values above this number are the positive class, the rest the
+    /// negative class (the wine system uses 5: quality > 5 is "good").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_above: Option<f64>,
+    /// Columns ignored by training (for example an Id column).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
+    pub drop_columns: Vec<String>,
+    /// Secret with the store credentials as environment-style keys (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP, ...), in the
+    /// pipeline's namespace. Trainer Jobs get it as environment; the operator reads it to list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// Where trained models are stored.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStoreSpec {
+    /// URI prefix under which each model version gets a directory
+    /// `<uri>/<pipeline>/<version>/` holding model.json and report.json.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://"))]
+    pub uri: String,
+    /// Secret with the store credentials (same keys as `data.secretRef`). Trainer Jobs and
+    /// predictor pods get it as environment; the operator reads it to fetch report.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// A reference to a Secret in the pipeline's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A volume carrying a `file://` store, mounted at `mountPath` in trainer and predictor pods.
+/// Exactly one of `persistentVolumeClaim` and `hostPath` is set.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.persistentVolumeClaim) != has(self.hostPath)", "message": "set exactly one of persistentVolumeClaim and hostPath"}
+]))]
+pub struct StoreVolume {
+    /// Volume name inside the pods (a DNS label).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Absolute path the volume is mounted at; `file://` URIs refer to paths under it.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub mount_path: String,
+    /// A PersistentVolumeClaim in the pipeline's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimVolume>,
+    /// A directory on the node (single-node and test clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathVolume>,
+}
+
+/// A PersistentVolumeClaim used as a store volume.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimVolume {
+    /// Name of the claim.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+/// A node directory used as a store volume.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPathVolume {
+    /// Absolute directory on the node; created when missing.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub path: String,
+}
+
+/// The trainer Job.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainerSpec {
+    /// Trainer image; its entrypoint must accept the trainer contract's `train` arguments.
+    #[serde(default = "default_trainer_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Image pull policy of the trainer container.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+    /// Classifier to fit.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Algorithm parameters passed as `--param key=value` (for example nEstimators: "50").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub params: BTreeMap<String, String>,
+    /// CPU and memory requests and limits of the trainer container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Seconds a training run may take before Kubernetes stops it (Job activeDeadlineSeconds).
+    #[serde(default = "default_active_deadline_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub active_deadline_seconds: i64,
+    /// Pod retries inside one training run (Job backoffLimit), 0 to 10.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+    /// Seconds a finished trainer Job is kept before Kubernetes deletes it.
+    #[serde(default = "default_ttl_seconds_after_finished")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub ttl_seconds_after_finished: i32,
+}
+
+impl Default for TrainerSpec {
+    fn default() -> Self {
+        Self {
+            image: default_trainer_image(),
+            image_pull_policy: PullPolicy::default(),
+            algorithm: Algorithm::default(),
+            params: BTreeMap::new(),
+            resources: None,
+            active_deadline_seconds: default_active_deadline_seconds(),
+            backoff_limit: 0,
+            ttl_seconds_after_finished: default_ttl_seconds_after_finished(),
+        }
+    }
+}
+
+/// Container image pull policy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull only when the node does not have the image.
+    #[default]
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Classifier fitted by the trainer (trainer `--algorithm`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// AdaBoost over decision stumps.
+    #[default]
+    Adaboost,
+    /// Multinomial logistic regression.
+    Logistic,
+    /// Random forest of decision trees.
+    RandomForest,
+    /// Gaussian naive Bayes.
+    GaussianNb,
+}
+
+impl Algorithm {
+    /// The trainer's `--algorithm` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Adaboost => "adaboost",
+            Algorithm::Logistic => "logistic",
+            Algorithm::RandomForest => "random-forest",
+            Algorithm::GaussianNb => "gaussian-nb",
+        }
+    }
+}
+
+/// How challenger and champion are scored.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.holdoutFraction > 0.0 && self.holdoutFraction < 1.0", "message": "holdoutFraction must be greater than 0 and less than 1"}
+]))]
+pub struct EvaluationSpec {
+    /// Metric compared between challenger and champion (trainer `--metric`).
+    #[serde(default)]
+    pub metric: Metric,
+    /// Share of the rows held out for scoring, strictly between 0 and 1. A row's side is a
+    /// function of its content, so champion and challenger are scored on the same rows.
+    #[serde(default = "default_holdout_fraction")]
+    pub holdout_fraction: f64,
+    /// Seed of the trainer's random number generator.
+    #[serde(default = "default_seed")]
+    #[schemars(range(min = 0))]
+    pub seed: i64,
+}
+
+impl Default for EvaluationSpec {
+    fn default() -> Self {
+        Self { metric: Metric::default(), holdout_fraction: default_holdout_fraction(), seed: default_seed() }
+    }
+}
+
+/// Evaluation metric; the same names as the trainer's `--metric` and report.json's `metric`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Metric {
+    /// Unweighted mean of the per-class F1 scores.
+    #[default]
+    #[serde(rename = "f1Macro")]
+    F1Macro,
+    /// Per-class F1 scores weighted by class support.
+    #[serde(rename = "f1Weighted")]
+    F1Weighted,
+    /// F1 of the positive class (binary targets).
+    #[serde(rename = "f1Binary")]
+    F1Binary,
+    /// Share of correctly classified rows.
+    #[serde(rename = "accuracy")]
+    Accuracy,
+}
+
+impl Metric {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::F1Macro => "f1Macro",
+            Metric::F1Weighted => "f1Weighted",
+            Metric::F1Binary => "f1Binary",
+            Metric::Accuracy => "accuracy",
+        }
+    }
+}
+
+/// When a challenger becomes the champion.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minScore >= 0.0 && self.minScore <= 1.0", "message": "minScore must be between 0 and 1"},
+    {"rule": "self.minImprovement >= 0.0 && self.minImprovement < 1.0", "message": "minImprovement must be at least 0 and less than 1"},
+    {"rule": "self.minScore + self.minImprovement <= 1.0", "message": "minScore + minImprovement must not exceed 1, or no challenger could ever win"}
+]))]
+pub struct PromotionSpec {
+    /// The challenger must beat the champion's score on the same holdout by more than this
+    /// margin, so noise does not swap champions. 0 means "strictly better".
+    #[serde(default)]
+    pub min_improvement: f64,
+    /// Absolute floor: a challenger scoring below it is never promoted, 0 to 1.
+    #[serde(default)]
+    pub min_score: f64,
+    /// What happens to the first model, when there is no champion yet.
+    #[serde(default)]
+    pub first_model: FirstModelPolicy,
+    /// Seconds a predictor rollout may go without progress before it is reverted to the
+    /// previous champion (the Deployment's progressDeadlineSeconds).
+    #[serde(default = "default_rollout_deadline_seconds")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub rollout_deadline_seconds: i32,
+}
+
+impl Default for PromotionSpec {
+    fn default() -> Self {
+        Self {
+            min_improvement: 0.0,
+            min_score: 0.0,
+            first_model: FirstModelPolicy::default(),
+            rollout_deadline_seconds: default_rollout_deadline_seconds(),
+        }
+    }
+}
+
+/// Policy for the first model of a pipeline.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum FirstModelPolicy {
+    /// Promote the first model when it reaches minScore.
+    #[default]
+    Promote,
+    /// Never promote automatically; the user promotes a version from status.history with the
+    /// champion.dev/rollback-to annotation.
+    Manual,
+}
+
+/// The predictor that serves the champion.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictorSpec {
+    /// Predictor image; it reads MODEL_URI and serves on PORT.
+    #[serde(default = "default_predictor_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Image pull policy of the predictor container.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+    /// Number of predictor pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// CPU and memory requests and limits of the predictor container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Port the predictor listens on and the Service exposes.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for PredictorSpec {
+    fn default() -> Self {
+        Self {
+            image: default_predictor_image(),
+            image_pull_policy: PullPolicy::default(),
+            replicas: default_replicas(),
+            resources: None,
+            port: default_port(),
+        }
+    }
+}
+
+fn default_history_limit() -> u32 {
+    10
+}
+fn default_poll_interval() -> Duration {
+    Duration::from(std::time::Duration::from_secs(30))
+}
+fn default_trainer_image() -> String {
+    "champion/trainer-job:dev".to_string()
+}
+fn default_predictor_image() -> String {
+    "champion/predictor:dev".to_string()
+}
+fn default_active_deadline_seconds() -> i64 {
+    1800
+}
+fn default_ttl_seconds_after_finished() -> i32 {
+    3600
+}
+fn default_holdout_fraction() -> f64 {
+    0.2
+}
+fn default_seed() -> i64 {
+    42
+}
+fn default_rollout_deadline_seconds() -> i32 {
+    120
+}
+fn default_replicas() -> i32 {
+    1
+}
+fn default_port() -> i32 {
+    8080
+}
+
+/// What the pipeline is doing, as one word for `kubectl get`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// No champion yet and nothing running (no data, or waiting for the first run).
+    Pending,
+    /// A trainer Job is running.
+    Training,
+    /// A promoted model is being rolled out.
+    RollingOut,
+    /// The champion is serving; nothing to do until the data changes.
+    Serving,
+    /// The last run or rollout failed; see the Degraded condition.
+    Degraded,
+    /// spec.suspend is true.
+    Suspended,
+}
+
+/// Observed state of a ModelPipeline. Written only by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelPipelineStatus {
+    /// The spec generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, DataAvailable, Training, Promoted and Degraded, each with a reason and message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// What the pipeline is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Outcome of the last finished run (Promoted, Rejected, Failed, RolledBack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+    /// The model the predictor serves (or is rolling out to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ChampionStatus>,
+    /// The latest training run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger: Option<ChallengerStatus>,
+    /// A predictor rollout in progress, with the champion to revert to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The data as last listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataStatus>,
+    /// Finished runs and rollbacks, newest last, at most spec.historyLimit entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// Training runs that failed in a row; drives the exponential back-off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+    /// No new run starts before this time (back-off after failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+    /// The value of the champion.dev/force-run annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_forced_run: Option<String>,
+    /// The value of the champion.dev/rollback-to annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback_to: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The champion model.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChampionStatus {
+    /// Model version (the last segment of the model URI).
+    pub version: String,
+    /// Version directory the predictor loads (its MODEL_URI).
+    pub model_uri: String,
+    /// Score on the evaluation metric when it was promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Metric the score is measured in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Fingerprint of the data it was trained on.
+    pub data_fingerprint: String,
+    /// When it was promoted.
+    pub promoted_at: Time,
+}
+
+/// State of a training run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ChallengerState {
+    /// The trainer Job is running.
+    Training,
+    /// Won and promoted.
+    Promoted,
+    /// Scored but not better than the champion (or below the floor).
+    Rejected,
+    /// The Job failed, or its report was missing or unreadable.
+    Failed,
+}
+
+/// The latest training run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengerStatus {
+    /// Model version the run writes.
+    pub version: String,
+    /// Name of the trainer Job.
+    pub job: String,
+    /// Fingerprint of the data the run trains on.
+    pub data_fingerprint: String,
+    /// Run state.
+    pub state: ChallengerState,
+    /// Challenger score on the evaluation metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Champion score on the same holdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_score: Option<f64>,
+    /// Why the run ended as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the Job was launched.
+    pub started_at: Time,
+    /// When the data this run trains on was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seen_at: Option<Time>,
+}
+
+/// A rollout of the predictor in progress.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Version being rolled out.
+    pub version: String,
+    /// The champion to revert to when the rollout does not progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ChampionStatus>,
+    /// When the rollout started.
+    pub started_at: Time,
+    /// When the data behind this model was first seen (for the data-to-serving metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seen_at: Option<Time>,
+    /// Why the rollout happens: a promotion, a requested rollback, or a revert.
+    pub cause: Outcome,
+}
+
+/// The data as last listed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataStatus {
+    /// Fingerprint of the sorted (key, size, etag) listing.
+    pub fingerprint: String,
+    /// Number of objects under the data URI.
+    pub objects: u64,
+    /// When this fingerprint was first seen.
+    pub seen_at: Time,
+}
+
+/// How a run or rollback ended.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Outcome {
+    /// The challenger won and was promoted.
+    Promoted,
+    /// The challenger lost or scored below the floor.
+    Rejected,
+    /// The run failed.
+    Failed,
+    /// The predictor was rolled back to an earlier version (on request or after a failed rollout).
+    RolledBack,
+}
+
+impl Outcome {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "Promoted",
+            Outcome::Rejected => "Rejected",
+            Outcome::Failed => "Failed",
+            Outcome::RolledBack => "RolledBack",
+        }
+    }
+}
+
+/// One finished run or rollback.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Model version.
+    pub version: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Challenger score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Champion score on the same holdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_score: Option<f64>,
+    /// Fingerprint of the training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub time: Time,
+}
+
+/// The CRD as YAML, exactly as `crdgen` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&ModelPipeline::crd())
+}
+
+impl ModelPipeline {
+    /// The version directory of `version`: `<modelStore.uri>/<pipeline>/<version>/`.
+    pub fn model_uri(&self, version: &str) -> String {
+        let base = self.spec.model_store.uri.trim_end_matches('/');
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        format!("{base}/{name}/{version}/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "champion.dev/v1alpha1",
+            "kind": "ModelPipeline",
+            "metadata": {"name": "wine", "namespace": "default"},
+            "spec": {
+                "data": {"uri": "file:///data/wine/", "target": "quality"},
+                "modelStore": {"uri": "file:///models"}
+            }
+        })
+    }
+
+    #[test]
+    fn minimal_spec_gets_documented_defaults() {
+        let mp: ModelPipeline = serde_json::from_value(minimal()).expect("minimal spec parses");
+        assert_eq!(mp.spec.data.poll_interval, std::time::Duration::from_secs(30));
+        assert_eq!(mp.spec.evaluation.metric, Metric::F1Macro);
+        assert_eq!(mp.spec.evaluation.holdout_fraction, 0.2);
+        assert_eq!(mp.spec.trainer.image, "champion/trainer-job:dev");
+        assert_eq!(mp.spec.predictor.image, "champion/predictor:dev");
+        assert_eq!(mp.spec.predictor.port, 8080);
+        assert_eq!(mp.spec.promotion.first_model, FirstModelPolicy::Promote);
+        assert_eq!(mp.spec.history_limit, 10);
+        assert!(!mp.spec.suspend);
+    }
+
+    #[test]
+    fn metric_names_match_the_trainer_contract() {
+        for (m, s) in [
+            (Metric::F1Macro, "f1Macro"),
+            (Metric::F1Weighted, "f1Weighted"),
+            (Metric::F1Binary, "f1Binary"),
+            (Metric::Accuracy, "accuracy"),
+        ] {
+            assert_eq!(serde_json::to_value(m).expect("serialises"), serde_json::json!(s));
+            assert_eq!(m.as_str(), s);
+        }
+    }
+
+    #[test]
+    fn model_uri_is_the_version_directory() {
+        let mp: ModelPipeline = serde_json::from_value(minimal()).expect("minimal spec parses");
+        assert_eq!(mp.model_uri("abc"), "file:///models/wine/abc/");
+    }
+
+    #[test]
+    fn crd_has_short_name_status_subresource_and_cel_rules() {
+        let crd = serde_json::to_value(ModelPipeline::crd()).expect("crd serialises");
+        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["mlp"]));
+        let version = &crd["spec"]["versions"][0];
+        assert!(version["subresources"]["status"].is_object());
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let rules = spec["evaluation"]["x-kubernetes-validations"].to_string();
+        assert!(rules.contains("holdoutFraction > 0.0"), "{rules}");
+        let rules = spec["data"]["x-kubernetes-validations"].to_string();
+        assert!(rules.contains("duration(self.pollInterval)"), "{rules}");
+        assert_eq!(spec["evaluation"]["properties"]["metric"]["enum"].as_array().map(Vec::len), Some(4));
+    }
+}

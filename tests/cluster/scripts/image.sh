@@ -65,13 +65,14 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 ref="127.0.0.1:$port/$(echo "$tag" | sed 's#^docker.io/##')"
-"$CRANE" append --insecure -f "$layer" -t "$ref" >/dev/null
-mutate=("$CRANE" mutate --insecure "$ref" --set-platform linux/amd64 --user "$user"
+crane() { "$CRANE" "$@" >/dev/null 2>>"$work/crane.log" || { cat "$work/crane.log" >&2; exit 1; }; }
+crane append --insecure -f "$layer" -t "$ref"
+mutate=(crane mutate --insecure "$ref" --set-platform linux/amd64 --user "$user"
         --entrypoint "$entrypoint" --workdir / --env "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
         --env "PATH=/usr/local/bin" -l "org.opencontainers.image.source=champion")
 [ ${#args[@]} -gt 0 ] && mutate+=(--cmd "$(IFS=,; echo "${args[*]}")")
 mkdir -p "$(dirname "$out")"
 # -o writes the mutated image as an archive tagged with -t instead of pushing it.
-"${mutate[@]}" -t "$tag" -o "$out.partial" >/dev/null
+"${mutate[@]}" -t "$tag" -o "$out.partial"
 mv "$out.partial" "$out"
 echo "image.sh: $tag -> $out ($(du -h "$out" | cut -f1))" >&2

@@ -1,0 +1,397 @@
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::canonical::{canonical_json, sha256_hex};
+use crate::error::ModelError;
+use crate::names::normalize_feature_name;
+use crate::tree::{DecisionTree, argmax};
+
+/// Version of the `model.json` layout. Bump it on any change a reader of the previous version
+/// would misread; readers refuse other versions instead of guessing.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+/// The content of `model.json`: everything needed to turn a row of raw feature values into
+/// class probabilities, plus where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelFile {
+    pub format_version: u32,
+    /// The model version: the last path segment of the version directory it was written to.
+    pub model_version: String,
+    /// RFC 3339 time the model was written.
+    pub created_at: String,
+    /// Normalised feature names, in the order `predict*` expects the row.
+    pub feature_names: Vec<String>,
+    /// Class labels; class index `i` of every prediction means `class_labels[i]`.
+    pub class_labels: Vec<String>,
+    /// The label binary metrics are about, when the target was binarised.
+    pub positive_label: Option<String>,
+    pub scaler: Scaler,
+    pub model: Model,
+    /// The algorithm name the trainer was asked for (e.g. "adaboost").
+    pub algorithm: String,
+    /// The effective hyper-parameters, defaults included.
+    pub params: BTreeMap<String, String>,
+    /// Fingerprint of the data listing the model was trained on.
+    pub training_fingerprint: String,
+    /// Hex sha256 of the canonical JSON of every other field.
+    #[serde(default)]
+    pub sha256: String,
+}
+
+/// Standard scaling fit on the training rows: `z = (x - mean) / scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    /// Standard deviation of each feature, or 1 where it was 0 (as scikit-learn does), so a
+    /// constant feature never divides by zero.
+    pub scale: Vec<f64>,
+}
+
+impl Scaler {
+    /// Scaled value of feature `f`. Training and inference both go through this one function,
+    /// so a saved model reproduces the trainer's arithmetic bit for bit.
+    #[inline]
+    pub fn scale_one(&self, f: usize, x: f64) -> f64 {
+        (x - self.mean[f]) / self.scale[f]
+    }
+}
+
+/// The fitted classifier; all of them work on scaled features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Model {
+    AdaBoost(AdaBoostModel),
+    Logistic(LogisticModel),
+    RandomForest(RandomForestModel),
+    GaussianNb(GaussianNbModel),
+}
+
+/// AdaBoost SAMME: every tree votes for its class with its estimator weight; probabilities
+/// follow scikit-learn's `AdaBoostClassifier.predict_proba` for the SAMME algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaBoostModel {
+    pub trees: Vec<DecisionTree>,
+    pub estimator_weights: Vec<f64>,
+}
+
+/// Multinomial logistic regression: `p = softmax(W z + b)`. A binary model is stored as two
+/// rows with the first all zero, which is the same as a sigmoid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogisticModel {
+    /// One row of coefficients per class.
+    pub coefficients: Vec<Vec<f64>>,
+    pub intercepts: Vec<f64>,
+}
+
+/// Random forest: the mean of the trees' leaf class distributions (soft voting, as
+/// scikit-learn does).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RandomForestModel {
+    pub trees: Vec<DecisionTree>,
+}
+
+/// Gaussian naive Bayes: per class a prior and per-feature mean and variance (variances
+/// already smoothed, so they are all positive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GaussianNbModel {
+    pub class_priors: Vec<f64>,
+    pub means: Vec<Vec<f64>>,
+    pub variances: Vec<Vec<f64>>,
+}
+
+impl Model {
+    /// Short name of the model kind, as in the JSON tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Model::AdaBoost(_) => "adaBoost",
+            Model::Logistic(_) => "logistic",
+            Model::RandomForest(_) => "randomForest",
+            Model::GaussianNb(_) => "gaussianNb",
+        }
+    }
+}
+
+impl ModelFile {
+    /// Parses `model.json`, refusing another format version, a missing or wrong checksum, and
+    /// any inconsistency that could make inference index out of bounds.
+    pub fn from_json_verified(bytes: &[u8]) -> Result<ModelFile, ModelError> {
+        let mut value: Value = serde_json::from_slice(bytes).map_err(ModelError::ParseModel)?;
+        let found = value
+            .get("formatVersion")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if found != u64::from(MODEL_FORMAT_VERSION) {
+            return Err(ModelError::ModelFormatVersion {
+                found,
+                expected: MODEL_FORMAT_VERSION,
+            });
+        }
+        let stored = match value.as_object_mut().and_then(|m| m.remove("sha256")) {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            _ => return Err(ModelError::MissingChecksum),
+        };
+        let computed = sha256_hex(&canonical_json(&value));
+        if !stored.eq_ignore_ascii_case(&computed) {
+            return Err(ModelError::ChecksumMismatch { stored, computed });
+        }
+        let mut model: ModelFile = serde_json::from_value(value).map_err(ModelError::ParseModel)?;
+        model.sha256 = computed;
+        model.validate().map_err(ModelError::InvalidModel)?;
+        Ok(model)
+    }
+
+    /// Validates the model, fills `sha256` and returns the JSON to store.
+    pub fn to_json_bytes(&mut self) -> Result<Vec<u8>, ModelError> {
+        self.validate().map_err(ModelError::InvalidModel)?;
+        self.sha256 = self.compute_sha256()?;
+        serde_json::to_vec_pretty(self).map_err(|source| ModelError::Serialize {
+            what: "model.json",
+            source,
+        })
+    }
+
+    /// The checksum of every field but `sha256`, as `to_json_bytes` stores it.
+    pub fn compute_sha256(&self) -> Result<String, ModelError> {
+        let mut value = serde_json::to_value(self).map_err(|source| ModelError::Serialize {
+            what: "model.json",
+            source,
+        })?;
+        if let Some(map) = value.as_object_mut() {
+            map.remove("sha256");
+        }
+        Ok(sha256_hex(&canonical_json(&value)))
+    }
+
+    /// Number of features a row must have.
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+
+    /// Number of classes, the length of every probability vector.
+    pub fn n_classes(&self) -> usize {
+        self.class_labels.len()
+    }
+
+    /// Index of `positive_label` in `class_labels`, if there is one.
+    pub fn positive_index(&self) -> Option<usize> {
+        let positive = self.positive_label.as_ref()?;
+        self.class_labels.iter().position(|l| l == positive)
+    }
+
+    /// Writes the class probabilities of one row of raw (unscaled) values, in `feature_names`
+    /// order, into `out` (one slot per class label). Allocates nothing, so the predictor can
+    /// call it per request.
+    pub fn predict_proba_into(&self, row: &[f64], out: &mut [f64]) -> Result<(), ModelError> {
+        if row.len() != self.n_features() {
+            return Err(ModelError::RowLength {
+                expected: self.n_features(),
+                got: row.len(),
+            });
+        }
+        let k = self.n_classes();
+        if out.len() != k {
+            return Err(ModelError::OutputLength {
+                expected: k,
+                got: out.len(),
+            });
+        }
+        let scaler = &self.scaler;
+        match &self.model {
+            Model::AdaBoost(m) => {
+                out.fill(0.0);
+                let mut total = 0.0;
+                for (tree, w) in m.trees.iter().zip(&m.estimator_weights) {
+                    out[tree.predict_class(row, scaler, k)] += w;
+                    total += w;
+                }
+                if total > 0.0 {
+                    for v in out.iter_mut() {
+                        *v /= total;
+                    }
+                }
+                // scikit-learn's SAMME decision function and its mapping to probabilities.
+                if k == 2 {
+                    let d = out[1] - out[0];
+                    out[0] = -d / 2.0;
+                    out[1] = d / 2.0;
+                } else {
+                    let denom = (k - 1) as f64;
+                    for v in out.iter_mut() {
+                        *v /= denom;
+                    }
+                }
+                softmax_in_place(out);
+            }
+            Model::Logistic(m) => {
+                for (c, o) in out.iter_mut().enumerate() {
+                    let coef = &m.coefficients[c];
+                    let mut z = m.intercepts[c];
+                    for (f, x) in row.iter().enumerate() {
+                        z += coef[f] * scaler.scale_one(f, *x);
+                    }
+                    *o = z;
+                }
+                softmax_in_place(out);
+            }
+            Model::RandomForest(m) => {
+                out.fill(0.0);
+                for tree in &m.trees {
+                    let leaf = tree.leaf(row, scaler);
+                    for (o, v) in out.iter_mut().zip(tree.node_value(leaf, k)) {
+                        *o += v;
+                    }
+                }
+                let n = m.trees.len() as f64;
+                for o in out.iter_mut() {
+                    *o /= n;
+                }
+            }
+            Model::GaussianNb(m) => {
+                for (c, o) in out.iter_mut().enumerate() {
+                    let mut jll = m.class_priors[c].ln();
+                    let (means, vars) = (&m.means[c], &m.variances[c]);
+                    for (f, x) in row.iter().enumerate() {
+                        let d = scaler.scale_one(f, *x) - means[f];
+                        jll -= 0.5 * ((2.0 * std::f64::consts::PI * vars[f]).ln() + d * d / vars[f]);
+                    }
+                    *o = jll;
+                }
+                softmax_in_place(out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Class probabilities of one raw row (allocates the result).
+    pub fn predict_proba(&self, row: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let mut out = vec![0.0; self.n_classes()];
+        self.predict_proba_into(row, &mut out)?;
+        Ok(out)
+    }
+
+    /// Index of the most likely class of one raw row (the first on ties).
+    pub fn predict(&self, row: &[f64]) -> Result<usize, ModelError> {
+        // Up to 64 classes stay on the stack; more is rare enough to allocate.
+        let k = self.n_classes();
+        if k <= 64 {
+            let mut buf = [0.0; 64];
+            self.predict_proba_into(row, &mut buf[..k])?;
+            Ok(argmax(&buf[..k]))
+        } else {
+            Ok(argmax(&self.predict_proba(row)?))
+        }
+    }
+
+    /// Checks every invariant inference relies on; the message says which one failed.
+    pub fn validate(&self) -> Result<(), String> {
+        let nf = self.n_features();
+        let k = self.n_classes();
+        if nf == 0 {
+            return Err("featureNames is empty".into());
+        }
+        let mut seen = HashSet::new();
+        for name in &self.feature_names {
+            if *name != normalize_feature_name(name) {
+                return Err(format!("feature name {name:?} is not normalised"));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(format!("feature name {name:?} appears twice"));
+            }
+        }
+        if k < 2 {
+            return Err(format!("classLabels has {k} labels, a classifier needs at least 2"));
+        }
+        let labels: HashSet<&str> = self.class_labels.iter().map(String::as_str).collect();
+        if labels.len() != k {
+            return Err("classLabels has a duplicate label".into());
+        }
+        if let Some(p) = &self.positive_label
+            && !labels.contains(p.as_str())
+        {
+            return Err(format!("positiveLabel {p:?} is not one of classLabels"));
+        }
+        if self.scaler.mean.len() != nf || self.scaler.scale.len() != nf {
+            return Err(format!(
+                "scaler has {} means and {} scales for {nf} features",
+                self.scaler.mean.len(),
+                self.scaler.scale.len()
+            ));
+        }
+        if self.scaler.mean.iter().any(|m| !m.is_finite())
+            || self.scaler.scale.iter().any(|s| !s.is_finite() || *s <= 0.0)
+        {
+            return Err("scaler has a non-finite mean or a scale that is not positive".into());
+        }
+        let check_trees = |trees: &[DecisionTree]| -> Result<(), String> {
+            if trees.is_empty() {
+                return Err(format!("{} model has no trees", self.model.kind()));
+            }
+            for (i, t) in trees.iter().enumerate() {
+                t.validate(nf, k).map_err(|e| format!("tree {i}: {e}"))?;
+            }
+            Ok(())
+        };
+        let check_matrix = |name: &str, m: &[Vec<f64>], positive: bool| -> Result<(), String> {
+            if m.len() != k || m.iter().any(|r| r.len() != nf) {
+                return Err(format!("{name} must be {k} rows of {nf} numbers"));
+            }
+            if m.iter().flatten().any(|v| !v.is_finite() || (positive && *v <= 0.0)) {
+                return Err(format!("{name} has a non-finite or invalid number"));
+            }
+            Ok(())
+        };
+        match &self.model {
+            Model::AdaBoost(m) => {
+                check_trees(&m.trees)?;
+                if m.estimator_weights.len() != m.trees.len() {
+                    return Err(format!(
+                        "{} trees but {} estimator weights",
+                        m.trees.len(),
+                        m.estimator_weights.len()
+                    ));
+                }
+                if m.estimator_weights.iter().any(|w| !w.is_finite()) {
+                    return Err("an estimator weight is not finite".into());
+                }
+            }
+            Model::RandomForest(m) => check_trees(&m.trees)?,
+            Model::Logistic(m) => {
+                check_matrix("coefficients", &m.coefficients, false)?;
+                if m.intercepts.len() != k || m.intercepts.iter().any(|v| !v.is_finite()) {
+                    return Err(format!("intercepts must be {k} finite numbers"));
+                }
+            }
+            Model::GaussianNb(m) => {
+                check_matrix("means", &m.means, false)?;
+                check_matrix("variances", &m.variances, true)?;
+                if m.class_priors.len() != k
+                    || m.class_priors.iter().any(|p| !p.is_finite() || *p <= 0.0)
+                {
+                    return Err(format!("classPriors must be {k} positive numbers"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Numerically stable softmax.
+fn softmax_in_place(v: &mut [f64]) {
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}

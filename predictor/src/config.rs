@@ -1,0 +1,159 @@
+//! Settings from the environment (the Deployment the operator writes sets them).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Why the process cannot start with the given environment.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error(
+        "MODEL_URI is not set; expected the model version directory, e.g. s3://models/wine/v3/"
+    )]
+    MissingModelUri,
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The version directory holding `model.json` (and optionally `report.json`).
+    pub model_uri: String,
+    /// The name in `/v1/models/{name}` and `/v2/models/{name}`; defaults to the model's own.
+    pub model_name: Option<String>,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// How long to keep serving after SIGTERM with readiness failed, so that endpoint removal
+    /// reaches every proxy before the listener closes. The images have no shell for a preStop
+    /// sleep, so the wait lives here.
+    pub drain_delay: Duration,
+    /// Total time from SIGTERM to exit, drain delay included; keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    pub grace: Duration,
+    pub worker_threads: usize,
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+            name,
+            value: v,
+            expected,
+        }),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let model_uri = get("MODEL_URI")
+            .filter(|s| !s.trim().is_empty())
+            .ok_or(ConfigError::MissingModelUri)?;
+        let model_name = get("MODEL_NAME").filter(|s| !s.trim().is_empty());
+        if let Some(name) = &model_name
+            && (name.contains('/') || name.contains(':') || name.trim() != name)
+        {
+            return Err(ConfigError::Invalid {
+                name: "MODEL_NAME",
+                value: name.clone(),
+                expected: "a name without '/', ':' or surrounding spaces (it is a URL segment)",
+            });
+        }
+        let port: u16 = parse(&get, "PORT", 8080, "a TCP port 0-65535")?;
+        let host: IpAddr = parse(
+            &get,
+            "BIND_ADDRESS",
+            IpAddr::from([0, 0, 0, 0]),
+            "an IP address",
+        )?;
+        let max_body_bytes: usize = parse(&get, "MAX_BODY_BYTES", 1024 * 1024, "a byte count")?;
+        if max_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_BODY_BYTES",
+                value: "0".into(),
+                expected: "a positive byte count",
+            });
+        }
+        let drain: f64 = parse(&get, "SHUTDOWN_DRAIN_SECONDS", 5.0, "seconds")?;
+        let grace: f64 = parse(&get, "SHUTDOWN_GRACE_SECONDS", 25.0, "seconds")?;
+        let seconds = |name, v: f64| {
+            if v.is_finite() && (0.0..=3600.0).contains(&v) {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(ConfigError::Invalid {
+                    name,
+                    value: v.to_string(),
+                    expected: "seconds between 0 and 3600",
+                })
+            }
+        };
+        let drain_delay = seconds("SHUTDOWN_DRAIN_SECONDS", drain)?;
+        let grace = seconds("SHUTDOWN_GRACE_SECONDS", grace)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let worker_threads: usize = parse(&get, "WORKER_THREADS", cores, "a thread count")?;
+        Ok(Config {
+            model_uri,
+            model_name,
+            listen: SocketAddr::new(host, port),
+            max_body_bytes,
+            drain_delay: drain_delay.min(grace),
+            grace,
+            worker_threads: worker_threads.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[("MODEL_URI", "file:///m/v1/")]).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.model_name, None);
+        assert_eq!(c.grace, Duration::from_secs(25));
+        assert!(c.worker_threads >= 1);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_variable() {
+        assert_eq!(cfg(&[]), Err(ConfigError::MissingModelUri));
+        for (k, v) in [
+            ("PORT", "http"),
+            ("PORT", "70000"),
+            ("MAX_BODY_BYTES", "0"),
+            ("SHUTDOWN_GRACE_SECONDS", "-1"),
+            ("BIND_ADDRESS", "nowhere"),
+            ("MODEL_NAME", "a/b"),
+        ] {
+            match cfg(&[("MODEL_URI", "file:///m/"), (k, v)]) {
+                Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, k),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+}

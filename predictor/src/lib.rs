@@ -1,0 +1,12 @@
+//! champion's model server: loads a checksum-verified `model.json` and answers the original
+//! `/predict` form, KServe v1 and the Open Inference Protocol v2 over plain hyper.
+
+pub mod config;
+pub mod features;
+// TEMP pub mod loader;
+pub mod metrics;
+pub mod model;
+pub mod parse;
+pub mod render;
+pub mod routes;
+pub mod server;

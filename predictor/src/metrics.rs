@@ -1,0 +1,227 @@
+//! Prometheus metrics with every series resolved ahead of the hot path: a request costs a few
+//! atomic adds, never a label lookup.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::model::ServedModel;
+use crate::routes::Route;
+
+/// Status codes the server produces; anything else is counted as "other".
+const CODES: [&str; 10] = [
+    "200", "400", "404", "405", "413", "415", "422", "500", "503", "other",
+];
+
+fn code_index(status: u16) -> usize {
+    match status {
+        200 => 0,
+        400 => 1,
+        404 => 2,
+        405 => 3,
+        413 => 4,
+        415 => 5,
+        422 => 6,
+        500 => 7,
+        503 => 8,
+        _ => 9,
+    }
+}
+
+const N_ROUTES: usize = Route::ALL.len();
+
+/// Request latencies are sub-millisecond when healthy; the buckets resolve that range and still
+/// show a stalled request.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    5.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests_vec: IntCounterVec,
+    /// Series appear on first use, so /metrics lists only (route, code) pairs that happened.
+    requests: Vec<OnceLock<IntCounter>>,
+    latency: Vec<Histogram>,
+    rows: Vec<IntCounter>,
+    per_class: Vec<IntCounter>,
+    ready: IntGauge,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register metric: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new(model: &ServedModel) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new(
+                "predictor_requests_total",
+                "HTTP requests by route and status code.",
+            ),
+            &["route", "code"],
+        )?;
+        registry.register(Box::new(requests_vec.clone()))?;
+        let latency_vec = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "predictor_request_duration_seconds",
+                "Time from request head to response, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(latency_vec.clone()))?;
+        let rows_vec = IntCounterVec::new(
+            Opts::new(
+                "predictor_rows_predicted_total",
+                "Rows scored, by route (a batch request counts each row).",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(rows_vec.clone()))?;
+        let class_vec = IntCounterVec::new(
+            Opts::new(
+                "predictor_predictions_total",
+                "Predicted rows by class label.",
+            ),
+            &["class"],
+        )?;
+        registry.register(Box::new(class_vec.clone()))?;
+        let info = IntGauge::with_opts(
+            Opts::new(
+                "predictor_model_info",
+                "The served model; always 1, the labels carry the information.",
+            )
+            .const_label("model_name", &model.name)
+            .const_label("model_version", &model.version)
+            .const_label("algorithm", &model.algorithm)
+            .const_label(
+                "metric",
+                model
+                    .score
+                    .as_ref()
+                    .map(|s| s.metric.as_str())
+                    .unwrap_or(""),
+            ),
+        )?;
+        info.set(1);
+        registry.register(Box::new(info))?;
+        if let Some(score) = &model.score {
+            let g = Gauge::with_opts(
+                Opts::new(
+                    "predictor_model_score",
+                    "Holdout score of the served model from its report.json.",
+                )
+                .const_label("model_version", &model.version)
+                .const_label("metric", &score.metric),
+            )?;
+            g.set(score.value);
+            registry.register(Box::new(g))?;
+        }
+        let ready = IntGauge::new(
+            "predictor_ready",
+            "1 while the predictor reports ready, 0 while draining.",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+
+        let latency = Route::ALL
+            .iter()
+            .map(|r| latency_vec.with_label_values(&[r.label()]))
+            .collect();
+        let rows = Route::ALL
+            .iter()
+            .map(|r| rows_vec.with_label_values(&[r.label()]))
+            .collect();
+        let per_class = model
+            .class_labels
+            .iter()
+            .map(|c| class_vec.with_label_values(&[c.as_str()]))
+            .collect();
+        Ok(Metrics {
+            registry,
+            requests_vec,
+            requests: (0..N_ROUTES * CODES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            latency,
+            rows,
+            per_class,
+            ready,
+        })
+    }
+
+    pub fn observe_request(&self, route: Route, status: u16, seconds: f64) {
+        let ci = code_index(status);
+        let counter = self.requests[route.index() * CODES.len() + ci].get_or_init(|| {
+            self.requests_vec
+                .with_label_values(&[route.label(), CODES[ci]])
+        });
+        counter.inc();
+        self.latency[route.index()].observe(seconds);
+    }
+
+    pub fn observe_rows(&self, route: Route, per_class: &[u64]) {
+        let mut total = 0;
+        for (counter, n) in self.per_class.iter().zip(per_class) {
+            if *n > 0 {
+                counter.inc_by(*n);
+                total += n;
+            }
+        }
+        if total > 0 {
+            self.rows[route.index()].inc_by(total);
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding our own registry into a Vec does not fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_support::sum_model;
+
+    #[test]
+    fn renders_requests_latency_rows_classes_and_info() {
+        let m = sum_model();
+        let metrics = Metrics::new(&m).unwrap();
+        metrics.observe_request(Route::Predict, 200, 0.0002);
+        metrics.observe_request(Route::Predict, 200, 0.0002);
+        metrics.observe_request(Route::V2Infer, 422, 0.001);
+        metrics.observe_request(Route::Unknown, 418, 0.001);
+        metrics.observe_rows(Route::V2Infer, &[3, 4]);
+        metrics.set_ready(true);
+        let text = String::from_utf8(metrics.render()).unwrap();
+        for needle in [
+            r#"predictor_requests_total{code="200",route="predict"} 2"#,
+            r#"predictor_requests_total{code="422",route="v2_infer"} 1"#,
+            r#"predictor_requests_total{code="other",route="unknown"} 1"#,
+            r#"predictor_request_duration_seconds_count{route="predict"} 2"#,
+            r#"predictor_rows_predicted_total{route="v2_infer"} 7"#,
+            r#"predictor_predictions_total{class="bad"} 3"#,
+            r#"predictor_predictions_total{class="good"} 4"#,
+            r#"predictor_model_info{algorithm="test",metric="f1Macro",model_name="wine",model_version="v1"} 1"#,
+            r#"predictor_model_score{metric="f1Macro",model_version="v1"} 0.75"#,
+            "predictor_ready 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"code="404""#),
+            "unused series must not appear"
+        );
+    }
+}

@@ -1,0 +1,688 @@
+//! The HTTP side: one hyper `service_fn` over a shared [`AppState`], an accept loop, and the
+//! graceful drain on shutdown.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::model::ServedModel;
+use crate::parse::{self, InputError, Scratch};
+use crate::render;
+use crate::routes::{Route, Target, match_path};
+
+pub static X_MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const PROMETHEUS_TEXT: HeaderValue =
+    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+
+/// Everything a request handler reads; built once, shared by every connection.
+pub struct AppState {
+    pub model: ServedModel,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    draining: AtomicBool,
+    next_request_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(model: ServedModel, metrics: Metrics, max_body_bytes: usize) -> Self {
+        metrics.set_ready(true);
+        AppState {
+            model,
+            metrics,
+            max_body_bytes,
+            draining: AtomicBool::new(false),
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Ready means: a verified model is loaded (an `AppState` only exists with one) and the
+    /// process is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Fails readiness at once so the endpoints controller stops sending new traffic, while
+    /// requests already on their way are still served.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.metrics.set_ready(false);
+    }
+}
+
+/// A refused request: status, message, and whether the message is about the input columns
+/// (then the body lists the expected features).
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+    about_features: bool,
+    allow: Option<&'static str>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+            about_features: false,
+            allow: None,
+        }
+    }
+}
+
+impl From<InputError> for Failure {
+    fn from(e: InputError) -> Self {
+        Failure {
+            about_features: e.status == StatusCode::UNPROCESSABLE_ENTITY,
+            status: e.status,
+            message: e.message,
+            allow: None,
+        }
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    content_type: HeaderValue,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: Vec<u8>) -> Self {
+        Reply {
+            status,
+            body,
+            content_type: JSON,
+        }
+    }
+}
+
+/// Per-worker-thread buffers: parsing, scoring and rendering run without an await in between,
+/// so a thread-local is never shared by two requests.
+#[derive(Default)]
+struct Work {
+    scratch: Scratch,
+    classes: Vec<u32>,
+    per_class: Vec<u64>,
+}
+
+thread_local! {
+    static WORK: RefCell<Work> = RefCell::new(Work::default());
+}
+
+fn with_work<R>(f: impl FnOnce(&mut Work) -> R) -> R {
+    WORK.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut w) => f(&mut w),
+        // Unreachable (no re-entrancy), but a fresh buffer is always correct.
+        Err(_) => f(&mut Work::default()),
+    })
+}
+
+/// Serves one request. Never fails: every outcome, including a body that cannot be read, is
+/// an HTTP response.
+pub async fn handle<B>(
+    state: Arc<AppState>,
+    req: Request<B>,
+) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let start = Instant::now();
+    let target = match_path(req.uri().path());
+    let route = target.route;
+    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    let seq = state.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!(
+        "request",
+        request_id = %RequestId(request_id.as_ref(), seq),
+        route = route.label(),
+        method = %req.method(),
+    );
+    let outcome = dispatch(&state, target, req).instrument(span).await;
+    let model = &state.model;
+    let (reply, allow) = match outcome {
+        Ok(reply) => (reply, None),
+        Err(f) => {
+            let rid = RequestId(request_id.as_ref(), seq);
+            if f.status.is_server_error() {
+                tracing::error!(request_id = %rid, route = route.label(), status = f.status.as_u16(), error = %f.message, "request failed");
+            } else {
+                tracing::debug!(request_id = %rid, route = route.label(), status = f.status.as_u16(), error = %f.message, "request refused");
+            }
+            let mut message = f.message;
+            if f.about_features {
+                message.push_str("; ");
+                message.push_str(&model.expected_features_text);
+            }
+            let body = render::error(Some(model), &message, route.is_v2(), f.about_features);
+            (Reply::json(f.status, body), f.allow)
+        }
+    };
+    let status = reply.status;
+    let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, reply.content_type);
+    headers.insert(X_MODEL_VERSION.clone(), model.version_header.clone());
+    if let Some(id) = request_id {
+        headers.insert(X_REQUEST_ID.clone(), id);
+    }
+    if let Some(allow) = allow {
+        headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    state
+        .metrics
+        .observe_request(route, status.as_u16(), start.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+/// The client's `x-request-id` when it sent one, else a per-process sequence number.
+struct RequestId<'a>(Option<&'a HeaderValue>, u64);
+
+impl std::fmt::Display for RequestId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.and_then(|v| v.to_str().ok()) {
+            Some(s) => f.write_str(s),
+            None => write!(f, "{:x}", self.1),
+        }
+    }
+}
+
+async fn dispatch<B>(
+    state: &AppState,
+    target: Target<'_>,
+    req: Request<B>,
+) -> Result<Reply, Failure>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let route = target.route;
+    let model = &state.model;
+    let Some(method) = route.method() else {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route for {} {}; try POST /predict, POST /v1/models/{name}:predict or POST /v2/models/{name}/infer",
+                req.method(),
+                req.uri().path(),
+                name = model.name
+            ),
+        ));
+    };
+    if req.method() != method {
+        let mut f = Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{} {} is not allowed; use {method}",
+                req.method(),
+                req.uri().path()
+            ),
+        );
+        f.allow = Some(if method == Method::POST {
+            "POST"
+        } else {
+            "GET"
+        });
+        return Err(f);
+    }
+    if let Some(name) = target.model_name
+        && name != model.name
+    {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model '{name}' is not served here; this predictor serves '{}'",
+                model.name
+            ),
+        ));
+    }
+    if let Some(version) = target.model_version
+        && version != model.version
+    {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model '{}' has no version '{version}' here; this predictor serves version '{}'",
+                model.name, model.version
+            ),
+        ));
+    }
+    let ready = state.is_ready();
+    let ready_status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(match route {
+        Route::Healthz | Route::V2Live => {
+            Reply::json(StatusCode::OK, render::flag(model, "live", true))
+        }
+        Route::Readyz | Route::V2Ready => {
+            Reply::json(ready_status, render::flag(model, "ready", ready))
+        }
+        Route::V2Server => Reply::json(StatusCode::OK, render::v2_server_metadata()),
+        Route::V2Model => Reply::json(StatusCode::OK, render::v2_model_metadata(model)),
+        Route::V1Model | Route::V2ModelReady => {
+            Reply::json(ready_status, render::model_ready(model, ready))
+        }
+        Route::Metrics => Reply {
+            status: StatusCode::OK,
+            body: state.metrics.render(),
+            content_type: PROMETHEUS_TEXT,
+        },
+        Route::Predict | Route::V1Predict | Route::V2Infer => {
+            let body = read_body(state, req).await?;
+            Reply::json(StatusCode::OK, predict(state, route, &body)?)
+        }
+        Route::Unknown => {
+            return Err(Failure::new(StatusCode::NOT_FOUND, "no such route"));
+        }
+    })
+}
+
+/// JSON, or nothing at all (older clients send no Content-Type).
+fn acceptable_media_type(value: &HeaderValue) -> bool {
+    let Ok(s) = value.to_str() else { return false };
+    let essence = s.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence.is_char_boundary(essence.len() - 5)
+            && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+            && essence.contains('/'))
+}
+
+async fn read_body<B>(state: &AppState, req: Request<B>) -> Result<Bytes, Failure>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(ct) = req.headers().get(CONTENT_TYPE)
+        && !acceptable_media_type(ct)
+    {
+        return Err(Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported media type {:?}; send application/json (or no Content-Type)",
+                String::from_utf8_lossy(ct.as_bytes())
+            ),
+        ));
+    }
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    // Refuse early from the declared length; the Limited body below catches chunked bodies.
+    if let Some(len) = req.headers().get(CONTENT_LENGTH)
+        && let Some(len) = len.to_str().ok().and_then(|s| s.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+fn predict(state: &AppState, route: Route, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let model = &state.model;
+    with_work(|w| {
+        let Work {
+            scratch,
+            classes,
+            per_class,
+        } = w;
+        per_class.clear();
+        per_class.resize(model.n_classes(), 0);
+        let result = (|| {
+            let infer = |scratch: &mut Scratch, classes: &mut Vec<u32>, per_class: &mut [u64]| {
+                render::infer(
+                    model,
+                    &scratch.values,
+                    &mut scratch.proba,
+                    classes,
+                    per_class,
+                )
+                .map_err(|e| {
+                    Failure::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("inference failed: {e}"),
+                    )
+                })
+            };
+            Ok(match route {
+                Route::Predict => {
+                    let shape = parse::parse_predict(body, model, scratch)?;
+                    infer(scratch, classes, per_class)?;
+                    render::predict(model, shape, classes, &scratch.proba)
+                }
+                Route::V1Predict => {
+                    parse::parse_v1(body, model, scratch)?;
+                    infer(scratch, classes, per_class)?;
+                    render::v1_predict(model, classes)
+                }
+                _ => {
+                    let req = parse::parse_v2(body, model, scratch)?;
+                    infer(scratch, classes, per_class)?;
+                    render::v2_infer(
+                        model,
+                        req.id.as_deref(),
+                        req.outputs,
+                        classes,
+                        &scratch.proba,
+                    )
+                }
+            })
+        })();
+        if result.is_ok() {
+            state.metrics.observe_rows(route, per_class);
+        }
+        scratch.release_oversized();
+        result
+    })
+}
+
+/// How the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished within the grace period.
+    Clean,
+    /// The grace period ran out with connections still open; they are dropped.
+    GraceExpired,
+}
+
+/// Accepts connections until `shutdown` resolves (to the instant the drain must end by), then
+/// stops accepting, lets in-flight requests finish and closes idle keep-alive connections.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = Instant>,
+) -> Drained {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Bounds how long a slow client can hold a connection before sending its headers.
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    let deadline = loop {
+        tokio::select! {
+            deadline = &mut shutdown => break deadline,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // EMFILE and friends: back off a little instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let svc = service_fn(move |req| handle(state.clone(), req));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    };
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => Drained::Clean,
+        () = tokio::time::sleep_until(deadline.into()) => Drained::GraceExpired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_support::sum_model;
+    use proptest::prelude::*;
+
+    fn state() -> Arc<AppState> {
+        let m = sum_model();
+        let metrics = Metrics::new(&m).unwrap();
+        Arc::new(AppState::new(m, metrics, 1024))
+    }
+
+    fn call(
+        state: &Arc<AppState>,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, serde_json::Value, http::HeaderMap) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(ct) = content_type {
+            b = b.header(CONTENT_TYPE, ct);
+        }
+        let req = b.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let resp = rt.block_on(handle(state.clone(), req)).unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        let v = if path == "/metrics" && status == 200 {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{path}: body not JSON ({e}): {bytes:?}"))
+        };
+        (status, v, headers)
+    }
+
+    const ROW: &str = r#"{"alcohol": 1, "fixed_acidity": 2, "ph": 3}"#;
+
+    #[test]
+    fn every_response_names_the_model_version() {
+        let s = state();
+        for (m, p) in [
+            ("GET", "/healthz"),
+            ("GET", "/nope"),
+            ("DELETE", "/predict"),
+            ("GET", "/metrics"),
+        ] {
+            let (_, _, h) = call(&s, m, p, None, b"");
+            assert_eq!(h.get("x-model-version").unwrap(), "v1", "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn statuses_for_each_kind_of_bad_request() {
+        let s = state();
+        let cases: &[(&str, &str, Option<&str>, &[u8], u16)] = &[
+            (
+                "POST",
+                "/predict",
+                Some("application/json"),
+                ROW.as_bytes(),
+                200,
+            ),
+            ("POST", "/predict/", None, ROW.as_bytes(), 200),
+            (
+                "POST",
+                "/predict",
+                Some("application/json; charset=utf-8"),
+                ROW.as_bytes(),
+                200,
+            ),
+            ("POST", "/predict", Some("text/plain"), ROW.as_bytes(), 415),
+            ("POST", "/predict", None, b"{", 400),
+            ("POST", "/predict", None, br#"{"alcohol": 1}"#, 422),
+            ("POST", "/predict", None, &[b' '; 2000], 413),
+            ("GET", "/predict", None, b"", 405),
+            ("POST", "/healthz", None, b"", 405),
+            ("GET", "/v2/models/other", None, b"", 404),
+            ("GET", "/v2/models/wine/versions/v9", None, b"", 404),
+            ("GET", "/v2/models/wine/versions/v1", None, b"", 200),
+            ("GET", "/nope", None, b"", 404),
+            (
+                "POST",
+                "/v1/models/wine:predict",
+                None,
+                br#"{"instances": [[1,2,3]]}"#,
+                200,
+            ),
+            ("GET", "/v1/models/wine", None, b"", 200),
+            ("GET", "/v2/health/live", None, b"", 200),
+            ("GET", "/v2/health/ready", None, b"", 200),
+            ("GET", "/v2/models/wine/ready", None, b"", 200),
+            ("GET", "/v2", None, b"", 200),
+            ("GET", "/readyz", None, b"", 200),
+        ];
+        for (m, p, ct, body, want) in cases {
+            let (got, v, h) = call(&s, m, p, *ct, body);
+            assert_eq!(got, *want, "{m} {p}: {v}");
+            if got >= 400 {
+                assert!(v["error"].is_string(), "{m} {p}: {v}");
+            }
+            if got == 405 {
+                assert!(h.get(ALLOW).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn unprocessable_names_the_expected_features() {
+        let s = state();
+        let (st, v, _) = call(&s, "POST", "/predict", None, br#"{"alcohol": 1, "x": 2}"#);
+        assert_eq!(st, 422);
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains("unknown feature 'x'"), "{msg}");
+        assert!(
+            msg.contains("expected features: alcohol, fixed_acidity, ph"),
+            "{msg}"
+        );
+        assert_eq!(v["expectedFeatures"][2], "ph");
+        let (st, v, _) = call(
+            &s,
+            "POST",
+            "/v2/models/wine/infer",
+            None,
+            br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP64","data":[1,2]}]}"#,
+        );
+        assert_eq!(st, 422);
+        assert_eq!(
+            v.as_object().map(|o| o.len()),
+            Some(1),
+            "v2 errors are {{\"error\"}} only: {v}"
+        );
+        assert!(v["error"].as_str().unwrap().contains("expected features"));
+    }
+
+    #[test]
+    fn predictions_match_the_model_and_are_counted() {
+        let s = state();
+        let (st, v, _) = call(&s, "POST", "/predict", None, ROW.as_bytes());
+        assert_eq!(st, 200);
+        assert_eq!(v["label"], "good");
+        assert_eq!(v["modelVersion"], "v1");
+        let p = 1.0 / (1.0 + (-6.0f64).exp());
+        assert!((v["probabilities"]["good"].as_f64().unwrap() - p).abs() < 1e-12);
+        let (st, v, _) = call(
+            &s,
+            "POST",
+            "/v2/models/wine/infer",
+            Some("application/json"),
+            br#"{"id":"r1","inputs":[{"name":"input-0","shape":[2,3],"datatype":"FP32","data":[1,2,3,-1,-2,-3]}]}"#,
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["id"], "r1");
+        assert_eq!(v["outputs"][0]["data"], serde_json::json!(["good", "bad"]));
+        let (_, m, _) = call(&s, "GET", "/metrics", None, b"");
+        let text = m.as_str().unwrap();
+        assert!(
+            text.contains(r#"predictor_rows_predicted_total{route="v2_infer"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"predictor_predictions_total{class="good"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"predictor_requests_total{code="200",route="predict"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn draining_fails_readiness_but_keeps_serving() {
+        let s = state();
+        s.begin_draining();
+        assert_eq!(call(&s, "GET", "/readyz", None, b"").0, 503);
+        assert_eq!(call(&s, "GET", "/v2/health/ready", None, b"").0, 503);
+        assert_eq!(call(&s, "GET", "/healthz", None, b"").0, 200);
+        assert_eq!(call(&s, "POST", "/predict", None, ROW.as_bytes()).0, 200);
+    }
+
+    fn arb_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("/predict".to_string()),
+            Just("/v1/models/wine:predict".to_string()),
+            Just("/v2/models/wine/infer".to_string()),
+            "/[a-z0-9:/_.-]{0,30}",
+        ]
+    }
+
+    fn arb_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            // Structured near-misses reach deeper into the parsers than random bytes.
+            "[\\[\\]{}\",:0-9a-z_. eE+-]{0,200}".prop_map(String::into_bytes),
+            (any::<f64>(), any::<f64>(), "[a-z_]{1,8}").prop_map(|(a, b, k)| {
+                format!(r#"{{"instances":[[{a},{b},1],{{"alcohol":{a},"{k}":{b},"ph":1}}], "inputs":[{{"shape":[1,3],"datatype":"FP64","data":[{a},{b},3]}}]}}"#)
+                    .into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+        #[test]
+        fn no_input_crashes_or_yields_a_server_error(
+            method in prop_oneof![Just("GET"), Just("POST"), Just("PUT")],
+            path in arb_path(),
+            ct in proptest::option::of(prop_oneof![Just("application/json"), Just("text/plain"), Just("application/x+json")]),
+            body in arb_body(),
+        ) {
+            let s = state();
+            let (status, v, h) = call(&s, method, &path, ct, &body);
+            prop_assert!(status < 500, "{} {} -> {}: {}", method, path, status, v);
+            prop_assert!(h.get("x-model-version").is_some());
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Helpers for the end-to-end suites: a namespace per test that is deleted when the test ends
+//! (also when it fails), waits on conditions with deadlines, pod IPs and logs.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{ListParams, LogParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::cluster::Cluster;
+use crate::error::{ClusterError, Result};
+
+/// A namespace named `<prefix>-<random>`, created on construction and deleted on drop. The
+/// deletion runs kubectl synchronously so it happens even while a failed test unwinds and its
+/// runtime is shutting down.
+pub struct TestNamespace {
+    pub name: String,
+    kubectl: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl TestNamespace {
+    pub async fn create(cluster: &Cluster, prefix: &str) -> Result<TestNamespace> {
+        let suffix = random_suffix();
+        let name = format!("{prefix}-{suffix}");
+        let api: Api<Namespace> = Api::all(cluster.client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        ns.labels_mut().insert("champion.dev/test".into(), prefix.into());
+        api.create(&PostParams::default(), &ns).await.map_err(ClusterError::kube(format!("create namespace {name}")))?;
+        // Pods need the namespace's default ServiceAccount, which the controller-manager adds a
+        // moment after the namespace exists.
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(cluster.client.clone(), &name);
+        wait_for(&format!("ServiceAccount {name}/default"), Duration::from_secs(30), || {
+            let sas = sas.clone();
+            async move { Ok(sas.get_opt("default").await.ok().flatten().map(|_| ())) }
+        })
+        .await?;
+        Ok(TestNamespace { name, kubectl: cluster.layout.bin("kubectl"), kubeconfig: cluster.kubeconfig.clone() })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default());
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// Polls `check` every 100 ms until it yields `Some`, failing after `timeout` with the last
+/// error it returned (if any) in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!(" (last error: {e})"),
+        }
+        if start.elapsed() > timeout {
+            return Err(ClusterError::Timeout { what: what.to_string(), after: timeout, detail: last });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Watches one object until `cond` holds for it, with a deadline; returns the object. Uses a
+/// watch, so it reacts to the change itself rather than to a polling tick.
+pub async fn wait_object<K>(api: &Api<K>, name: &str, timeout: Duration, cond: impl Fn(&K) -> bool) -> Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let mut stream = watcher::watch_object(api.clone(), name).boxed();
+    let what = format!("{} {name}", K::kind(&Default::default()));
+    let fut = async {
+        let mut last: Option<K> = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(Some(obj)) => {
+                    if cond(&obj) {
+                        return Ok(obj);
+                    }
+                    last = Some(obj);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClusterError::Invalid(format!("watching {what}: {e}"))),
+            }
+        }
+        Err(ClusterError::Invalid(format!("watch on {what} ended; last seen: {last:?}")))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ClusterError::Timeout { what, after: timeout, detail: String::new() }),
+    }
+}
+
+/// Waits until `name` is gone (deleted and no longer returned by the API server).
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(&format!("deletion of {name}"), timeout, || async {
+        Ok(api.get_opt(name).await.map_err(ClusterError::kube(format!("get {name}")))?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// The IPs of the pods matching `selector` that have one.
+pub async fn pod_ips(cluster: &Cluster, ns: &str, selector: &str) -> Result<Vec<String>> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(ClusterError::kube(format!("list pods {selector} in {ns}")))?;
+    Ok(list.items.into_iter().filter_map(|p| p.status.and_then(|s| s.pod_ip)).collect())
+}
+
+/// A pod's log (its only container's).
+pub async fn pod_logs(cluster: &Cluster, ns: &str, pod: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    pods.logs(pod, &LogParams::default()).await.map_err(ClusterError::kube(format!("logs of pod {ns}/{pod}")))
+}
+
+/// The pod's phase, "" while it has none.
+pub fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+}
+
+/// True once a condition of `type_` is "True" in a list of (type, status) conditions.
+pub fn has_condition<'a>(conditions: impl IntoIterator<Item = (&'a str, &'a str)>, type_: &str) -> bool {
+    conditions.into_iter().any(|(t, s)| t == type_ && s == "True")
+}
