@@ -1,1 +1,298 @@
-fn main() {}
+//! The champion operator: runs the ModelPipeline controller (when it holds the leader Lease)
+//! and serves /metrics, /healthz and /readyz.
+
+mod apply;
+mod build;
+mod controller;
+mod decide;
+mod events;
+#[cfg(test)]
+mod fixtures;
+mod lease;
+mod metrics;
+mod observe;
+mod status;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use champion_api::{LABEL_MANAGED_BY, MANAGED_BY, ModelPipeline};
+use clap::Parser;
+use futures::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use crate::controller::{Context, error_policy, reconcile};
+
+/// Command line and environment of the operator.
+#[derive(Parser, Debug)]
+#[command(name = "operator", about = "champion: keeps ModelPipeline models fresh")]
+struct Args {
+    /// Port of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
+    metrics_port: u16,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Take part in leader election; without it this replica always reconciles.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the coordination.k8s.io Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "champion-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (the pod name; falls back to HOSTNAME).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease lives without renewal: a standby takes over within this after the
+    /// leader dies (at once when it shuts down cleanly).
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds between Lease reads/renewals.
+    #[arg(long, env = "LEASE_RETRY_SECONDS", default_value_t = 2)]
+    lease_retry_seconds: u64,
+    /// Pipelines reconciled at the same time.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
+    log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("building the Kubernetes client (in-cluster config or kubeconfig): {0}")]
+    Client(#[source] kube::Error),
+    #[error("registering metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    #[error("binding the metrics port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("leadership lost; exiting so that a fresh process rejoins the election")]
+    LeadershipLost,
+}
+
+struct Health {
+    registry: Registry,
+    ready: AtomicBool,
+}
+
+async fn serve_http(req: Request<Incoming>, health: Arc<Health>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let text = |code: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = code;
+        r
+    };
+    Ok(match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if health.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => match metrics::render(&health.registry) {
+            Ok(body) => {
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                if let Ok(v) = http::HeaderValue::from_str("text/plain; version=0.0.4") {
+                    r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                }
+                r
+            }
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n"),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    })
+}
+
+async fn run_http(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a metrics connection failed");
+                continue;
+            }
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| serve_http(req, health.clone()));
+            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run(args: Args) -> Result<(), MainError> {
+    let client = kube::Client::try_default().await.map_err(MainError::Client)?;
+    let registry = Registry::new();
+    let metrics = metrics::Metrics::register(&registry).map_err(MainError::Metrics)?;
+    let health = Arc::new(Health { registry, ready: AtomicBool::new(false) });
+    let addr = SocketAddr::from(([0, 0, 0, 0], args.metrics_port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| MainError::Bind { port: args.metrics_port, source })?;
+    tokio::spawn(run_http(listener, health.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "champion-operator".to_string());
+    let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
+    if args.leader_elect {
+        let cfg = lease::LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
+            retry_period: Duration::from_secs(args.lease_retry_seconds.clamp(1, args.lease_duration_seconds.max(2) / 2)),
+        };
+        tracing::info!(lease = %cfg.name, namespace = %cfg.namespace, %identity, "joining leader election");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+        tokio::spawn(lease::run(leases, cfg, leader_tx, stopped(stop_rx.clone())));
+    }
+    health.ready.store(true, Ordering::Release);
+
+    tokio::select! {
+        _ = leader_rx.wait_for(|l| *l) => {}
+        _ = stopped(stop_rx.clone()) => return Ok(()),
+    }
+    metrics.leader.set(1);
+    tracing::info!(%identity, "leading: starting the ModelPipeline controller");
+
+    let ns = args.namespace.as_deref();
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let (jobs, job_writer) = reflector::store::<Job>();
+    let (deployments, deployment_writer) = reflector::store::<Deployment>();
+    let job_stream = reflector(job_writer, watcher(api::<Job>(&client, ns), managed.clone()))
+        .default_backoff()
+        .touched_objects();
+    let deployment_stream = reflector(deployment_writer, watcher(api::<Deployment>(&client, ns), managed.clone()))
+        .default_backoff()
+        .touched_objects();
+    let caches_ready = Arc::new(AtomicBool::new(false));
+    {
+        let (jobs, deployments, flag) = (jobs.clone(), deployments.clone(), caches_ready.clone());
+        tokio::spawn(async move {
+            if jobs.wait_until_ready().await.is_ok() && deployments.wait_until_ready().await.is_ok() {
+                flag.store(true, Ordering::Release);
+            }
+        });
+    }
+    let reporter = Reporter { controller: "champion-operator".into(), instance: Some(identity.clone()) };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        jobs,
+        deployments,
+        caches_ready,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+    });
+
+    let lost = Arc::new(AtomicBool::new(false));
+    let stop_controller = {
+        let (mut leader_rx, stop_rx, lost) = (leader_rx.clone(), stop_rx.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                _ = leader_rx.wait_for(|l| !*l) => lost.store(true, Ordering::Release),
+                _ = stopped(stop_rx) => {}
+            }
+        }
+    };
+    Controller::new(api::<ModelPipeline>(&client, ns), watcher::Config::default())
+        .owns_stream(job_stream)
+        .owns_stream(deployment_stream)
+        .owns(api::<Service>(&client, ns), managed)
+        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(stop_controller)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
+    if lost.load(Ordering::Acquire) {
+        return Err(MainError::LeadershipLost);
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "operator stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 pub mod config;
 pub mod features;
-// TEMP pub mod loader;
+pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod parse;

@@ -45,7 +45,8 @@ pub struct Metrics {
     requests_vec: IntCounterVec,
     /// Series appear on first use, so /metrics lists only (route, code) pairs that happened.
     requests: Vec<OnceLock<IntCounter>>,
-    latency: Vec<Histogram>,
+    latency_vec: prometheus::HistogramVec,
+    latency: Vec<OnceLock<Histogram>>,
     rows: Vec<IntCounter>,
     per_class: Vec<IntCounter>,
     ready: IntGauge,
@@ -128,10 +129,6 @@ impl Metrics {
         )?;
         registry.register(Box::new(ready.clone()))?;
 
-        let latency = Route::ALL
-            .iter()
-            .map(|r| latency_vec.with_label_values(&[r.label()]))
-            .collect();
         let rows = Route::ALL
             .iter()
             .map(|r| rows_vec.with_label_values(&[r.label()]))
@@ -147,7 +144,8 @@ impl Metrics {
             requests: (0..N_ROUTES * CODES.len())
                 .map(|_| OnceLock::new())
                 .collect(),
-            latency,
+            latency_vec,
+            latency: (0..N_ROUTES).map(|_| OnceLock::new()).collect(),
             rows,
             per_class,
             ready,
@@ -161,7 +159,9 @@ impl Metrics {
                 .with_label_values(&[route.label(), CODES[ci]])
         });
         counter.inc();
-        self.latency[route.index()].observe(seconds);
+        self.latency[route.index()]
+            .get_or_init(|| self.latency_vec.with_label_values(&[route.label()]))
+            .observe(seconds);
     }
 
     pub fn observe_rows(&self, route: Route, per_class: &[u64]) {

@@ -118,7 +118,20 @@ where
 {
     let mut de = serde_json::Deserializer::from_slice(body);
     let result = f(&mut de, ctx).and_then(|()| de.end());
-    ctx.finish(result)
+    let result = ctx.finish(result);
+    if let Err(e) = &result
+        && e.status == StatusCode::UNPROCESSABLE_ENTITY
+    {
+        // The parse stopped at the first thing this model cannot use; if the document is not
+        // even valid JSON further on, that is what the client must fix first.
+        let whole: Result<IgnoredAny, _> = serde_json::from_slice(body);
+        if let Err(syntax) = whole
+            && syntax.classify() != Category::Data
+        {
+            return Err(classify(&syntax));
+        }
+    }
+    result
 }
 
 /// `/predict`: one object of feature → number, or a list of them.

@@ -146,17 +146,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let start = Instant::now();
-    let target = match_path(req.uri().path());
+    let (parts, body) = req.into_parts();
+    let target = match_path(parts.uri.path());
     let route = target.route;
-    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let seq = state.next_request_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!(
         "request",
         request_id = %RequestId(request_id.as_ref(), seq),
         route = route.label(),
-        method = %req.method(),
+        method = %parts.method,
     );
-    let outcome = dispatch(&state, target, req).instrument(span).await;
+    let outcome = dispatch(&state, target, &parts, body)
+        .instrument(span)
+        .await;
     let model = &state.model;
     let (reply, allow) = match outcome {
         Ok(reply) => (reply, None),
@@ -209,7 +212,8 @@ impl std::fmt::Display for RequestId<'_> {
 async fn dispatch<B>(
     state: &AppState,
     target: Target<'_>,
-    req: Request<B>,
+    req: &http::request::Parts,
+    body: B,
 ) -> Result<Reply, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -222,19 +226,19 @@ where
             StatusCode::NOT_FOUND,
             format!(
                 "no route for {} {}; try POST /predict, POST /v1/models/{name}:predict or POST /v2/models/{name}/infer",
-                req.method(),
-                req.uri().path(),
+                req.method,
+                req.uri.path(),
                 name = model.name
             ),
         ));
     };
-    if req.method() != method {
+    if req.method != method {
         let mut f = Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!(
                 "{} {} is not allowed; use {method}",
-                req.method(),
-                req.uri().path()
+                req.method,
+                req.uri.path()
             ),
         );
         f.allow = Some(if method == Method::POST {
@@ -290,7 +294,7 @@ where
             content_type: PROMETHEUS_TEXT,
         },
         Route::Predict | Route::V1Predict | Route::V2Infer => {
-            let body = read_body(state, req).await?;
+            let body = read_body(state, &req.headers, body).await?;
             Reply::json(StatusCode::OK, predict(state, route, &body)?)
         }
         Route::Unknown => {
@@ -310,12 +314,16 @@ fn acceptable_media_type(value: &HeaderValue) -> bool {
             && essence.contains('/'))
 }
 
-async fn read_body<B>(state: &AppState, req: Request<B>) -> Result<Bytes, Failure>
+async fn read_body<B>(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    body: B,
+) -> Result<Bytes, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if let Some(ct) = req.headers().get(CONTENT_TYPE)
+    if let Some(ct) = headers.get(CONTENT_TYPE)
         && !acceptable_media_type(ct)
     {
         return Err(Failure::new(
@@ -334,13 +342,13 @@ where
         )
     };
     // Refuse early from the declared length; the Limited body below catches chunked bodies.
-    if let Some(len) = req.headers().get(CONTENT_LENGTH)
+    if let Some(len) = headers.get(CONTENT_LENGTH)
         && let Some(len) = len.to_str().ok().and_then(|s| s.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Failure::new(
@@ -524,7 +532,8 @@ mod tests {
     #[test]
     fn statuses_for_each_kind_of_bad_request() {
         let s = state();
-        let cases: &[(&str, &str, Option<&str>, &[u8], u16)] = &[
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], u16);
+        let cases: &[Case] = &[
             (
                 "POST",
                 "/predict",

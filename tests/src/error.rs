@@ -80,12 +80,12 @@ pub enum ClusterError {
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 
 impl ClusterError {
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ClusterError::Io { what, path, source }
     }
 
-    pub(crate) fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+    pub fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let what = what.into();
         move |source| ClusterError::Kube { what, source }
     }

@@ -152,3 +152,88 @@ pub fn phase(p: &Pod) -> &str {
 pub fn has_condition<'a>(conditions: impl IntoIterator<Item = (&'a str, &'a str)>, type_: &str) -> bool {
     conditions.into_iter().any(|(t, s)| t == type_ && s == "True")
 }
+
+/// The security context every test container runs with: what the `restricted` Pod Security
+/// Standard demands, and what our images are built for (uid/gid 65532, no shell, nothing to
+/// write on the root filesystem).
+pub fn restricted_security_context() -> serde_json::Value {
+    serde_json::json!({
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "runAsNonRoot": true,
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
+/// A pod that runs `image` with `args` once (restartPolicy Never), as a restricted container.
+/// `extra_spec` is merged into the pod spec (volumes, serviceAccountName, ...); `container` into
+/// the container (volumeMounts, ...).
+pub fn one_shot_pod(name: &str, image: &str, args: &[&str], extra_spec: serde_json::Value, container: serde_json::Value) -> Result<Pod> {
+    let mut c = serde_json::json!({
+        "name": "main",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "args": args,
+        "securityContext": restricted_security_context(),
+    });
+    merge(&mut c, container);
+    let mut spec = serde_json::json!({
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [c],
+    });
+    merge(&mut spec, extra_spec);
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": spec,
+    }))
+    .map_err(|source| ClusterError::Serialize { what: "pod", source })
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+}
+
+/// Creates `pod`, waits until it has Succeeded or Failed, and returns its phase and log.
+pub async fn run_pod(cluster: &Cluster, ns: &str, pod: &Pod, timeout: Duration) -> Result<(String, String)> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let name = pod.name_any();
+    api.create(&PostParams::default(), pod).await.map_err(ClusterError::kube(format!("create pod {ns}/{name}")))?;
+    let done = wait_object(&api, &name, timeout, |p| matches!(phase(p), "Succeeded" | "Failed")).await?;
+    let logs = pod_logs(cluster, ns, &name).await?;
+    Ok((phase(&done).to_string(), logs))
+}
+
+/// One HTTP/1.1 GET from the test process (the host is the node, so pod and Service IPs are
+/// local addresses); returns the status code and the body.
+pub async fn http_get(host_port: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io_err = |e: std::io::Error| ClusterError::Invalid(format!("GET http://{host_port}{path}: {e}"));
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host_port))
+        .await
+        .map_err(|_| ClusterError::Invalid(format!("GET http://{host_port}{path}: connect timed out")))?
+        .map_err(io_err)?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n").as_bytes()).await.map_err(io_err)?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| ClusterError::Invalid(format!("GET http://{host_port}{path}: read timed out")))?
+        .map_err(io_err)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| ClusterError::Invalid(format!("GET http://{host_port}{path}: no status line in {head:?}")))?;
+    Ok((code, body.to_string()))
+}

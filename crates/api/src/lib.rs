@@ -110,7 +110,7 @@ pub struct ModelPipelineSpec {
     /// How many entries `status.history` keeps (oldest dropped first), 1 to 100.
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 100))]
-    pub history_limit: u32,
+    pub history_limit: i32,
     /// Stop launching training runs and promotions. A running Job is left to finish; its
     /// result is evaluated when the pipeline is resumed. The predictor keeps serving.
     #[serde(default)]
@@ -460,7 +460,7 @@ impl Default for PredictorSpec {
     }
 }
 
-fn default_history_limit() -> u32 {
+fn default_history_limit() -> i32 {
     10
 }
 fn default_poll_interval() -> Duration {
@@ -545,7 +545,7 @@ pub struct ModelPipelineStatus {
     pub history: Vec<HistoryEntry>,
     /// Training runs that failed in a row; drives the exponential back-off.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub consecutive_failures: u32,
+    pub consecutive_failures: i32,
     /// No new run starts before this time (back-off after failures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,
@@ -557,7 +557,7 @@ pub struct ModelPipelineStatus {
     pub last_rollback_to: Option<String>,
 }
 
-fn is_zero(n: &u32) -> bool {
+fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
@@ -647,7 +647,7 @@ pub struct DataStatus {
     /// Fingerprint of the sorted (key, size, etag) listing.
     pub fingerprint: String,
     /// Number of objects under the data URI.
-    pub objects: u64,
+    pub objects: i64,
     /// When this fingerprint was first seen.
     pub seen_at: Time,
 }

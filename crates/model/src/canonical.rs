@@ -76,7 +76,14 @@ mod tests {
 
     #[test]
     fn floats_survive_a_round_trip_exactly() {
-        let values = [0.1_f64, 1.0 / 3.0, 2.0_f64.sqrt(), 1e-300, 123456.789012345678];
+        let values = [
+            0.1_f64,
+            1.0 / 3.0,
+            2.0_f64.sqrt(),
+            1e-300,
+            0.1 + 0.2,
+            123_456.789_012,
+        ];
         let json = serde_json::to_vec(&values).unwrap();
         let back: Vec<f64> = serde_json::from_slice(&json).unwrap();
         for (a, b) in values.iter().zip(&back) {

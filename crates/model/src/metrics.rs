@@ -112,7 +112,9 @@ impl Metrics {
         if let Some(p) = positive
             && p >= k
         {
-            return Err(format!("positive class index {p} is out of range for {k} labels"));
+            return Err(format!(
+                "positive class index {p} is out of range for {k} labels"
+            ));
         }
         let mut cm = vec![vec![0u64; k]; k];
         for (&t, &p) in y_true.iter().zip(y_pred) {
@@ -120,7 +122,13 @@ impl Metrics {
         }
         let n = y_true.len() as u64;
         let correct: u64 = (0..k).map(|c| cm[c][c]).sum();
-        let ratio = |num: u64, den: u64| if den == 0 { 0.0 } else { num as f64 / den as f64 };
+        let ratio = |num: u64, den: u64| {
+            if den == 0 {
+                0.0
+            } else {
+                num as f64 / den as f64
+            }
+        };
 
         let mut per_class = Vec::with_capacity(k);
         let mut f1s = Vec::with_capacity(k);
@@ -251,7 +259,10 @@ mod tests {
     fn metric_names_round_trip() {
         for m in MetricName::ALL {
             assert_eq!(m.as_str().parse::<MetricName>().unwrap(), m);
-            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.as_str()));
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.as_str())
+            );
         }
         assert!("f1".parse::<MetricName>().is_err());
         assert_eq!(MetricName::default(), MetricName::F1Macro);

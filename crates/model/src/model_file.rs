@@ -206,26 +206,32 @@ impl ModelFile {
         let scaler = &self.scaler;
         match &self.model {
             Model::AdaBoost(m) => {
+                // scikit-learn's SAMME decision function (>= 1.4): a tree adds its weight to the
+                // class it predicts and -weight/(K-1) to every other class; the sum is divided by
+                // the total weight and mapped to probabilities by a softmax.
                 out.fill(0.0);
+                let other = -1.0 / (k - 1) as f64;
                 let mut total = 0.0;
-                for (tree, w) in m.trees.iter().zip(&m.estimator_weights) {
-                    out[tree.predict_class(row, scaler, k)] += w;
+                for (tree, &w) in m.trees.iter().zip(&m.estimator_weights) {
+                    let predicted = tree.predict_class(row, scaler, k);
+                    for (c, o) in out.iter_mut().enumerate() {
+                        *o += if c == predicted { w } else { other * w };
+                    }
                     total += w;
                 }
-                if total > 0.0 {
-                    for v in out.iter_mut() {
-                        *v /= total;
+                if total != 0.0 {
+                    for o in out.iter_mut() {
+                        *o /= total;
                     }
                 }
-                // scikit-learn's SAMME decision function and its mapping to probabilities.
                 if k == 2 {
                     let d = out[1] - out[0];
                     out[0] = -d / 2.0;
                     out[1] = d / 2.0;
                 } else {
                     let denom = (k - 1) as f64;
-                    for v in out.iter_mut() {
-                        *v /= denom;
+                    for o in out.iter_mut() {
+                        *o /= denom;
                     }
                 }
                 softmax_in_place(out);
@@ -260,7 +266,8 @@ impl ModelFile {
                     let (means, vars) = (&m.means[c], &m.variances[c]);
                     for (f, x) in row.iter().enumerate() {
                         let d = scaler.scale_one(f, *x) - means[f];
-                        jll -= 0.5 * ((2.0 * std::f64::consts::PI * vars[f]).ln() + d * d / vars[f]);
+                        jll -=
+                            0.5 * ((2.0 * std::f64::consts::PI * vars[f]).ln() + d * d / vars[f]);
                     }
                     *o = jll;
                 }
@@ -307,7 +314,9 @@ impl ModelFile {
             }
         }
         if k < 2 {
-            return Err(format!("classLabels has {k} labels, a classifier needs at least 2"));
+            return Err(format!(
+                "classLabels has {k} labels, a classifier needs at least 2"
+            ));
         }
         let labels: HashSet<&str> = self.class_labels.iter().map(String::as_str).collect();
         if labels.len() != k {
@@ -326,7 +335,11 @@ impl ModelFile {
             ));
         }
         if self.scaler.mean.iter().any(|m| !m.is_finite())
-            || self.scaler.scale.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || self
+                .scaler
+                .scale
+                .iter()
+                .any(|s| !s.is_finite() || *s <= 0.0)
         {
             return Err("scaler has a non-finite mean or a scale that is not positive".into());
         }
@@ -343,7 +356,10 @@ impl ModelFile {
             if m.len() != k || m.iter().any(|r| r.len() != nf) {
                 return Err(format!("{name} must be {k} rows of {nf} numbers"));
             }
-            if m.iter().flatten().any(|v| !v.is_finite() || (positive && *v <= 0.0)) {
+            if m.iter()
+                .flatten()
+                .any(|v| !v.is_finite() || (positive && *v <= 0.0))
+            {
                 return Err(format!("{name} has a non-finite or invalid number"));
             }
             Ok(())
@@ -393,5 +409,132 @@ fn softmax_in_place(v: &mut [f64]) {
     }
     for x in v.iter_mut() {
         *x /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A two-feature binary AdaBoost of two stumps, small enough to check by hand.
+    fn stump_model() -> ModelFile {
+        let stump = |feature: i32, threshold: f64, left_class: usize| DecisionTree {
+            feature: vec![feature, -1, -1],
+            threshold: vec![threshold, 0.0, 0.0],
+            left: vec![1, 0, 0],
+            right: vec![2, 0, 0],
+            value: if left_class == 0 {
+                vec![0.5, 0.5, 0.9, 0.1, 0.2, 0.8]
+            } else {
+                vec![0.5, 0.5, 0.1, 0.9, 0.8, 0.2]
+            },
+        };
+        ModelFile {
+            format_version: MODEL_FORMAT_VERSION,
+            model_version: "v1".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            feature_names: vec!["alcohol".into(), "ph".into()],
+            class_labels: vec!["0".into(), "1".into()],
+            positive_label: Some("1".into()),
+            scaler: Scaler {
+                mean: vec![10.0, 3.0],
+                scale: vec![2.0, 0.5],
+            },
+            model: Model::AdaBoost(AdaBoostModel {
+                trees: vec![stump(0, 0.0, 0), stump(1, 0.0, 1)],
+                estimator_weights: vec![1.5, 0.5],
+            }),
+            algorithm: "adaboost".into(),
+            params: BTreeMap::from([("n_estimators".to_string(), "2".to_string())]),
+            training_fingerprint: "abc".into(),
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn adaboost_votes_by_hand() {
+        let m = stump_model();
+        // alcohol 12 -> z=1 > 0 -> class 1 (weight 1.5); ph 2.5 -> z=-1 <= 0 -> class 1 (0.5).
+        // Decision d = 1 - (-1) = 2 (all weight on class 1), proba = softmax([-1, 1]).
+        let p = m.predict_proba(&[12.0, 2.5]).unwrap();
+        let e = (2.0f64).exp();
+        assert!((p[1] - e / (1.0 + e)).abs() < 1e-15, "{p:?}");
+        // alcohol 9 -> class 0 (1.5); ph 2.5 -> class 1 (0.5): d = (0.5 - 1.5) * 2 / 2 = -1.
+        let p = m.predict_proba(&[9.0, 2.5]).unwrap();
+        let e = (1.0f64).exp();
+        assert!((p[0] - e / (1.0 + e)).abs() < 1e-15, "{p:?}");
+        assert_eq!(m.predict(&[9.0, 2.5]).unwrap(), 0);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_identical_and_verified() {
+        let mut m = stump_model();
+        let bytes = m.to_json_bytes().unwrap();
+        assert_eq!(m.sha256.len(), 64);
+        let back = ModelFile::from_json_verified(&bytes).unwrap();
+        assert_eq!(back, m);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\"kind\": \"adaBoost\""), "{text}");
+        assert!(text.contains("\"featureNames\""), "{text}");
+    }
+
+    #[test]
+    fn a_tampered_model_fails_its_checksum() {
+        let mut m = stump_model();
+        let text = String::from_utf8(m.to_json_bytes().unwrap()).unwrap();
+        let tampered = text.replacen("1.5", "2.5", 1);
+        assert_ne!(tampered, text);
+        let err = ModelFile::from_json_verified(tampered.as_bytes()).unwrap_err();
+        assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn another_format_version_or_no_checksum_is_refused() {
+        let mut m = stump_model();
+        let mut v: Value = serde_json::from_slice(&m.to_json_bytes().unwrap()).unwrap();
+        v["formatVersion"] = 99.into();
+        let err = ModelFile::from_json_verified(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("formatVersion 99"), "{err}");
+        v["formatVersion"] = MODEL_FORMAT_VERSION.into();
+        v.as_object_mut().unwrap().remove("sha256");
+        let err = ModelFile::from_json_verified(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(err, ModelError::MissingChecksum), "{err}");
+        let err = ModelFile::from_json_verified(b"{not json").unwrap_err();
+        assert!(matches!(err, ModelError::ParseModel(_)), "{err}");
+    }
+
+    #[test]
+    fn an_inconsistent_model_is_refused_even_with_a_valid_checksum() {
+        let mut m = stump_model();
+        if let Model::AdaBoost(a) = &mut m.model {
+            a.trees[0].left[0] = 0; // a cycle: the root is its own child
+        }
+        let err = m.to_json_bytes().unwrap_err();
+        assert!(
+            err.to_string().contains("children must come after"),
+            "{err}"
+        );
+        let mut m = stump_model();
+        m.scaler.scale[1] = 0.0;
+        assert!(m.validate().is_err());
+        let mut m = stump_model();
+        m.feature_names[1] = "Fixed Acidity".into();
+        assert!(m.validate().unwrap_err().contains("not normalised"));
+    }
+
+    #[test]
+    fn wrong_row_or_output_length_is_an_error_not_a_panic() {
+        let m = stump_model();
+        let err = m.predict(&[1.0]).unwrap_err();
+        assert_eq!(err.to_string(), "expected a row of 2 feature values, got 1");
+        let mut out = [0.0; 3];
+        assert!(matches!(
+            m.predict_proba_into(&[1.0, 2.0], &mut out).unwrap_err(),
+            ModelError::OutputLength {
+                expected: 2,
+                got: 3
+            }
+        ));
     }
 }

@@ -117,3 +117,74 @@ impl Report {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let metrics =
+            Metrics::compute(&[0, 1, 1], &[0, 1, 0], &["0".into(), "1".into()], Some(1)).unwrap();
+        Report {
+            format_version: REPORT_FORMAT_VERSION,
+            model_version: "v2".into(),
+            metric: MetricName::F1Macro,
+            challenger_score: metrics.f1_macro,
+            champion_score: Some(0.5),
+            champion_version: Some("v1".into()),
+            challenger_metrics: metrics.clone(),
+            champion_metrics: Some(metrics),
+            rows: RowCounts {
+                train: 10,
+                holdout: 3,
+                dropped_duplicates: 1,
+                skipped: 0,
+            },
+            class_labels: vec!["0".into(), "1".into()],
+            positive_label: Some("1".into()),
+            data_fingerprint: "fp".into(),
+            algorithm: "adaboost".into(),
+            params: BTreeMap::new(),
+            durations: Durations::default(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_report_round_trips_with_camel_case_fields() {
+        let r = report();
+        let bytes = r.to_json_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        for field in [
+            "\"challengerScore\"",
+            "\"championScore\"",
+            "\"droppedDuplicates\"",
+            "\"metric\": \"f1Macro\"",
+            "\"confusionMatrix\"",
+        ] {
+            assert!(text.contains(field), "{field} missing in {text}");
+        }
+        assert_eq!(Report::from_json(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn scores_outside_zero_one_or_another_version_are_refused() {
+        let mut v: serde_json::Value = serde_json::to_value(report()).unwrap();
+        v["championScore"] = 1.5.into();
+        let err = Report::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "report.json field championScore is 1.5, expected a finite number in [0, 1]"
+        );
+        v["championScore"] = serde_json::Value::Null;
+        assert!(Report::from_json(&serde_json::to_vec(&v).unwrap()).is_ok());
+        v["formatVersion"] = 2.into();
+        assert!(matches!(
+            Report::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err(),
+            ModelError::ReportFormatVersion { found: 2, .. }
+        ));
+        let mut r = report();
+        r.challenger_score = f64::NAN;
+        assert!(r.to_json_bytes().is_err());
+    }
+}

@@ -57,7 +57,9 @@ impl DecisionTree {
                 continue;
             }
             if f as usize >= n_features {
-                return Err(format!("node {i} splits on feature {f}, the model has {n_features}"));
+                return Err(format!(
+                    "node {i} splits on feature {f}, the model has {n_features}"
+                ));
             }
             if !self.threshold[i].is_finite() {
                 return Err(format!("node {i} has a non-finite threshold"));

@@ -46,7 +46,8 @@ pub fn api_server_url() -> String {
 /// containerd 2.x: its own root, state and socket under our dirs; the CRI plugin pinned to the
 /// imported pause image; `restrict_oom_score_adj` because root here lacks CAP_SYS_RESOURCE and
 /// runc cannot lower a sandbox's oom_score_adj to -998 (every sandbox fails without it); netns
-/// mounts under the state dir; NRI off (it would open /var/run/nri).
+/// mounts under the state dir; NRI off (it would open /var/run/nri); every registry redirected
+/// to a closed loopback port ([`REGISTRY_HOSTS_TOML`]).
 pub fn containerd_toml(layout: &Layout) -> String {
     let root = path(layout.containerd_root());
     let state = path(layout.containerd_state());
@@ -54,6 +55,7 @@ pub fn containerd_toml(layout: &Layout) -> String {
     let cni_bin = path(layout.cni_bin_dir());
     let cni_conf = path(layout.cni_conf_dir());
     let pause = layout::PAUSE_IMAGE;
+    let registry_dir = path(layout.config("registry"));
     format!(
         r#"version = 3
 root = "{root}"
@@ -70,6 +72,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{pause}"
+
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{registry_dir}"
 
 [plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
@@ -89,6 +94,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 "#
     )
 }
+
+/// containerd's host configuration for every registry (`_default`): an image that was not
+/// imported fails to pull at once from a closed loopback port instead of sending a DNS query
+/// and a connection off the machine.
+pub const REGISTRY_HOSTS_TOML: &str = "server = \"http://127.0.0.1:1\"\n";
 
 /// The pod network: the pre-created `cni0` bridge as gateway, host-local IPAM on the node's
 /// /24 with its state in our dir, no masquerade (nothing is meant to leave the machine) and a
@@ -350,6 +360,7 @@ pub fn write_all(layout: &Layout) -> Result<()> {
     write_file(&layout.config("kubelet.yaml"), kubelet_yaml(layout), 0o644)?;
     write_file(&layout.config("kube-proxy.yaml"), kube_proxy_yaml(layout), 0o644)?;
     write_file(&layout.config("resolv.conf"), RESOLV_CONF, 0o644)?;
+    write_file(&layout.config("registry").join("_default/hosts.toml"), REGISTRY_HOSTS_TOML, 0o644)?;
     write_file(&layout.config("coredns.yaml"), coredns_manifests(), 0o644)?;
     Ok(())
 }

@@ -127,11 +127,10 @@ fn clear_iptables() {
     for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
         let Ok(dump) = run(save, &[] as &[&str]) else { continue };
         for (table, body) in split_tables(&dump) {
-            let script = cleanup_script(&table, &body);
-            if let Some(script) = script {
-                if let Err(e) = run_with_stdin(restore, &["--noflush"], &script) {
-                    eprintln!("warning: clearing {table} with {restore}: {e}");
-                }
+            if let Some(script) = cleanup_script(&table, &body)
+                && let Err(e) = run_with_stdin(restore, &["--noflush"], &script)
+            {
+                eprintln!("warning: clearing {table} with {restore}: {e}");
             }
         }
     }
@@ -321,9 +320,10 @@ impl HostSnapshot {
             }
         }
         let mut dirs = BTreeSet::new();
-        for d in layout::FOREIGN_DIRS.iter().copied().chain([layout::STATE_DIR, layout::RUN_DIR, layout::LOCK_FILE]) {
-            if Path::new(d).exists() {
-                dirs.insert(d.to_string());
+        let ours = [layout.state.clone(), layout.run.clone(), PathBuf::from(layout::LOCK_FILE)];
+        for d in layout::FOREIGN_DIRS.iter().map(PathBuf::from).chain(ours) {
+            if d.exists() {
+                dirs.insert(d.display().to_string());
             }
         }
         let processes = super::process::cluster_processes().into_iter().map(|(pid, exe)| format!("{pid} {}", exe.display())).collect();

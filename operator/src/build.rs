@@ -1,0 +1,558 @@
+//! The desired trainer Job, predictor Deployment and predictor Service of a pipeline.
+//!
+//! Pure functions of the pipeline (and the model version): no client, no clock, so the same
+//! pipeline always yields the same objects and a restarted operator computes the same names.
+
+use std::collections::BTreeMap;
+
+use champion_api::{
+    ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_URI, ANNOTATION_MODEL_VERSION, ChampionStatus,
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL_VERSION, LABEL_PART_OF, LABEL_PIPELINE,
+    MANAGED_BY, ModelPipeline,
+};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    HTTPGetAction, HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+/// uid and gid of every container the operator starts (the images' non-root user).
+pub const RUN_AS: i64 = 65532;
+/// Path of the trainer's termination message (the reason of a failed run).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Component label value of trainer Jobs and their pods.
+pub const COMPONENT_TRAINER: &str = "trainer";
+/// Component label value of predictor Deployments, their pods and Services.
+pub const COMPONENT_PREDICTOR: &str = "predictor";
+/// Kubernetes names that become pod labels or DNS labels are limited to 63 characters.
+const MAX_NAME: usize = 63;
+
+fn short_hash(s: &str, len: usize) -> String {
+    let digest = hex::encode(Sha256::digest(s.as_bytes()));
+    digest[..len].to_string()
+}
+
+/// `s` as a DNS label fragment: lowercase alphanumerics and '-', starting with a letter.
+fn dns_fragment(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "mlp-");
+    }
+    out
+}
+
+/// `<pipeline><suffix>` as a valid DNS label of at most 63 characters. A pipeline name too long
+/// to fit is cut and followed by a hash of the full name, so two long names sharing a prefix
+/// still get distinct objects.
+fn dns_name(pipeline: &str, suffix: &str) -> String {
+    let base = dns_fragment(pipeline);
+    if base.len() + suffix.len() <= MAX_NAME {
+        return format!("{base}{suffix}");
+    }
+    let hash = short_hash(pipeline, 8);
+    let keep = MAX_NAME - suffix.len() - hash.len() - 1;
+    let cut = base[..keep].trim_end_matches('-');
+    format!("{cut}-{hash}{suffix}")
+}
+
+/// A label value for `s` (at most 63 characters, alphanumeric at both ends).
+pub fn label_value(s: &str) -> String {
+    if s.len() <= MAX_NAME {
+        return s.to_string();
+    }
+    let hash = short_hash(s, 8);
+    let cut = s[..MAX_NAME - hash.len() - 1].trim_end_matches(['-', '.', '_']);
+    format!("{cut}-{hash}")
+}
+
+/// The model version a run writes: deterministic in the data fingerprint, the force-run token
+/// that requested it (if any) and the retry attempt, so a restarted operator computes the same
+/// version and Job name, while a forced run or a retry after a failure gets a fresh one.
+pub fn run_version(fingerprint: &str, force_token: Option<&str>, attempt: i32) -> String {
+    let mut key = fingerprint.to_string();
+    if let Some(token) = force_token {
+        key.push_str("\0force=");
+        key.push_str(token);
+    }
+    if attempt > 0 {
+        key.push_str(&format!("\0attempt={attempt}"));
+    }
+    short_hash(&key, 12)
+}
+
+/// Name of the trainer Job that writes `version`.
+pub fn job_name(pipeline: &str, version: &str) -> String {
+    dns_name(pipeline, &format!("-train-{version}"))
+}
+
+/// Name of the predictor Deployment and Service.
+pub fn predictor_name(pipeline: &str) -> String {
+    dns_name(pipeline, "-predictor")
+}
+
+fn pipeline_name(mp: &ModelPipeline) -> &str {
+    mp.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// The labels on everything the operator creates for `mp`.
+pub fn labels(mp: &ModelPipeline, component: &str) -> BTreeMap<String, String> {
+    let name = label_value(pipeline_name(mp));
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_PART_OF.to_string(), name.clone()),
+        (LABEL_PIPELINE.to_string(), name),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
+    ])
+}
+
+fn selector_labels(mp: &ModelPipeline) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_PIPELINE.to_string(), label_value(pipeline_name(mp))),
+        (LABEL_COMPONENT.to_string(), COMPONENT_PREDICTOR.to_string()),
+    ])
+}
+
+fn owner_ref(mp: &ModelPipeline) -> Vec<OwnerReference> {
+    use kube::Resource;
+    mp.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn meta(mp: &ModelPipeline, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: mp.metadata.namespace.clone(),
+        labels: Some(labels),
+        owner_references: Some(owner_ref(mp)),
+        ..ObjectMeta::default()
+    }
+}
+
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..SeccompProfile::default() }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The Secrets named by the spec, as envFrom sources (each once).
+fn env_from(names: &[Option<&str>]) -> Option<Vec<EnvFromSource>> {
+    let mut seen: Vec<&str> = Vec::new();
+    for name in names.iter().flatten() {
+        if !seen.contains(name) {
+            seen.push(name);
+        }
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    Some(
+        seen.into_iter()
+            .map(|name| EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: name.to_string(), optional: Some(false) }),
+                ..EnvFromSource::default()
+            })
+            .collect(),
+    )
+}
+
+/// Store volumes from the spec plus a writable /tmp (the root filesystem is read-only).
+fn volumes(mp: &ModelPipeline) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut vols = vec![Volume {
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".to_string(),
+        mount_path: "/tmp".to_string(),
+        ..VolumeMount::default()
+    }];
+    for v in &mp.spec.volumes {
+        vols.push(Volume {
+            name: v.name.clone(),
+            persistent_volume_claim: v.persistent_volume_claim.as_ref().map(|c| {
+                PersistentVolumeClaimVolumeSource { claim_name: c.claim_name.clone(), read_only: None }
+            }),
+            host_path: v.host_path.as_ref().map(|h| HostPathVolumeSource {
+                path: h.path.clone(),
+                type_: Some("DirectoryOrCreate".to_string()),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: v.name.clone(),
+            mount_path: v.mount_path.clone(),
+            ..VolumeMount::default()
+        });
+    }
+    (vols, mounts)
+}
+
+/// The trainer's command line, per the trainer contract.
+pub fn trainer_args(mp: &ModelPipeline, version: &str, champion: Option<&ChampionStatus>) -> Vec<String> {
+    let spec = &mp.spec;
+    let mut args: Vec<String> = vec![
+        "train".into(),
+        "--data-uri".into(),
+        spec.data.uri.clone(),
+        "--model-uri".into(),
+        mp.model_uri(version),
+    ];
+    if let Some(c) = champion {
+        args.extend(["--champion-uri".into(), c.model_uri.clone()]);
+    }
+    if let Some(t) = &spec.data.test_data_uri {
+        args.extend(["--test-data-uri".into(), t.clone()]);
+    }
+    args.extend(["--target".into(), spec.data.target.clone()]);
+    if let Some(p) = spec.data.positive_above {
+        args.extend(["--positive-above".into(), p.to_string()]);
+    }
+    for d in &spec.data.drop_columns {
+        args.extend(["--drop".into(), d.clone()]);
+    }
+    args.extend([
+        "--metric".into(),
+        spec.evaluation.metric.as_str().into(),
+        "--holdout-fraction".into(),
+        spec.evaluation.holdout_fraction.to_string(),
+        "--seed".into(),
+        spec.evaluation.seed.to_string(),
+        "--algorithm".into(),
+        spec.trainer.algorithm.as_str().into(),
+    ]);
+    for (k, v) in &spec.trainer.params {
+        args.extend(["--param".into(), format!("{k}={v}")]);
+    }
+    args.extend(["--termination-log".into(), TERMINATION_LOG.into()]);
+    args
+}
+
+/// The trainer Job for `version`, trained on data with `fingerprint`, challenging `champion`.
+pub fn build_job(
+    mp: &ModelPipeline,
+    version: &str,
+    fingerprint: &str,
+    champion: Option<&ChampionStatus>,
+) -> Job {
+    let spec = &mp.spec;
+    let mut labels = labels(mp, COMPONENT_TRAINER);
+    labels.insert(LABEL_MODEL_VERSION.to_string(), version.to_string());
+    let mut metadata = meta(mp, job_name(pipeline_name(mp), version), labels.clone());
+    metadata.annotations = Some(BTreeMap::from([
+        (ANNOTATION_DATA_FINGERPRINT.to_string(), fingerprint.to_string()),
+        (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
+    ]));
+    let (vols, mounts) = volumes(mp);
+    let container = Container {
+        name: "trainer".to_string(),
+        image: Some(spec.trainer.image.clone()),
+        image_pull_policy: Some(spec.trainer.image_pull_policy.as_str().to_string()),
+        args: Some(trainer_args(mp, version, champion)),
+        env_from: env_from(&[
+            spec.data.secret_ref.as_ref().map(|s| s.name.as_str()),
+            spec.model_store.secret_ref.as_ref().map(|s| s.name.as_str()),
+        ]),
+        resources: spec.trainer.resources.clone(),
+        security_context: Some(container_security_context()),
+        termination_message_path: Some(TERMINATION_LOG.to_string()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(spec.trainer.backoff_limit),
+            active_deadline_seconds: Some(spec.trainer.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(spec.trainer.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_string()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security_context()),
+                    containers: vec![container],
+                    volumes: Some(vols),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// The predictor Deployment serving `champion`. The pod template carries the version, so a new
+/// champion is a rolling update that only proceeds as new pods pass the readiness probe
+/// (maxUnavailable 0: the old model keeps serving until the new one is ready).
+pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deployment {
+    let spec = &mp.spec;
+    let name = pipeline_name(mp);
+    let mut labels = labels(mp, COMPONENT_PREDICTOR);
+    labels.insert(LABEL_MODEL_VERSION.to_string(), label_value(&champion.version));
+    let annotations = BTreeMap::from([
+        (ANNOTATION_MODEL_VERSION.to_string(), champion.version.clone()),
+        (ANNOTATION_MODEL_URI.to_string(), champion.model_uri.clone()),
+        (ANNOTATION_DATA_FINGERPRINT.to_string(), champion.data_fingerprint.clone()),
+    ]);
+    let mut metadata = meta(mp, predictor_name(name), labels.clone());
+    metadata.annotations = Some(annotations.clone());
+    let (vols, mounts) = volumes(mp);
+    let port = spec.predictor.port;
+    let container = Container {
+        name: "predictor".to_string(),
+        image: Some(spec.predictor.image.clone()),
+        image_pull_policy: Some(spec.predictor.image_pull_policy.as_str().to_string()),
+        env: Some(vec![
+            EnvVar { name: "MODEL_URI".into(), value: Some(champion.model_uri.clone()), ..EnvVar::default() },
+            EnvVar { name: "PORT".into(), value: Some(port.to_string()), ..EnvVar::default() },
+            EnvVar { name: "MODEL_NAME".into(), value: Some(name.to_string()), ..EnvVar::default() },
+        ]),
+        env_from: env_from(&[spec.model_store.secret_ref.as_ref().map(|s| s.name.as_str())]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/v2/health/ready", port, 2, 3)),
+        liveness_probe: Some(http_probe("/v2/health/live", port, 10, 3)),
+        resources: spec.predictor.resources.clone(),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let mut pod_labels = selector_labels(mp);
+    pod_labels.extend(labels);
+    Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.predictor.replicas),
+            selector: LabelSelector { match_labels: Some(selector_labels(mp)), ..LabelSelector::default() },
+            progress_deadline_seconds: Some(spec.promotion.rollout_deadline_seconds),
+            revision_history_limit: Some(3),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security_context()),
+                    containers: vec![container],
+                    volumes: Some(vols),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ClusterIP Service in front of the predictor pods.
+pub fn build_service(mp: &ModelPipeline) -> Service {
+    let port = mp.spec.predictor.port;
+    Service {
+        metadata: meta(mp, predictor_name(pipeline_name(mp)), labels(mp, COMPONENT_PREDICTOR)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(mp)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{champion, pipeline};
+
+    #[test]
+    fn names_are_deterministic_valid_and_at_most_63_chars() {
+        let long = "a".repeat(60) + ".b-c";
+        for name in ["wine", "9lives", long.as_str(), "x.y"] {
+            for n in [job_name(name, "0123456789ab"), predictor_name(name)] {
+                assert!(n.len() <= 63, "{n} is {} chars", n.len());
+                assert!(n.starts_with(|c: char| c.is_ascii_lowercase()), "{n}");
+                assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+                assert!(!n.ends_with('-'), "{n}");
+            }
+            assert_eq!(job_name(name, "v1"), job_name(name, "v1"));
+        }
+        assert_eq!(job_name("wine", "0123456789ab"), "wine-train-0123456789ab");
+        assert_eq!(predictor_name("wine"), "wine-predictor");
+        let other = "a".repeat(60) + ".b-d";
+        assert_ne!(predictor_name(&long), predictor_name(&other), "long names keep a hash of the full name");
+    }
+
+    #[test]
+    fn run_version_depends_on_fingerprint_force_token_and_attempt() {
+        let v = run_version("fp1", None, 0);
+        assert_eq!(v.len(), 12);
+        assert_eq!(v, run_version("fp1", None, 0));
+        assert_ne!(v, run_version("fp2", None, 0));
+        assert_ne!(v, run_version("fp1", Some("now"), 0));
+        assert_ne!(v, run_version("fp1", None, 1));
+    }
+
+    #[test]
+    fn job_carries_owner_labels_limits_args_and_credentials() {
+        let mp = pipeline();
+        let champ = champion("oldversion01", 0.7);
+        let job = build_job(&mp, "0123456789ab", "fp-abc", Some(&champ));
+        let meta = &job.metadata;
+        assert_eq!(meta.name.as_deref(), Some("wine-train-0123456789ab"));
+        assert_eq!(meta.namespace.as_deref(), Some("default"));
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("champion"));
+        assert_eq!(labels.get("app.kubernetes.io/part-of").map(String::as_str), Some("wine"));
+        assert_eq!(labels.get("champion.dev/pipeline").map(String::as_str), Some("wine"));
+        assert_eq!(labels.get("champion.dev/model-version").map(String::as_str), Some("0123456789ab"));
+        let owners = meta.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "ModelPipeline");
+        assert_eq!(owners[0].uid, "uid-wine");
+        assert_eq!(owners[0].controller, Some(true));
+        let spec = job.spec.expect("job spec");
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(1800));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+        let pod = spec.template.spec.expect("pod spec");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap_or_default();
+        let expect = [
+            "train", "--data-uri", "file:///data/wine/", "--model-uri", "file:///models/wine/0123456789ab/",
+            "--champion-uri", "file:///models/wine/oldversion01/", "--target", "quality", "--positive-above", "5",
+            "--drop", "Id", "--metric", "f1Macro", "--holdout-fraction", "0.2", "--seed", "42", "--algorithm",
+            "adaboost", "--param", "nEstimators=20", "--termination-log", "/dev/termination-log",
+        ];
+        assert_eq!(args, expect);
+        let env_from = c.env_from.clone().unwrap_or_default();
+        let secrets: Vec<_> = env_from.iter().filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone())).collect();
+        assert_eq!(secrets, ["store-creds"], "one envFrom per distinct Secret");
+        let mounts = c.volume_mounts.clone().unwrap_or_default();
+        assert!(mounts.iter().any(|m| m.name == "store" && m.mount_path == "/data"));
+        let vols = pod.volumes.unwrap_or_default();
+        let store = vols.iter().find(|v| v.name == "store").expect("store volume");
+        assert_eq!(store.host_path.as_ref().map(|h| h.path.as_str()), Some("/var/champion"));
+        let sc = c.security_context.clone().expect("security context");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_user, Some(RUN_AS));
+    }
+
+    #[test]
+    fn first_job_has_no_champion_uri() {
+        let job = build_job(&pipeline(), "0123456789ab", "fp", None);
+        let args = job.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].args.clone().unwrap_or_default());
+        assert!(!args.unwrap_or_default().iter().any(|a| a == "--champion-uri"));
+    }
+
+    #[test]
+    fn deployment_serves_the_champion_with_probes_and_non_root() {
+        let mp = pipeline();
+        let champ = champion("0123456789ab", 0.8);
+        let d = build_deployment(&mp, &champ);
+        assert_eq!(d.metadata.name.as_deref(), Some("wine-predictor"));
+        let ann = d.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(ann.get(ANNOTATION_MODEL_VERSION).map(String::as_str), Some("0123456789ab"));
+        let spec = d.spec.expect("deployment spec");
+        assert_eq!(spec.progress_deadline_seconds, Some(120));
+        let selector = spec.selector.match_labels.clone().unwrap_or_default();
+        assert!(!selector.contains_key(LABEL_MODEL_VERSION), "the selector is immutable, so it must not name a version");
+        let tmpl_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        for (k, v) in &selector {
+            assert_eq!(tmpl_labels.get(k), Some(v), "pod template matches the selector");
+        }
+        let pod = spec.template.spec.expect("pod spec");
+        let sc = pod.security_context.expect("pod security context");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(65532));
+        let c = &pod.containers[0];
+        let env: BTreeMap<_, _> = c.env.clone().unwrap_or_default().into_iter().map(|e| (e.name, e.value)).collect();
+        assert_eq!(env["MODEL_URI"].as_deref(), Some("file:///models/wine/0123456789ab/"));
+        assert_eq!(env["PORT"].as_deref(), Some("8080"));
+        assert_eq!(env["MODEL_NAME"].as_deref(), Some("wine"));
+        let ready = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("readiness probe");
+        assert_eq!(ready.path.as_deref(), Some("/v2/health/ready"));
+        assert_eq!(ready.port, IntOrString::Int(8080));
+        let live = c.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("liveness probe");
+        assert_eq!(live.path.as_deref(), Some("/v2/health/live"));
+        let csc = c.security_context.clone().expect("container security context");
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(csc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+    }
+
+    #[test]
+    fn service_selects_predictor_pods_on_the_predictor_port() {
+        let mp = pipeline();
+        let svc = build_service(&mp);
+        let d = build_deployment(&mp, &champion("v", 0.5));
+        let spec = svc.spec.expect("service spec");
+        let sel = spec.selector.unwrap_or_default();
+        let pod_labels = d.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+        assert!(sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        let ports = spec.ports.unwrap_or_default();
+        assert_eq!(ports[0].port, 8080);
+        assert_eq!(svc.metadata.owner_references.map(|o| o.len()), Some(1));
+    }
+}

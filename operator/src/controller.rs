@@ -1,0 +1,455 @@
+//! The ModelPipeline reconcile: observe → decide → build → apply → record.
+//!
+//! One reconcile takes one step (see [`crate::decide::Step`]); every step that changes
+//! something writes the status, and the status write itself triggers the next reconcile, so a
+//! run flows launch → evaluate → promote → rollout without waiting for the poll timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use champion_api::{
+    ChallengerState, ChallengerStatus, ChampionStatus, DataStatus, HistoryEntry, ModelPipeline,
+    ModelPipelineStatus, Outcome, RolloutStatus,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store as Cache;
+use tracing::{Span, field, info, instrument, warn};
+
+use crate::apply::{apply, apply_status};
+use crate::build::{build_deployment, build_job, build_service};
+use crate::decide::{Step, Verdict, backoff, decide_promotion, plan};
+use crate::events::{publish, reason};
+use crate::metrics::Metrics;
+use crate::observe::{self, Observed};
+use crate::status::{derive, push_history};
+
+/// Errors of one reconcile, one variant per step that can fail. The variant name is the
+/// bounded `result` label of `champion_reconciles_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ModelPipeline {0} has no namespace")]
+    MissingNamespace(String),
+    #[error("reading the credentials Secret {name}: {source}")]
+    ReadSecret { name: String, source: Box<kube::Error> },
+    #[error("applying trainer Job {name}: {source}")]
+    ApplyJob { name: String, source: Box<kube::Error> },
+    #[error("applying predictor Deployment {name}: {source}")]
+    ApplyDeployment { name: String, source: Box<kube::Error> },
+    #[error("applying predictor Service {name}: {source}")]
+    ApplyService { name: String, source: Box<kube::Error> },
+    #[error("writing the status of ModelPipeline {name}: {source}")]
+    PatchStatus { name: String, source: Box<kube::Error> },
+}
+
+impl Error {
+    /// The bounded category used in metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::MissingNamespace(_) => "missing_namespace",
+            Error::ReadSecret { .. } => "read_secret",
+            Error::ApplyJob { .. } => "apply_job",
+            Error::ApplyDeployment { .. } => "apply_deployment",
+            Error::ApplyService { .. } => "apply_service",
+            Error::PatchStatus { .. } => "patch_status",
+        }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: kube::Client,
+    /// The operator's trainer Jobs (label managed-by=champion), kept by a watch.
+    pub jobs: Cache<Job>,
+    /// The operator's predictor Deployments, kept by a watch.
+    pub deployments: Cache<Deployment>,
+    /// Set once both caches hold a complete listing: before that a missing Job could be
+    /// mistaken for a vanished one.
+    pub caches_ready: Arc<AtomicBool>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+fn poll_interval(mp: &ModelPipeline) -> Duration {
+    let d: Duration = mp.spec.data.poll_interval.into();
+    d.max(Duration::from_secs(1))
+}
+
+fn entry(version: &str, outcome: Outcome, reason: String, now: Timestamp) -> HistoryEntry {
+    HistoryEntry {
+        version: version.to_string(),
+        outcome,
+        score: None,
+        champion_score: None,
+        data_fingerprint: None,
+        reason,
+        time: Time(now),
+    }
+}
+
+fn score_text(s: Option<f64>) -> String {
+    s.map_or_else(|| "none".to_string(), |s| format!("{s:.4}"))
+}
+
+/// Reconciles one ModelPipeline.
+#[instrument(skip(mp, ctx), fields(namespace, pipeline, step))]
+pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let name = mp.name_any();
+    let ns = mp.namespace().ok_or_else(|| Error::MissingNamespace(name.clone()))?;
+    Span::current().record("namespace", field::display(&ns)).record("pipeline", field::display(&name));
+    if !ctx.caches_ready.load(Ordering::Acquire) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let now = Timestamp::now();
+    let before = mp.status.clone().unwrap_or_default();
+
+    // observe
+    let busy = before.rollout.is_some()
+        || before.challenger.as_ref().is_some_and(|c| c.state == ChallengerState::Training);
+    let data = if mp.spec.suspend || busy {
+        None
+    } else {
+        let opts = observe::secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await?;
+        Some(observe::list_data(&mp.spec.data.uri, opts).await)
+    };
+    let obs = Observed {
+        now,
+        data,
+        jobs: observe::jobs_of(&ctx.jobs, &mp),
+        deployment: observe::deployment_of(&ctx.deployments, &mp),
+    };
+
+    // decide
+    let step = plan(&mp, &obs);
+    Span::current().record("step", field::debug(&step));
+
+    let mut status = before.clone();
+    if let Some(Ok(listing)) = &obs.data {
+        match &mut status.data {
+            Some(d) if d.fingerprint == listing.fingerprint => d.objects = listing.objects as i64,
+            _ => {
+                status.data = Some(DataStatus {
+                    fingerprint: listing.fingerprint.clone(),
+                    objects: listing.objects as i64,
+                    seen_at: Time(now),
+                })
+            }
+        }
+    }
+
+    // build + apply
+    let requeue = execute(&mp, &ns, &ctx, &obs, step, &mut status).await?;
+
+    // record
+    derive(&mp, &mut status, &obs);
+    if status != before {
+        apply_status(&ctx.client, &mp, &status)
+            .await
+            .map_err(|source| Error::PatchStatus { name: name.clone(), source: Box::new(source) })?;
+    }
+    ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
+    Ok(Action::requeue(requeue))
+}
+
+/// Applies the predictor Deployment for `champion` and its Service.
+async fn apply_predictor(mp: &ModelPipeline, ns: &str, ctx: &Context, champion: &ChampionStatus) -> Result<(), Error> {
+    let deployment = build_deployment(mp, champion);
+    apply(&ctx.client, ns, &deployment)
+        .await
+        .map_err(|source| Error::ApplyDeployment { name: deployment.name_any(), source: Box::new(source) })?;
+    let service = build_service(mp);
+    apply(&ctx.client, ns, &service)
+        .await
+        .map_err(|source| Error::ApplyService { name: service.name_any(), source: Box::new(source) })?;
+    Ok(())
+}
+
+/// Starts rolling the predictor to `champion`, remembering the champion to revert to.
+async fn start_rollout(
+    mp: &ModelPipeline,
+    ns: &str,
+    ctx: &Context,
+    status: &mut ModelPipelineStatus,
+    champion: ChampionStatus,
+    cause: Outcome,
+    data_seen_at: Option<Time>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    apply_predictor(mp, ns, ctx, &champion).await?;
+    let previous = status.champion.replace(champion.clone());
+    status.rollout = Some(RolloutStatus {
+        version: champion.version.clone(),
+        previous: previous.filter(|p| p.version != champion.version),
+        started_at: Time(now),
+        data_seen_at,
+        cause,
+    });
+    let key = [ns, mp.name_any().as_str()];
+    match champion.score {
+        Some(s) => ctx.metrics.champion_score.with_label_values(&key).set(s),
+        None => {
+            let _ = ctx.metrics.champion_score.remove_label_values(&key);
+        }
+    }
+    Ok(())
+}
+
+/// Records a failed run and schedules the retry.
+async fn record_failure(
+    mp: &ModelPipeline,
+    ctx: &Context,
+    status: &mut ModelPipelineStatus,
+    reason: String,
+    now: Timestamp,
+) {
+    status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+    let delay = backoff(status.consecutive_failures);
+    status.retry_after = Some(Time(now + delay));
+    let version = status.challenger.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+    let fp = status.challenger.as_ref().map(|c| c.data_fingerprint.clone());
+    if let Some(c) = status.challenger.as_mut() {
+        c.state = ChallengerState::Failed;
+        c.reason = Some(reason.clone());
+    }
+    let mut h = entry(&version, Outcome::Failed, reason.clone(), now);
+    h.data_fingerprint = fp;
+    push_history(&mut status.history, h, mp.spec.history_limit);
+    status.last_outcome = Some(Outcome::Failed);
+    ctx.metrics.training_runs.with_label_values(&["failed"]).inc();
+    let note = format!(
+        "version {version} failed: {reason}; retry in {}s (failure {} in a row); the champion is untouched",
+        delay.as_secs(),
+        status.consecutive_failures
+    );
+    warn!(%note, "training run failed");
+    publish(&ctx.recorder, mp, true, reason::TRAINING_FAILED, "Train", note).await;
+}
+
+/// Performs `step`, updating `status`; returns when to look again.
+async fn execute(
+    mp: &ModelPipeline,
+    ns: &str,
+    ctx: &Context,
+    obs: &Observed,
+    step: Step,
+    status: &mut ModelPipelineStatus,
+) -> Result<Duration, Error> {
+    let now = obs.now;
+    let poll = poll_interval(mp);
+    let name = mp.name_any();
+    let metric = mp.spec.evaluation.metric;
+    match step {
+        Step::Suspended | Step::Idle | Step::NoData | Step::DataUnavailable { .. } => Ok(poll),
+        Step::WaitTraining { job, version, fingerprint } => {
+            let tracked = status.challenger.as_ref().is_some_and(|c| c.job == job && c.state == ChallengerState::Training);
+            if !tracked {
+                info!(%job, "adopting a running trainer Job");
+                let seen = status.data.as_ref().filter(|d| d.fingerprint == fingerprint).map(|d| d.seen_at.clone());
+                status.challenger = Some(ChallengerStatus {
+                    version,
+                    job,
+                    data_fingerprint: fingerprint,
+                    state: ChallengerState::Training,
+                    score: None,
+                    champion_score: None,
+                    reason: None,
+                    started_at: Time(now),
+                    data_seen_at: seen,
+                });
+            }
+            Ok(poll)
+        }
+        Step::WaitRollout => Ok(poll.min(Duration::from_secs(10))),
+        Step::Backoff { until } => {
+            let wait = until.duration_since(now).unsigned_abs();
+            Ok(wait.clamp(Duration::from_secs(1), poll.max(Duration::from_secs(1)) * 20))
+        }
+        Step::Launch { version, fingerprint, forced } => {
+            let job = build_job(mp, &version, &fingerprint, status.champion.as_ref());
+            let job_name = job.name_any();
+            apply(&ctx.client, ns, &job)
+                .await
+                .map_err(|source| Error::ApplyJob { name: job_name.clone(), source: Box::new(source) })?;
+            let seen = status.data.as_ref().filter(|d| d.fingerprint == fingerprint).map(|d| d.seen_at.clone());
+            status.challenger = Some(ChallengerStatus {
+                version: version.clone(),
+                job: job_name.clone(),
+                data_fingerprint: fingerprint.clone(),
+                state: ChallengerState::Training,
+                score: None,
+                champion_score: None,
+                reason: None,
+                started_at: Time(now),
+                data_seen_at: seen,
+            });
+            if let Some(token) = &forced {
+                status.last_forced_run = Some(token.clone());
+            }
+            ctx.metrics.training_runs.with_label_values(&["started"]).inc();
+            let why = match &forced {
+                Some(t) => format!("forced by annotation ({t})"),
+                None => format!("new data {}", &fingerprint[..fingerprint.len().min(12)]),
+            };
+            info!(%job_name, %version, "training started");
+            publish(&ctx.recorder, mp, false, reason::TRAINING_STARTED, "Train", format!("Job {job_name} trains version {version}: {why}")).await;
+            Ok(poll)
+        }
+        Step::Evaluate { job, version } => {
+            let opts = observe::secret_options(&ctx.client, ns, mp.spec.model_store.secret_ref.as_ref()).await?;
+            let model_uri = mp.model_uri(&version);
+            let report = observe::read_report(&model_uri, opts).await;
+            let decision = decide_promotion(
+                &mp.spec.promotion,
+                metric,
+                &version,
+                report.as_ref().map_err(String::as_str),
+                status.champion.as_ref(),
+            );
+            info!(%job, %version, verdict = ?decision.verdict, reason = %decision.reason, "run evaluated");
+            if decision.verdict == Verdict::Fail {
+                record_failure(mp, ctx, status, decision.reason, now).await;
+                return Ok(poll);
+            }
+            let key = [ns, name.as_str()];
+            if let Some(s) = decision.score {
+                ctx.metrics.challenger_score.with_label_values(&key).set(s);
+            }
+            let fp = status.challenger.as_ref().map(|c| c.data_fingerprint.clone()).unwrap_or_default();
+            let seen = status.challenger.as_ref().and_then(|c| c.data_seen_at.clone());
+            if let Some(c) = status.challenger.as_mut() {
+                c.score = decision.score;
+                c.champion_score = decision.champion_score;
+                c.reason = Some(decision.reason.clone());
+            }
+            status.consecutive_failures = 0;
+            status.retry_after = None;
+            let mut h = entry(&version, Outcome::Rejected, decision.reason.clone(), now);
+            h.score = decision.score;
+            h.champion_score = decision.champion_score;
+            h.data_fingerprint = Some(fp.clone());
+            let scores = format!(
+                "challenger {} {}, champion {}",
+                metric.as_str(),
+                score_text(decision.score),
+                score_text(decision.champion_score)
+            );
+            if decision.verdict == Verdict::Promote {
+                let champion = ChampionStatus {
+                    version: version.clone(),
+                    model_uri,
+                    score: decision.score,
+                    metric: Some(metric),
+                    data_fingerprint: fp,
+                    promoted_at: Time(now),
+                };
+                start_rollout(mp, ns, ctx, status, champion, Outcome::Promoted, seen, now).await?;
+                if let Some(c) = status.challenger.as_mut() {
+                    c.state = ChallengerState::Promoted;
+                }
+                h.outcome = Outcome::Promoted;
+                status.last_outcome = Some(Outcome::Promoted);
+                ctx.metrics.promotions.inc();
+                ctx.metrics.training_runs.with_label_values(&["promoted"]).inc();
+                publish(&ctx.recorder, mp, false, reason::MODEL_PROMOTED, "Promote", format!("version {version} promoted ({scores}): {}", decision.reason)).await;
+            } else {
+                if let Some(c) = status.challenger.as_mut() {
+                    c.state = ChallengerState::Rejected;
+                }
+                status.last_outcome = Some(Outcome::Rejected);
+                ctx.metrics.training_runs.with_label_values(&["rejected"]).inc();
+                publish(&ctx.recorder, mp, false, reason::CANDIDATE_REJECTED, "Evaluate", format!("version {version} rejected ({scores}): {}", decision.reason)).await;
+            }
+            push_history(&mut status.history, h, mp.spec.history_limit);
+            Ok(poll)
+        }
+        Step::TrainingFailed { job, reason } => {
+            let reason = match observe::termination_message(&ctx.client, ns, &job).await {
+                Some(msg) => format!("{reason}; trainer said: {msg}"),
+                None => reason,
+            };
+            record_failure(mp, ctx, status, reason, now).await;
+            Ok(poll)
+        }
+        Step::RolloutComplete => {
+            if let Some(r) = status.rollout.take() {
+                if r.cause == Outcome::Promoted
+                    && let Some(seen) = r.data_seen_at
+                {
+                    let secs = now.duration_since(seen.0).as_secs_f64();
+                    ctx.metrics.data_to_serving.observe(secs.max(0.0));
+                }
+                info!(version = %r.version, "rollout complete");
+            }
+            Ok(poll)
+        }
+        Step::RolloutFailed { reason } => {
+            let Some(r) = status.rollout.take() else { return Ok(poll) };
+            let failed = r.version.clone();
+            let note = match &r.previous {
+                Some(p) => format!("rollout of version {failed} did not progress ({reason}); reverting to version {}", p.version),
+                None => format!("rollout of version {failed} did not progress ({reason}); no earlier champion to revert to"),
+            };
+            publish(&ctx.recorder, mp, true, reason::ROLLOUT_FAILED, "Rollout", note.clone()).await;
+            push_history(&mut status.history, entry(&failed, Outcome::RolledBack, note, now), mp.spec.history_limit);
+            status.last_outcome = Some(Outcome::RolledBack);
+            match r.previous {
+                Some(previous) => {
+                    let back_to = previous.version.clone();
+                    status.champion = None;
+                    start_rollout(mp, ns, ctx, status, previous, Outcome::RolledBack, None, now).await?;
+                    ctx.metrics.rollbacks.with_label_values(&["rollout_failed"]).inc();
+                    publish(&ctx.recorder, mp, false, reason::ROLLED_BACK, "Rollback", format!("predictor rolled back from version {failed} to version {back_to}")).await;
+                }
+                None => status.champion = None,
+            }
+            Ok(poll)
+        }
+        Step::Rollback { entry: target, request } => {
+            status.last_rollback_to = Some(request);
+            let from = status.champion.as_ref().map(|c| c.version.clone()).unwrap_or_else(|| "none".into());
+            let champion = ChampionStatus {
+                version: target.version.clone(),
+                model_uri: mp.model_uri(&target.version),
+                score: target.score,
+                metric: Some(metric),
+                data_fingerprint: target.data_fingerprint.clone().unwrap_or_default(),
+                promoted_at: Time(now),
+            };
+            start_rollout(mp, ns, ctx, status, champion, Outcome::RolledBack, None, now).await?;
+            let note = format!("rolled back from version {from} to version {} on request", target.version);
+            let mut h = entry(&target.version, Outcome::RolledBack, note.clone(), now);
+            h.score = target.score;
+            h.data_fingerprint = target.data_fingerprint;
+            push_history(&mut status.history, h, mp.spec.history_limit);
+            status.last_outcome = Some(Outcome::RolledBack);
+            ctx.metrics.rollbacks.with_label_values(&["requested"]).inc();
+            publish(&ctx.recorder, mp, false, reason::ROLLED_BACK, "Rollback", note).await;
+            Ok(poll)
+        }
+        Step::RefuseRollback { request, reason: why } => {
+            status.last_rollback_to = Some(request.clone());
+            publish(&ctx.recorder, mp, true, reason::ROLLBACK_REFUSED, "Rollback", format!("rollback to {request} refused: {why}")).await;
+            Ok(poll)
+        }
+        Step::EnsurePredictor => {
+            if let Some(champion) = status.champion.clone() {
+                apply_predictor(mp, ns, ctx, &champion).await?;
+            }
+            Ok(poll)
+        }
+    }
+}
+
+/// Requeues failed reconciles after a short pause and counts them by category.
+pub fn error_policy(mp: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(pipeline = %mp.name_any(), category = error.category(), %error, "reconcile failed");
+    ctx.metrics.reconciles.with_label_values(&[error.category()]).inc();
+    Action::requeue(Duration::from_secs(5))
+}

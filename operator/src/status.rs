@@ -1,0 +1,228 @@
+//! Conditions, phase and the history ring: derived from the status the steps wrote and what was
+//! observed. Pure, and written so that an unchanged world yields a byte-identical status —
+//! the controller only patches the status when it differs.
+
+use champion_api::{
+    ChallengerState, HistoryEntry, ModelPipeline, ModelPipelineStatus, Outcome, Phase, condition,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::observe::{DeploymentView, Observed, RolloutState};
+
+/// Sets condition `type_`. `lastTransitionTime` moves only when the status flips; nothing
+/// changes when status, reason, message and generation are all the same. Returns whether
+/// anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> bool {
+    let status = if status { "True" } else { "False" };
+    let fresh = Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        None => {
+            conditions.push(fresh);
+            true
+        }
+        Some(c) => {
+            if c.status == fresh.status
+                && c.reason == fresh.reason
+                && c.message == fresh.message
+                && c.observed_generation == fresh.observed_generation
+            {
+                return false;
+            }
+            let transition = if c.status == fresh.status { c.last_transition_time.clone() } else { Time(now) };
+            *c = Condition { last_transition_time: transition, ..fresh };
+            true
+        }
+    }
+}
+
+/// Appends `entry`, dropping the oldest entries beyond `limit` (at least one is kept).
+pub fn push_history(history: &mut Vec<HistoryEntry>, entry: HistoryEntry, limit: i32) {
+    history.push(entry);
+    let limit = usize::try_from(limit.max(1)).unwrap_or(1);
+    if history.len() > limit {
+        let excess = history.len() - limit;
+        history.drain(..excess);
+    }
+}
+
+/// Fills in conditions, phase and observedGeneration from the rest of the status.
+pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observed) {
+    let generation = mp.metadata.generation;
+    let now = obs.now;
+    let conds = &mut status.conditions;
+
+    match &obs.data {
+        Some(Ok(l)) if l.objects > 0 => {
+            set_condition(conds, condition::DATA_AVAILABLE, true, "DataListed", &format!("{} objects under {}", l.objects, mp.spec.data.uri), generation, now);
+        }
+        Some(Ok(_)) => {
+            set_condition(conds, condition::DATA_AVAILABLE, false, "NoData", &format!("no objects under {}", mp.spec.data.uri), generation, now);
+        }
+        Some(Err(e)) => {
+            set_condition(conds, condition::DATA_AVAILABLE, false, "ListFailed", e, generation, now);
+        }
+        None => {}
+    }
+    let data_failed = matches!(&obs.data, Some(Err(_)));
+
+    let training = status.challenger.as_ref().filter(|c| c.state == ChallengerState::Training);
+    match training {
+        Some(c) => set_condition(conds, condition::TRAINING, true, "JobRunning", &format!("Job {} trains version {}", c.job, c.version), generation, now),
+        None => set_condition(conds, condition::TRAINING, false, "Idle", "no training run in progress", generation, now),
+    };
+
+    let serving = |d: &Option<DeploymentView>, v: &str| {
+        matches!(d, Some(DeploymentView { version: Some(dv), rollout: RolloutState::Complete }) if dv == v)
+    };
+    match (&status.champion, &status.rollout) {
+        (None, _) => {
+            set_condition(conds, condition::PROMOTED, false, "NoChampion", "no model has been promoted yet", generation, now);
+            set_condition(conds, condition::READY, false, "NoChampion", "no model has been promoted yet", generation, now);
+        }
+        (Some(c), Some(r)) => {
+            let msg = format!("rolling out version {}", r.version);
+            match &r.previous {
+                Some(p) => set_condition(conds, condition::PROMOTED, true, "RollingOut", &format!("{msg}; version {} serves meanwhile", p.version), generation, now),
+                None => set_condition(conds, condition::PROMOTED, false, "RollingOut", &msg, generation, now),
+            };
+            let _ = c;
+            set_condition(conds, condition::READY, false, "RollingOut", &msg, generation, now);
+        }
+        (Some(c), None) => {
+            let reason = match status.last_outcome {
+                Some(Outcome::RolledBack) => "RolledBack",
+                _ => "ModelPromoted",
+            };
+            set_condition(conds, condition::PROMOTED, true, reason, &format!("version {} serves ({})", c.version, c.model_uri), generation, now);
+            if serving(&obs.deployment, &c.version) {
+                set_condition(conds, condition::READY, true, "PredictorAvailable", &format!("version {} is available", c.version), generation, now);
+            } else {
+                set_condition(conds, condition::READY, false, "PredictorUnavailable", &format!("the predictor of version {} is not available", c.version), generation, now);
+            }
+        }
+    }
+
+    let degraded = if data_failed {
+        Some(("DataUnavailable", "listing the data failed; see DataAvailable".to_string()))
+    } else {
+        match (status.last_outcome, status.history.last()) {
+            (Some(Outcome::Failed), Some(h)) if h.outcome == Outcome::Failed => Some(("TrainingFailed", h.reason.clone())),
+            (Some(Outcome::RolledBack), Some(h)) if h.reason.starts_with("rollout of") => Some(("RolloutFailed", h.reason.clone())),
+            _ => None,
+        }
+    };
+    match &degraded {
+        Some((reason, msg)) => set_condition(conds, condition::DEGRADED, true, reason, msg, generation, now),
+        None => set_condition(conds, condition::DEGRADED, false, "AsExpected", "no failures", generation, now),
+    };
+
+    status.phase = Some(if mp.spec.suspend {
+        Phase::Suspended
+    } else if status.rollout.is_some() {
+        Phase::RollingOut
+    } else if training.is_some() {
+        Phase::Training
+    } else if degraded.is_some() {
+        Phase::Degraded
+    } else if status.champion.is_some() {
+        Phase::Serving
+    } else {
+        Phase::Pending
+    });
+    status.observed_generation = generation;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{champion, observed, pipeline};
+    use crate::observe::DataListing;
+    use k8s_openapi::jiff::SignedDuration;
+
+    #[test]
+    fn condition_changes_only_when_something_changed() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let t1 = t0 + SignedDuration::from_secs(60);
+        let mut c = Vec::new();
+        assert!(set_condition(&mut c, "Ready", false, "NoChampion", "none", Some(1), t0));
+        assert!(!set_condition(&mut c, "Ready", false, "NoChampion", "none", Some(1), t1), "same content: no change");
+        assert_eq!(c[0].last_transition_time, Time(t0));
+        assert!(set_condition(&mut c, "Ready", false, "RollingOut", "v2", Some(1), t1), "new reason is a change");
+        assert_eq!(c[0].last_transition_time, Time(t0), "same status: transition time kept");
+        assert!(set_condition(&mut c, "Ready", true, "PredictorAvailable", "v2", Some(1), t1));
+        assert_eq!(c[0].last_transition_time, Time(t1), "status flip moves the transition time");
+        assert!(set_condition(&mut c, "Ready", true, "PredictorAvailable", "v2", Some(2), t1), "new generation observed");
+        assert_eq!(c.len(), 1);
+    }
+
+    fn entry(i: i32) -> HistoryEntry {
+        HistoryEntry {
+            version: format!("v{i}"),
+            outcome: Outcome::Rejected,
+            score: None,
+            champion_score: None,
+            data_fingerprint: None,
+            reason: String::new(),
+            time: Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn history_ring_keeps_the_newest_entries_up_to_the_limit() {
+        let mut h = Vec::new();
+        for i in 0..7 {
+            push_history(&mut h, entry(i), 3);
+        }
+        let versions: Vec<_> = h.iter().map(|e| e.version.as_str()).collect();
+        assert_eq!(versions, ["v4", "v5", "v6"]);
+        push_history(&mut h, entry(7), 1);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].version, "v7");
+    }
+
+    #[test]
+    fn derive_is_stable_for_an_unchanged_world() {
+        let mp = pipeline();
+        let mut status = ModelPipelineStatus { champion: Some(champion("v1", 0.8)), ..Default::default() };
+        let mut obs = observed(Some(Ok(DataListing { fingerprint: "fp".into(), objects: 2 })));
+        obs.deployment = Some(DeploymentView { version: Some("v1".into()), rollout: RolloutState::Complete });
+        derive(&mp, &mut status, &obs);
+        let first = status.clone();
+        obs.now += SignedDuration::from_secs(30);
+        derive(&mp, &mut status, &obs);
+        assert_eq!(first, status, "a later poll of the same world changes nothing");
+        assert_eq!(status.phase, Some(Phase::Serving));
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str());
+        assert_eq!(ready, Some("True"));
+        for t in ["Ready", "DataAvailable", "Training", "Promoted", "Degraded"] {
+            assert!(status.conditions.iter().any(|c| c.type_ == t), "condition {t} is written");
+        }
+    }
+
+    #[test]
+    fn list_failure_degrades_the_pipeline() {
+        let mp = pipeline();
+        let mut status = ModelPipelineStatus::default();
+        let obs = observed(Some(Err("permission denied listing s3://b/p/".into())));
+        derive(&mp, &mut status, &obs);
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (c.status.clone(), c.reason.clone()));
+        assert_eq!(degraded, Some(("True".to_string(), "DataUnavailable".to_string())));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+}
