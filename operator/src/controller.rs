@@ -191,7 +191,8 @@ async fn start_rollout(
         data_seen_at,
         cause,
     });
-    let key = [ns, mp.name_any().as_str()];
+    let name = mp.name_any();
+    let key = [ns, name.as_str()];
     match champion.score {
         Some(s) => ctx.metrics.champion_score.with_label_values(&key).set(s),
         None => {
@@ -452,4 +453,182 @@ pub fn error_policy(mp: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) ->
     warn!(pipeline = %mp.name_any(), category = error.category(), %error, "reconcile failed");
     ctx.metrics.reconciles.with_label_values(&[error.category()]).inc();
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{job_name, run_version};
+    use crate::fixtures::{expect_request, pipeline, report};
+    use champion_api::{ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION};
+    use http::Method;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    const FIELD_MANAGER_QUERY: &str = "fieldManager=champion.dev%2Foperator";
+
+    fn secret() -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-creds", "namespace": "default"},
+               "data": {"AWS_REGION": "ZXUtd2VzdC0x"}})
+    }
+
+    /// A pipeline whose data and model store live in `dir`.
+    fn pipeline_in(dir: &std::path::Path) -> ModelPipeline {
+        let mut mp = pipeline();
+        mp.spec.data.uri = format!("file://{}/data/", dir.display());
+        mp.spec.model_store.uri = format!("file://{}/models", dir.display());
+        mp
+    }
+
+    /// What the API server answers to a status apply: the pipeline with the applied status.
+    fn with_status(mp: &ModelPipeline, patch: &serde_json::Value) -> serde_json::Value {
+        let mut v = serde_json::to_value(mp).unwrap_or_default();
+        v["status"] = patch["status"].clone();
+        v
+    }
+
+    async fn reconcile_with_timeout(mp: ModelPipeline, ctx: Arc<Context>) -> Result<Action, Error> {
+        tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(mp), ctx))
+            .await
+            .expect("reconcile finished: no request went unanswered")
+    }
+
+    #[tokio::test]
+    async fn new_data_launches_one_trainer_job_then_records_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        std::fs::write(dir.path().join("data/wine-1.csv"), "a,quality\n1,6\n").expect("csv");
+        let mp = pipeline_in(dir.path());
+        let listing = observe::list_data(&mp.spec.data.uri, Vec::new()).await.expect("listing");
+        let version = run_version(&listing.fingerprint, None, 0);
+        let job = job_name("wine", &version);
+
+        let (ctx, mut handle, registry) = Context::test(Vec::new());
+        let expected_job = job.clone();
+        let applied = mp.clone();
+        let server = tokio::spawn(async move {
+            let seen = expect_request(&mut handle, |_| (200, secret())).await;
+            assert_eq!((seen.method, seen.uri.as_str()), (Method::GET, "/api/v1/namespaces/default/secrets/store-creds"));
+
+            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
+            assert_eq!(seen.method, Method::PATCH);
+            assert!(seen.uri.starts_with(&format!("/apis/batch/v1/namespaces/default/jobs/{expected_job}?")), "{}", seen.uri);
+            assert!(seen.uri.contains(FIELD_MANAGER_QUERY) && seen.uri.contains("force=true"), "{}", seen.uri);
+            assert_eq!(seen.body["kind"], "Job");
+            assert_eq!(seen.body["metadata"]["ownerReferences"][0]["uid"], "uid-wine");
+            assert_eq!(seen.body["spec"]["template"]["spec"]["containers"][0]["args"][0], "train");
+
+            let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
+            assert_eq!((seen.method, seen.uri.as_str()), (Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events?"));
+            assert_eq!(seen.body["reason"], "TrainingStarted");
+
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            assert_eq!(seen.method, Method::PATCH);
+            assert!(seen.uri.starts_with("/apis/champion.dev/v1alpha1/namespaces/default/modelpipelines/wine/status?"), "{}", seen.uri);
+            assert!(seen.uri.contains(FIELD_MANAGER_QUERY), "{}", seen.uri);
+            let status = &seen.body["status"];
+            assert_eq!(status["phase"], "Training");
+            assert_eq!(status["challenger"]["job"], expected_job.as_str());
+            assert_eq!(status["challenger"]["state"], "Training");
+            let conds = status["conditions"].as_array().cloned().unwrap_or_default();
+            let cond = |t: &str| conds.iter().find(|c| c["type"] == t).map(|c| c["status"].clone());
+            assert_eq!(cond("Training"), Some(json!("True")));
+            assert_eq!(cond("DataAvailable"), Some(json!("True")));
+            assert_eq!(cond("Promoted"), Some(json!("False")));
+            handle
+        });
+        let action = reconcile_with_timeout(mp, ctx.clone()).await.expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(Duration::from_secs(2)), "next poll after pollInterval");
+        let mut handle = server.await.expect("the API server saw exactly the expected requests");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await.is_err(),
+            "no request after the status patch"
+        );
+        let text = String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        assert!(text.contains("champion_training_runs_total{outcome=\"started\"} 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn completed_better_run_is_promoted_and_rolled_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut mp = pipeline_in(dir.path());
+        let version = "0123456789ab";
+        let report_dir = dir.path().join(format!("models/wine/{version}"));
+        std::fs::create_dir_all(&report_dir).expect("model dir");
+        let bytes = report(version, 0.81, None, None).to_json_bytes().expect("report serialises");
+        std::fs::write(report_dir.join("report.json"), bytes).expect("report written");
+        let job = job_name("wine", version);
+        mp.status = Some(ModelPipelineStatus {
+            challenger: Some(ChallengerStatus {
+                version: version.into(),
+                job: job.clone(),
+                data_fingerprint: "fp1".into(),
+                state: ChallengerState::Training,
+                score: None,
+                champion_score: None,
+                reason: None,
+                started_at: Time(Timestamp::UNIX_EPOCH),
+                data_seen_at: Some(Time(Timestamp::UNIX_EPOCH)),
+            }),
+            ..Default::default()
+        });
+        let complete = Job {
+            metadata: ObjectMeta {
+                name: Some(job.clone()),
+                namespace: Some("default".into()),
+                labels: Some(BTreeMap::from([("champion.dev/pipeline".to_string(), "wine".to_string())])),
+                annotations: Some(BTreeMap::from([
+                    (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
+                    (ANNOTATION_DATA_FINGERPRINT.to_string(), "fp1".to_string()),
+                ])),
+                owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    uid: "uid-wine".into(),
+                    ..Default::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition { type_: "Complete".into(), status: "True".into(), ..Default::default() }]),
+                ..Default::default()
+            }),
+        };
+        let (ctx, mut handle, registry) = Context::test(vec![complete]);
+        let model_uri = mp.model_uri(version);
+        let applied = mp.clone();
+        let server = tokio::spawn(async move {
+            let seen = expect_request(&mut handle, |_| (200, secret())).await;
+            assert_eq!((seen.method, seen.uri.as_str()), (Method::GET, "/api/v1/namespaces/default/secrets/store-creds"));
+
+            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
+            assert_eq!(seen.method, Method::PATCH);
+            assert!(seen.uri.starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"), "{}", seen.uri);
+            let env = &seen.body["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert_eq!(env[0], json!({"name": "MODEL_URI", "value": model_uri}));
+
+            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
+            assert!(seen.uri.starts_with("/api/v1/namespaces/default/services/wine-predictor?"), "{}", seen.uri);
+
+            let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
+            assert_eq!(seen.body["reason"], "ModelPromoted");
+            assert!(seen.body["note"].as_str().unwrap_or_default().contains("0.8100"), "{}", seen.body["note"]);
+
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            assert!(seen.uri.contains("/modelpipelines/wine/status?"), "{}", seen.uri);
+            let status = &seen.body["status"];
+            assert_eq!(status["champion"]["version"], "0123456789ab");
+            assert_eq!(status["rollout"]["version"], "0123456789ab");
+            assert_eq!(status["phase"], "RollingOut");
+            assert_eq!(status["lastOutcome"], "Promoted");
+            assert_eq!(status["history"][0]["outcome"], "Promoted");
+            assert_eq!(status["challenger"]["state"], "Promoted");
+        });
+        reconcile_with_timeout(mp, ctx).await.expect("reconcile succeeds");
+        server.await.expect("the API server saw exactly the expected requests");
+        let text = String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        assert!(text.contains("champion_promotions_total 1"), "{text}");
+        assert!(text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.81"), "{text}");
+    }
 }

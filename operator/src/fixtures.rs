@@ -17,7 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::{reflector, watcher};
 use prometheus::Registry;
 use tower_test::mock::{self, Handle};
 
@@ -149,13 +150,17 @@ pub async fn expect_request(
 }
 
 impl Context {
-    /// A context with a mocked client, empty (but ready) caches and fresh metrics.
-    pub fn test() -> (Arc<Context>, ApiHandle, Registry) {
+    /// A context with a mocked client, caches holding `jobs` (and no Deployment), and fresh
+    /// metrics.
+    pub fn test(cached_jobs: Vec<Job>) -> (Arc<Context>, ApiHandle, Registry) {
         let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(svc, "default");
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).expect("metrics register");
-        let (jobs, _) = reflector::store();
+        let (jobs, mut job_writer) = reflector::store();
+        for job in cached_jobs {
+            job_writer.apply_watcher_event(&watcher::Event::Apply(job));
+        }
         let (deployments, _) = reflector::store();
         let ctx = Context {
             client: client.clone(),

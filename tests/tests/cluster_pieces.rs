@@ -28,6 +28,12 @@ fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("fixture JSON matches the Kubernetes type")
 }
 
+/// Every test but the trainer one runs the probe image; fail at once with the fix if it is absent.
+fn need_probe(c: &Cluster) -> Result<()> {
+    assert!(c.has_image(PROBE)?, "{PROBE} is not in the cluster: run `make images` and `champion-cluster load-images`");
+    Ok(())
+}
+
 async fn create<K>(c: &Cluster, ns: &str, obj: &K) -> Result<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -65,6 +71,7 @@ fn job(name: &str, image: &str, args: &[&str], backoff_limit: i32) -> Job {
 #[tokio::test]
 async fn a_job_running_trainer_job_help_completes() -> Result<()> {
     let c = shared().await?;
+    assert!(c.has_image(TRAINER)?, "{TRAINER} is not in the cluster: run `make images` and `champion-cluster load-images`");
     let ns = TestNamespace::create(&c, "job-complete").await?;
     create(&c, &ns.name, &job("trainer-help", TRAINER, &["--help"], 0)).await?;
     let out = c.kubectl(&["wait", "-n", &ns.name, "--for=condition=complete", "job/trainer-help", "--timeout=90s"])?;
@@ -80,6 +87,7 @@ async fn a_job_running_trainer_job_help_completes() -> Result<()> {
 #[tokio::test]
 async fn a_failing_job_reaches_failed_after_its_backoff_limit_with_the_termination_message() -> Result<()> {
     let c = shared().await?;
+    need_probe(&c)?;
     let ns = TestNamespace::create(&c, "job-failed").await?;
     let message = "deliberate failure: bad input at data.csv line 7";
     create(&c, &ns.name, &job("fails", PROBE, &["fail", "--message", message, "--code", "3"], 1)).await?;
@@ -113,6 +121,7 @@ async fn a_failing_job_reaches_failed_after_its_backoff_limit_with_the_terminati
 #[tokio::test]
 async fn a_two_replica_deployment_becomes_available_and_answers_on_pod_ips_and_its_service_name() -> Result<()> {
     let c = shared().await?;
+    need_probe(&c)?;
     let ns = TestNamespace::create(&c, "deploy").await?;
     let deploy: Deployment = from_json(json!({
         "apiVersion": "apps/v1",
@@ -184,6 +193,7 @@ async fn a_two_replica_deployment_becomes_available_and_answers_on_pod_ips_and_i
 #[tokio::test]
 async fn a_non_root_pod_with_a_read_only_root_filesystem_still_works() -> Result<()> {
     let c = shared().await?;
+    need_probe(&c)?;
     let ns = TestNamespace::create(&c, "restricted").await?;
     // The namespace enforces the restricted Pod Security Standard: the API server itself
     // rejects any pod that is not non-root, capability-free and seccomp-confined.
@@ -202,6 +212,7 @@ async fn a_non_root_pod_with_a_read_only_root_filesystem_still_works() -> Result
 #[tokio::test]
 async fn deleting_an_owner_garbage_collects_its_children() -> Result<()> {
     let c = shared().await?;
+    need_probe(&c)?;
     let ns = TestNamespace::create(&c, "gc").await?;
     let deploy: Deployment = from_json(json!({
         "apiVersion": "apps/v1",
@@ -243,6 +254,7 @@ async fn deleting_an_owner_garbage_collects_its_children() -> Result<()> {
 #[tokio::test]
 async fn a_service_account_gets_403_until_a_role_grants_it_then_200() -> Result<()> {
     let c = shared().await?;
+    need_probe(&c)?;
     let ns = TestNamespace::create(&c, "rbac").await?;
     let sa: ServiceAccount = from_json(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}}));
     create(&c, &ns.name, &sa).await?;
@@ -281,6 +293,7 @@ async fn a_service_account_gets_403_until_a_role_grants_it_then_200() -> Result<
 #[tokio::test]
 async fn a_host_path_volume_written_by_one_pod_is_read_by_another() -> Result<()> {
     let c = shared().await?;
+    need_probe(&c)?;
     let ns = TestNamespace::create(&c, "hostpath").await?;
     let dir = c.layout.host_path_root().join(&ns.name);
     std::fs::create_dir_all(&dir).map_err(champion_tests::ClusterError::io("creating hostPath dir", &dir))?;

@@ -6,6 +6,7 @@
 //! - `get URL`: one HTTP GET; prints the status line and the body; exit 0 only on a 2xx.
 //! - `kube-get PATH`: GET on the API server with the pod's ServiceAccount (in-cluster config,
 //!   i.e. the `kubernetes` Service and the mounted token and CA); prints `status=<code>`.
+//! - `resolve NAME`: the addresses NAME resolves to through the pod's resolver, one a line.
 //! - `sandbox`: prints the uid, gid and whether the root filesystem is writable.
 //! - `write-file PATH TEXT` / `cat PATH`: hostPath round trips.
 //! - `fail --message M --code N`: writes M to the termination log and exits N.
@@ -36,6 +37,9 @@ enum Command {
     KubeGet {
         path: String,
     },
+    Resolve {
+        name: String,
+    },
     Sandbox,
     WriteFile {
         path: String,
@@ -61,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Serve { port, body } => serve(port, body).await,
         Command::Get { url } => get(&url).await,
         Command::KubeGet { path } => kube_get(&path).await,
+        Command::Resolve { name } => resolve(&name).await,
         Command::Sandbox => sandbox(),
         Command::WriteFile { path, text } => std::fs::write(&path, text).map(|_| ExitCode::SUCCESS).map_err(|e| format!("writing {path}: {e}")),
         Command::Cat { path } => std::fs::read_to_string(&path).map(|t| {
@@ -152,6 +157,17 @@ async fn kube_get(path: &str) -> Result<ExitCode, String> {
     let req = http::Request::get(path).body(kube::client::Body::from(Vec::new())).map_err(|e| format!("request {path}: {e}"))?;
     let resp = client.send(req).await.map_err(|e| format!("GET {path}: {e}"))?;
     println!("status={}", resp.status().as_u16());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resolve(name: &str) -> Result<ExitCode, String> {
+    let addrs = tokio::net::lookup_host((name, 0)).await.map_err(|e| format!("resolving {name}: {e}"))?;
+    let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+    ips.sort();
+    ips.dedup();
+    for ip in ips {
+        println!("{ip}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

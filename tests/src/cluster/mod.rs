@@ -67,6 +67,22 @@ impl Cluster {
         Ok(Cluster { client, kubeconfig, layout: layout.clone() })
     }
 
+    /// Whether containerd on the node holds `image` (e.g. `champion/probe:dev`), so a test can
+    /// say "import the image" instead of timing out on ErrImageNeverPull.
+    pub fn has_image(&self, image: &str) -> Result<bool> {
+        let full = if image.split('/').next().is_some_and(|h| h.contains('.')) { image.to_string() } else { format!("docker.io/{image}") };
+        let out = sys::run(self.layout.bin("ctr"), &[
+            "--address".to_string(),
+            self.layout.containerd_socket().display().to_string(),
+            "--namespace".into(),
+            "k8s.io".into(),
+            "images".into(),
+            "list".into(),
+            "--quiet".into(),
+        ])?;
+        Ok(out.lines().any(|l| l.trim() == full))
+    }
+
     /// Runs kubectl with the admin kubeconfig; returns stdout, fails on a non-zero exit.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let mut full: Vec<String> = vec![format!("--kubeconfig={}", self.kubeconfig.display())];

@@ -1,0 +1,157 @@
+//! The classifiers the trainer can fit, their hyper-parameters, and the scaler they share.
+
+mod adaboost;
+mod forest;
+mod logistic;
+mod naive_bayes;
+pub mod params;
+mod trees;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use champion_model::{Model, Scaler};
+use ndarray::{Array1, Array2};
+
+use crate::error::TrainError;
+pub use params::Params;
+
+/// The algorithm named by `--algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    AdaBoost,
+    Logistic,
+    RandomForest,
+    GaussianNb,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::AdaBoost => "adaboost",
+            Algorithm::Logistic => "logistic",
+            Algorithm::RandomForest => "random-forest",
+            Algorithm::GaussianNb => "gaussian-nb",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = TrainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "adaboost" | "ada-boost" => Ok(Algorithm::AdaBoost),
+            "logistic" | "logistic-regression" => Ok(Algorithm::Logistic),
+            "random-forest" | "randomforest" => Ok(Algorithm::RandomForest),
+            "gaussian-nb" | "gaussiannb" | "naive-bayes" => Ok(Algorithm::GaussianNb),
+            _ => Err(TrainError::Config(format!(
+                "unknown algorithm {s:?}; expected adaboost, logistic, random-forest or gaussian-nb"
+            ))),
+        }
+    }
+}
+
+/// Scaled training rows and their class indices.
+pub struct TrainingSet {
+    /// Standard-scaled features, one row per sample.
+    pub z: Array2<f64>,
+    /// Class index of each row, in `0..n_classes`.
+    pub y: Array1<usize>,
+    pub n_classes: usize,
+}
+
+/// Fits the scaler on the training rows only: population mean and standard deviation, with a
+/// zero deviation replaced by 1 (scikit-learn's StandardScaler).
+pub fn fit_scaler(rows: &[f64], n_features: usize) -> Scaler {
+    let n = (rows.len() / n_features.max(1)) as f64;
+    let mut mean = vec![0.0; n_features];
+    for row in rows.chunks_exact(n_features) {
+        for (m, x) in mean.iter_mut().zip(row) {
+            *m += x;
+        }
+    }
+    for m in &mut mean {
+        *m /= n;
+    }
+    let mut var = vec![0.0; n_features];
+    for row in rows.chunks_exact(n_features) {
+        for ((v, x), m) in var.iter_mut().zip(row).zip(&mean) {
+            *v += (x - m) * (x - m);
+        }
+    }
+    let scale = var
+        .into_iter()
+        .map(|v| {
+            let s = (v / n).sqrt();
+            if s < 10.0 * f64::EPSILON { 1.0 } else { s }
+        })
+        .collect();
+    Scaler { mean, scale }
+}
+
+/// Applies the scaler through [`Scaler::scale_one`], the function inference uses, so the
+/// trained model sees exactly the numbers a saved model will compute.
+pub fn scale_rows(scaler: &Scaler, rows: &[f64], n_features: usize) -> Array2<f64> {
+    let n = rows.len() / n_features.max(1);
+    Array2::from_shape_fn((n, n_features), |(i, f)| {
+        scaler.scale_one(f, rows[i * n_features + f])
+    })
+}
+
+/// Fits `algorithm` and returns the model with its effective hyper-parameters (defaults
+/// included), which model.json and report.json record.
+pub fn fit(
+    algorithm: Algorithm,
+    params: &BTreeMap<String, String>,
+    data: &TrainingSet,
+    seed: u64,
+) -> Result<(Model, BTreeMap<String, String>), TrainError> {
+    let fit_err = |reason: String| TrainError::Fit {
+        algorithm: algorithm.to_string(),
+        reason,
+    };
+    match algorithm {
+        Algorithm::AdaBoost => {
+            let p = adaboost::AdaBoostParams::from_params(&Params::new(algorithm, params)?)?;
+            let model = adaboost::fit(&p, data).map_err(fit_err)?;
+            Ok((Model::AdaBoost(model), p.effective()))
+        }
+        Algorithm::Logistic => {
+            let p = logistic::LogisticParams::from_params(&Params::new(algorithm, params)?)?;
+            let model = logistic::fit(&p, data).map_err(fit_err)?;
+            Ok((Model::Logistic(model), p.effective()))
+        }
+        Algorithm::RandomForest => {
+            let p = forest::ForestParams::from_params(&Params::new(algorithm, params)?)?;
+            let model = forest::fit(&p, data, seed).map_err(fit_err)?;
+            Ok((Model::RandomForest(model), p.effective()))
+        }
+        Algorithm::GaussianNb => {
+            let p = naive_bayes::NbParams::from_params(&Params::new(algorithm, params)?)?;
+            let model = naive_bayes::fit(&p, data).map_err(fit_err)?;
+            Ok((Model::GaussianNb(model), p.effective()))
+        }
+    }
+}
+
+/// Validates `params` for `algorithm` without fitting anything.
+pub fn check_params(
+    algorithm: Algorithm,
+    params: &BTreeMap<String, String>,
+) -> Result<(), TrainError> {
+    let p = Params::new(algorithm, params)?;
+    match algorithm {
+        Algorithm::AdaBoost => adaboost::AdaBoostParams::from_params(&p).map(|_| ()),
+        Algorithm::Logistic => logistic::LogisticParams::from_params(&p).map(|_| ()),
+        Algorithm::RandomForest => forest::ForestParams::from_params(&p).map(|_| ()),
+        Algorithm::GaussianNb => naive_bayes::NbParams::from_params(&p).map(|_| ()),
+    }
+}
