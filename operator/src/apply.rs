@@ -14,11 +14,16 @@ use serde::de::DeserializeOwned;
 /// Applies `obj` in `ns`, taking ownership of conflicting fields.
 pub async fn apply<K>(client: &kube::Client, ns: &str, obj: &K) -> Result<K, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await
+    api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
+        .await
 }
 
 /// Applies the whole status of `mp` (the status subresource; the spec is never written).
@@ -35,5 +40,6 @@ pub async fn apply_status(
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&mp.name_any(), &params, &Patch::Apply(&body)).await
+    api.patch_status(&mp.name_any(), &params, &Patch::Apply(&body))
+        .await
 }

@@ -44,7 +44,13 @@ fn short_hash(s: &str, len: usize) -> String {
 fn dns_fragment(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out.insert_str(0, "mlp-");
@@ -62,8 +68,8 @@ fn dns_name(pipeline: &str, suffix: &str) -> String {
     }
     let hash = short_hash(pipeline, 8);
     let keep = MAX_NAME - suffix.len() - hash.len() - 1;
-    let cut = base[..keep].trim_end_matches('-');
-    format!("{cut}-{hash}{suffix}")
+    let cut: String = base.chars().take(keep).collect();
+    format!("{}-{hash}{suffix}", cut.trim_end_matches('-'))
 }
 
 /// A label value for `s` (at most 63 characters, alphanumeric at both ends).
@@ -72,8 +78,8 @@ pub fn label_value(s: &str) -> String {
         return s.to_string();
     }
     let hash = short_hash(s, 8);
-    let cut = s[..MAX_NAME - hash.len() - 1].trim_end_matches(['-', '.', '_']);
-    format!("{cut}-{hash}")
+    let cut: String = s.chars().take(MAX_NAME - hash.len() - 1).collect();
+    format!("{}-{hash}", cut.trim_end_matches(['-', '.', '_']))
 }
 
 /// The model version a run writes: deterministic in the data fingerprint, the force-run token
@@ -144,7 +150,10 @@ fn pod_security_context() -> PodSecurityContext {
         run_as_user: Some(RUN_AS),
         run_as_group: Some(RUN_AS),
         fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..SeccompProfile::default() }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..SeccompProfile::default()
+        }),
         ..PodSecurityContext::default()
     }
 }
@@ -155,7 +164,10 @@ fn container_security_context() -> SecurityContext {
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Capabilities::default() }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Capabilities::default()
+        }),
         ..SecurityContext::default()
     }
 }
@@ -174,7 +186,10 @@ fn env_from(names: &[Option<&str>]) -> Option<Vec<EnvFromSource>> {
     Some(
         seen.into_iter()
             .map(|name| EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name: name.to_string(), optional: Some(false) }),
+                secret_ref: Some(SecretEnvSource {
+                    name: name.to_string(),
+                    optional: Some(false),
+                }),
                 ..EnvFromSource::default()
             })
             .collect(),
@@ -197,7 +212,10 @@ fn volumes(mp: &ModelPipeline) -> (Vec<Volume>, Vec<VolumeMount>) {
         vols.push(Volume {
             name: v.name.clone(),
             persistent_volume_claim: v.persistent_volume_claim.as_ref().map(|c| {
-                PersistentVolumeClaimVolumeSource { claim_name: c.claim_name.clone(), read_only: None }
+                PersistentVolumeClaimVolumeSource {
+                    claim_name: c.claim_name.clone(),
+                    read_only: None,
+                }
             }),
             host_path: v.host_path.as_ref().map(|h| HostPathVolumeSource {
                 path: h.path.clone(),
@@ -215,7 +233,11 @@ fn volumes(mp: &ModelPipeline) -> (Vec<Volume>, Vec<VolumeMount>) {
 }
 
 /// The trainer's command line, per the trainer contract.
-pub fn trainer_args(mp: &ModelPipeline, version: &str, champion: Option<&ChampionStatus>) -> Vec<String> {
+pub fn trainer_args(
+    mp: &ModelPipeline,
+    version: &str,
+    champion: Option<&ChampionStatus>,
+) -> Vec<String> {
     let spec = &mp.spec;
     let mut args: Vec<String> = vec![
         "train".into(),
@@ -266,7 +288,10 @@ pub fn build_job(
     labels.insert(LABEL_MODEL_VERSION.to_string(), version.to_string());
     let mut metadata = meta(mp, job_name(pipeline_name(mp), version), labels.clone());
     metadata.annotations = Some(BTreeMap::from([
-        (ANNOTATION_DATA_FINGERPRINT.to_string(), fingerprint.to_string()),
+        (
+            ANNOTATION_DATA_FINGERPRINT.to_string(),
+            fingerprint.to_string(),
+        ),
         (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
     ]));
     let (vols, mounts) = volumes(mp);
@@ -277,7 +302,10 @@ pub fn build_job(
         args: Some(trainer_args(mp, version, champion)),
         env_from: env_from(&[
             spec.data.secret_ref.as_ref().map(|s| s.name.as_str()),
-            spec.model_store.secret_ref.as_ref().map(|s| s.name.as_str()),
+            spec.model_store
+                .secret_ref
+                .as_ref()
+                .map(|s| s.name.as_str()),
         ]),
         resources: spec.trainer.resources.clone(),
         security_context: Some(container_security_context()),
@@ -293,7 +321,10 @@ pub fn build_job(
             active_deadline_seconds: Some(spec.trainer.active_deadline_seconds),
             ttl_seconds_after_finished: Some(spec.trainer.ttl_seconds_after_finished),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_string()),
                     automount_service_account_token: Some(false),
@@ -330,11 +361,20 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
     let spec = &mp.spec;
     let name = pipeline_name(mp);
     let mut labels = labels(mp, COMPONENT_PREDICTOR);
-    labels.insert(LABEL_MODEL_VERSION.to_string(), label_value(&champion.version));
+    labels.insert(
+        LABEL_MODEL_VERSION.to_string(),
+        label_value(&champion.version),
+    );
     let annotations = BTreeMap::from([
-        (ANNOTATION_MODEL_VERSION.to_string(), champion.version.clone()),
+        (
+            ANNOTATION_MODEL_VERSION.to_string(),
+            champion.version.clone(),
+        ),
         (ANNOTATION_MODEL_URI.to_string(), champion.model_uri.clone()),
-        (ANNOTATION_DATA_FINGERPRINT.to_string(), champion.data_fingerprint.clone()),
+        (
+            ANNOTATION_DATA_FINGERPRINT.to_string(),
+            champion.data_fingerprint.clone(),
+        ),
     ]);
     let mut metadata = meta(mp, predictor_name(name), labels.clone());
     metadata.annotations = Some(annotations.clone());
@@ -345,11 +385,27 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
         image: Some(spec.predictor.image.clone()),
         image_pull_policy: Some(spec.predictor.image_pull_policy.as_str().to_string()),
         env: Some(vec![
-            EnvVar { name: "MODEL_URI".into(), value: Some(champion.model_uri.clone()), ..EnvVar::default() },
-            EnvVar { name: "PORT".into(), value: Some(port.to_string()), ..EnvVar::default() },
-            EnvVar { name: "MODEL_NAME".into(), value: Some(name.to_string()), ..EnvVar::default() },
+            EnvVar {
+                name: "MODEL_URI".into(),
+                value: Some(champion.model_uri.clone()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "PORT".into(),
+                value: Some(port.to_string()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "MODEL_NAME".into(),
+                value: Some(name.to_string()),
+                ..EnvVar::default()
+            },
         ]),
-        env_from: env_from(&[spec.model_store.secret_ref.as_ref().map(|s| s.name.as_str())]),
+        env_from: env_from(&[spec
+            .model_store
+            .secret_ref
+            .as_ref()
+            .map(|s| s.name.as_str())]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: port,
@@ -369,7 +425,10 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
         metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(spec.predictor.replicas),
-            selector: LabelSelector { match_labels: Some(selector_labels(mp)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(mp)),
+                ..LabelSelector::default()
+            },
             progress_deadline_seconds: Some(spec.promotion.rollout_deadline_seconds),
             revision_history_limit: Some(3),
             strategy: Some(DeploymentStrategy {
@@ -404,7 +463,11 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
 pub fn build_service(mp: &ModelPipeline) -> Service {
     let port = mp.spec.predictor.port;
     Service {
-        metadata: meta(mp, predictor_name(pipeline_name(mp)), labels(mp, COMPONENT_PREDICTOR)),
+        metadata: meta(
+            mp,
+            predictor_name(pipeline_name(mp)),
+            labels(mp, COMPONENT_PREDICTOR),
+        ),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector_labels(mp)),
@@ -433,7 +496,11 @@ mod tests {
             for n in [job_name(name, "0123456789ab"), predictor_name(name)] {
                 assert!(n.len() <= 63, "{n} is {} chars", n.len());
                 assert!(n.starts_with(|c: char| c.is_ascii_lowercase()), "{n}");
-                assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+                assert!(
+                    n.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                    "{n}"
+                );
                 assert!(!n.ends_with('-'), "{n}");
             }
             assert_eq!(job_name(name, "v1"), job_name(name, "v1"));
@@ -441,7 +508,23 @@ mod tests {
         assert_eq!(job_name("wine", "0123456789ab"), "wine-train-0123456789ab");
         assert_eq!(predictor_name("wine"), "wine-predictor");
         let other = "a".repeat(60) + ".b-d";
-        assert_ne!(predictor_name(&long), predictor_name(&other), "long names keep a hash of the full name");
+        assert_ne!(
+            predictor_name(&long),
+            predictor_name(&other),
+            "long names keep a hash of the full name"
+        );
+    }
+
+    #[test]
+    fn label_values_fit_and_stay_distinct() {
+        assert_eq!(label_value("wine"), "wine");
+        let long_a = format!("{}.a", "p".repeat(70));
+        let long_b = format!("{}.b", "p".repeat(70));
+        for v in [label_value(&long_a), label_value(&long_b)] {
+            assert!(v.len() <= 63, "{v}");
+            assert!(v.ends_with(|c: char| c.is_ascii_alphanumeric()), "{v}");
+        }
+        assert_ne!(label_value(&long_a), label_value(&long_b));
     }
 
     #[test]
@@ -463,10 +546,24 @@ mod tests {
         assert_eq!(meta.name.as_deref(), Some("wine-train-0123456789ab"));
         assert_eq!(meta.namespace.as_deref(), Some("default"));
         let labels = meta.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("champion"));
-        assert_eq!(labels.get("app.kubernetes.io/part-of").map(String::as_str), Some("wine"));
-        assert_eq!(labels.get("champion.dev/pipeline").map(String::as_str), Some("wine"));
-        assert_eq!(labels.get("champion.dev/model-version").map(String::as_str), Some("0123456789ab"));
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("champion")
+        );
+        assert_eq!(
+            labels.get("app.kubernetes.io/part-of").map(String::as_str),
+            Some("wine")
+        );
+        assert_eq!(
+            labels.get("champion.dev/pipeline").map(String::as_str),
+            Some("wine")
+        );
+        assert_eq!(
+            labels.get("champion.dev/model-version").map(String::as_str),
+            Some("0123456789ab")
+        );
         let owners = meta.owner_references.clone().unwrap_or_default();
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].kind, "ModelPipeline");
@@ -481,20 +578,54 @@ mod tests {
         let c = &pod.containers[0];
         let args = c.args.clone().unwrap_or_default();
         let expect = [
-            "train", "--data-uri", "file:///data/wine/", "--model-uri", "file:///models/wine/0123456789ab/",
-            "--champion-uri", "file:///models/wine/oldversion01/", "--target", "quality", "--positive-above", "5",
-            "--drop", "Id", "--metric", "f1Macro", "--holdout-fraction", "0.2", "--seed", "42", "--algorithm",
-            "adaboost", "--param", "nEstimators=20", "--termination-log", "/dev/termination-log",
+            "train",
+            "--data-uri",
+            "file:///data/wine/",
+            "--model-uri",
+            "file:///models/wine/0123456789ab/",
+            "--champion-uri",
+            "file:///models/wine/oldversion01/",
+            "--target",
+            "quality",
+            "--positive-above",
+            "5",
+            "--drop",
+            "Id",
+            "--metric",
+            "f1Macro",
+            "--holdout-fraction",
+            "0.2",
+            "--seed",
+            "42",
+            "--algorithm",
+            "adaboost",
+            "--param",
+            "nEstimators=20",
+            "--termination-log",
+            "/dev/termination-log",
         ];
         assert_eq!(args, expect);
         let env_from = c.env_from.clone().unwrap_or_default();
-        let secrets: Vec<_> = env_from.iter().filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone())).collect();
+        let secrets: Vec<_> = env_from
+            .iter()
+            .filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.clone()))
+            .collect();
         assert_eq!(secrets, ["store-creds"], "one envFrom per distinct Secret");
         let mounts = c.volume_mounts.clone().unwrap_or_default();
-        assert!(mounts.iter().any(|m| m.name == "store" && m.mount_path == "/data"));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "store" && m.mount_path == "/data")
+        );
         let vols = pod.volumes.unwrap_or_default();
-        let store = vols.iter().find(|v| v.name == "store").expect("store volume");
-        assert_eq!(store.host_path.as_ref().map(|h| h.path.as_str()), Some("/var/champion"));
+        let store = vols
+            .iter()
+            .find(|v| v.name == "store")
+            .expect("store volume");
+        assert_eq!(
+            store.host_path.as_ref().map(|h| h.path.as_str()),
+            Some("/var/champion")
+        );
         let sc = c.security_context.clone().expect("security context");
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.run_as_user, Some(RUN_AS));
@@ -503,8 +634,16 @@ mod tests {
     #[test]
     fn first_job_has_no_champion_uri() {
         let job = build_job(&pipeline(), "0123456789ab", "fp", None);
-        let args = job.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].args.clone().unwrap_or_default());
-        assert!(!args.unwrap_or_default().iter().any(|a| a == "--champion-uri"));
+        let args = job
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].args.clone().unwrap_or_default());
+        assert!(
+            !args
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a == "--champion-uri")
+        );
     }
 
     #[test]
@@ -514,32 +653,70 @@ mod tests {
         let d = build_deployment(&mp, &champ);
         assert_eq!(d.metadata.name.as_deref(), Some("wine-predictor"));
         let ann = d.metadata.annotations.clone().unwrap_or_default();
-        assert_eq!(ann.get(ANNOTATION_MODEL_VERSION).map(String::as_str), Some("0123456789ab"));
+        assert_eq!(
+            ann.get(ANNOTATION_MODEL_VERSION).map(String::as_str),
+            Some("0123456789ab")
+        );
         let spec = d.spec.expect("deployment spec");
         assert_eq!(spec.progress_deadline_seconds, Some(120));
         let selector = spec.selector.match_labels.clone().unwrap_or_default();
-        assert!(!selector.contains_key(LABEL_MODEL_VERSION), "the selector is immutable, so it must not name a version");
-        let tmpl_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        assert!(
+            !selector.contains_key(LABEL_MODEL_VERSION),
+            "the selector is immutable, so it must not name a version"
+        );
+        let tmpl_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
         for (k, v) in &selector {
-            assert_eq!(tmpl_labels.get(k), Some(v), "pod template matches the selector");
+            assert_eq!(
+                tmpl_labels.get(k),
+                Some(v),
+                "pod template matches the selector"
+            );
         }
         let pod = spec.template.spec.expect("pod spec");
         let sc = pod.security_context.expect("pod security context");
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.run_as_user, Some(65532));
         let c = &pod.containers[0];
-        let env: BTreeMap<_, _> = c.env.clone().unwrap_or_default().into_iter().map(|e| (e.name, e.value)).collect();
-        assert_eq!(env["MODEL_URI"].as_deref(), Some("file:///models/wine/0123456789ab/"));
+        let env: BTreeMap<_, _> = c
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        assert_eq!(
+            env["MODEL_URI"].as_deref(),
+            Some("file:///models/wine/0123456789ab/")
+        );
         assert_eq!(env["PORT"].as_deref(), Some("8080"));
         assert_eq!(env["MODEL_NAME"].as_deref(), Some("wine"));
-        let ready = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("readiness probe");
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("readiness probe");
         assert_eq!(ready.path.as_deref(), Some("/v2/health/ready"));
         assert_eq!(ready.port, IntOrString::Int(8080));
-        let live = c.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("liveness probe");
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("liveness probe");
         assert_eq!(live.path.as_deref(), Some("/v2/health/live"));
-        let csc = c.security_context.clone().expect("container security context");
+        let csc = c
+            .security_context
+            .clone()
+            .expect("container security context");
         assert_eq!(csc.allow_privilege_escalation, Some(false));
-        assert_eq!(csc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            csc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
     }
 
     #[test]
@@ -549,7 +726,11 @@ mod tests {
         let d = build_deployment(&mp, &champion("v", 0.5));
         let spec = svc.spec.expect("service spec");
         let sel = spec.selector.unwrap_or_default();
-        let pod_labels = d.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+        let pod_labels = d
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
         assert!(sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
         let ports = spec.ports.unwrap_or_default();
         assert_eq!(ports[0].port, 8080);

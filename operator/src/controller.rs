@@ -17,15 +17,15 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store as Cache;
 use tracing::{Span, field, info, instrument, warn};
 
 use crate::apply::{apply, apply_status};
 use crate::build::{build_deployment, build_job, build_service};
 use crate::decide::{Step, Verdict, backoff, decide_promotion, plan};
-use crate::events::{publish, reason};
+use crate::events::{Publisher, publish, reason};
 use crate::metrics::Metrics;
 use crate::observe::{self, Observed};
 use crate::status::{derive, push_history};
@@ -37,15 +37,35 @@ pub enum Error {
     #[error("ModelPipeline {0} has no namespace")]
     MissingNamespace(String),
     #[error("reading the credentials Secret {name}: {source}")]
-    ReadSecret { name: String, source: Box<kube::Error> },
+    ReadSecret {
+        name: String,
+        source: Box<kube::Error>,
+    },
+    #[error("reading trainer Job {name}: {source}")]
+    ReadJob {
+        name: String,
+        source: Box<kube::Error>,
+    },
     #[error("applying trainer Job {name}: {source}")]
-    ApplyJob { name: String, source: Box<kube::Error> },
+    ApplyJob {
+        name: String,
+        source: Box<kube::Error>,
+    },
     #[error("applying predictor Deployment {name}: {source}")]
-    ApplyDeployment { name: String, source: Box<kube::Error> },
+    ApplyDeployment {
+        name: String,
+        source: Box<kube::Error>,
+    },
     #[error("applying predictor Service {name}: {source}")]
-    ApplyService { name: String, source: Box<kube::Error> },
+    ApplyService {
+        name: String,
+        source: Box<kube::Error>,
+    },
     #[error("writing the status of ModelPipeline {name}: {source}")]
-    PatchStatus { name: String, source: Box<kube::Error> },
+    PatchStatus {
+        name: String,
+        source: Box<kube::Error>,
+    },
 }
 
 impl Error {
@@ -54,6 +74,7 @@ impl Error {
         match self {
             Error::MissingNamespace(_) => "missing_namespace",
             Error::ReadSecret { .. } => "read_secret",
+            Error::ReadJob { .. } => "read_job",
             Error::ApplyJob { .. } => "apply_job",
             Error::ApplyDeployment { .. } => "apply_deployment",
             Error::ApplyService { .. } => "apply_service",
@@ -72,7 +93,11 @@ pub struct Context {
     /// Set once both caches hold a complete listing: before that a missing Job could be
     /// mistaken for a vanished one.
     pub caches_ready: Arc<AtomicBool>,
-    pub recorder: Recorder,
+    /// Operator-wide limit of concurrently running trainer Jobs, so that hundreds of pipelines
+    /// seeing data at once do not flood the cluster. Soft: reconciles running at the same
+    /// moment may each take the last slot.
+    pub max_runs: Option<usize>,
+    pub events: Publisher,
     pub metrics: Metrics,
 }
 
@@ -102,8 +127,12 @@ fn score_text(s: Option<f64>) -> String {
 pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     let name = mp.name_any();
-    let ns = mp.namespace().ok_or_else(|| Error::MissingNamespace(name.clone()))?;
-    Span::current().record("namespace", field::display(&ns)).record("pipeline", field::display(&name));
+    let ns = mp
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
+    Span::current()
+        .record("namespace", field::display(&ns))
+        .record("pipeline", field::display(&name));
     if !ctx.caches_ready.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -112,18 +141,41 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
 
     // observe
     let busy = before.rollout.is_some()
-        || before.challenger.as_ref().is_some_and(|c| c.state == ChallengerState::Training);
+        || before
+            .challenger
+            .as_ref()
+            .is_some_and(|c| c.state == ChallengerState::Training);
     let data = if mp.spec.suspend || busy {
         None
     } else {
-        let opts = observe::secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await?;
+        let opts =
+            observe::secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await?;
         Some(observe::list_data(&mp.spec.data.uri, opts).await)
     };
+    let mut jobs = observe::jobs_of(&ctx.jobs, &mp);
+    if let Some(c) = before
+        .challenger
+        .as_ref()
+        .filter(|c| c.state == ChallengerState::Training)
+        && !jobs.iter().any(|j| j.name == c.job)
+    {
+        // The Job watch may not have delivered a Job created a moment ago; ask the API server
+        // before concluding that the run vanished.
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+        let job = api.get_opt(&c.job).await.map_err(|source| Error::ReadJob {
+            name: c.job.clone(),
+            source: Box::new(source),
+        })?;
+        jobs.extend(job.as_ref().and_then(observe::job_view));
+    }
     let obs = Observed {
         now,
         data,
-        jobs: observe::jobs_of(&ctx.jobs, &mp),
+        jobs,
         deployment: observe::deployment_of(&ctx.deployments, &mp),
+        run_slots: ctx
+            .max_runs
+            .map(|max| max.saturating_sub(observe::running_runs(&ctx.jobs))),
     };
 
     // decide
@@ -149,32 +201,60 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
 
     // record
     derive(&mp, &mut status, &obs);
+    record_scores(&ctx.metrics, &ns, &name, &status);
     if status != before {
         apply_status(&ctx.client, &mp, &status)
             .await
-            .map_err(|source| Error::PatchStatus { name: name.clone(), source: Box::new(source) })?;
+            .map_err(|source| Error::PatchStatus {
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
     }
     ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
     Ok(Action::requeue(requeue))
 }
 
+/// Keeps the per-pipeline score gauges in line with the status (also after a restart).
+fn record_scores(metrics: &Metrics, ns: &str, name: &str, status: &ModelPipelineStatus) {
+    let key = [ns, name];
+    match status.champion.as_ref().and_then(|c| c.score) {
+        Some(s) => metrics.champion_score.with_label_values(&key).set(s),
+        None => {
+            let _ = metrics.champion_score.remove_label_values(&key);
+        }
+    }
+    if let Some(s) = status.challenger.as_ref().and_then(|c| c.score) {
+        metrics.challenger_score.with_label_values(&key).set(s);
+    }
+}
+
 /// Applies the predictor Deployment for `champion` and its Service.
-async fn apply_predictor(mp: &ModelPipeline, ns: &str, ctx: &Context, champion: &ChampionStatus) -> Result<(), Error> {
+async fn apply_predictor(
+    mp: &ModelPipeline,
+    ns: &str,
+    ctx: &Context,
+    champion: &ChampionStatus,
+) -> Result<(), Error> {
     let deployment = build_deployment(mp, champion);
     apply(&ctx.client, ns, &deployment)
         .await
-        .map_err(|source| Error::ApplyDeployment { name: deployment.name_any(), source: Box::new(source) })?;
+        .map_err(|source| Error::ApplyDeployment {
+            name: deployment.name_any(),
+            source: Box::new(source),
+        })?;
     let service = build_service(mp);
     apply(&ctx.client, ns, &service)
         .await
-        .map_err(|source| Error::ApplyService { name: service.name_any(), source: Box::new(source) })?;
+        .map_err(|source| Error::ApplyService {
+            name: service.name_any(),
+            source: Box::new(source),
+        })?;
     Ok(())
 }
 
 /// Starts rolling the predictor to `champion`, remembering the champion to revert to.
 async fn start_rollout(
     mp: &ModelPipeline,
-    ns: &str,
     ctx: &Context,
     status: &mut ModelPipelineStatus,
     champion: ChampionStatus,
@@ -182,7 +262,8 @@ async fn start_rollout(
     data_seen_at: Option<Time>,
     now: Timestamp,
 ) -> Result<(), Error> {
-    apply_predictor(mp, ns, ctx, &champion).await?;
+    let ns = mp.namespace().unwrap_or_default();
+    apply_predictor(mp, &ns, ctx, &champion).await?;
     let previous = status.champion.replace(champion.clone());
     status.rollout = Some(RolloutStatus {
         version: champion.version.clone(),
@@ -191,14 +272,6 @@ async fn start_rollout(
         data_seen_at,
         cause,
     });
-    let name = mp.name_any();
-    let key = [ns, name.as_str()];
-    match champion.score {
-        Some(s) => ctx.metrics.champion_score.with_label_values(&key).set(s),
-        None => {
-            let _ = ctx.metrics.champion_score.remove_label_values(&key);
-        }
-    }
     Ok(())
 }
 
@@ -213,8 +286,15 @@ async fn record_failure(
     status.consecutive_failures = status.consecutive_failures.saturating_add(1);
     let delay = backoff(status.consecutive_failures);
     status.retry_after = Some(Time(now + delay));
-    let version = status.challenger.as_ref().map(|c| c.version.clone()).unwrap_or_default();
-    let fp = status.challenger.as_ref().map(|c| c.data_fingerprint.clone());
+    let version = status
+        .challenger
+        .as_ref()
+        .map(|c| c.version.clone())
+        .unwrap_or_default();
+    let fp = status
+        .challenger
+        .as_ref()
+        .map(|c| c.data_fingerprint.clone());
     if let Some(c) = status.challenger.as_mut() {
         c.state = ChallengerState::Failed;
         c.reason = Some(reason.clone());
@@ -223,14 +303,25 @@ async fn record_failure(
     h.data_fingerprint = fp;
     push_history(&mut status.history, h, mp.spec.history_limit);
     status.last_outcome = Some(Outcome::Failed);
-    ctx.metrics.training_runs.with_label_values(&["failed"]).inc();
+    ctx.metrics
+        .training_runs
+        .with_label_values(&["failed"])
+        .inc();
     let note = format!(
         "version {version} failed: {reason}; retry in {}s (failure {} in a row); the champion is untouched",
         delay.as_secs(),
         status.consecutive_failures
     );
     warn!(%note, "training run failed");
-    publish(&ctx.recorder, mp, true, reason::TRAINING_FAILED, "Train", note).await;
+    publish(
+        &ctx.events,
+        mp,
+        true,
+        reason::TRAINING_FAILED,
+        "Train",
+        note,
+    )
+    .await;
 }
 
 /// Performs `step`, updating `status`; returns when to look again.
@@ -244,15 +335,29 @@ async fn execute(
 ) -> Result<Duration, Error> {
     let now = obs.now;
     let poll = poll_interval(mp);
-    let name = mp.name_any();
     let metric = mp.spec.evaluation.metric;
     match step {
-        Step::Suspended | Step::Idle | Step::NoData | Step::DataUnavailable { .. } => Ok(poll),
-        Step::WaitTraining { job, version, fingerprint } => {
-            let tracked = status.challenger.as_ref().is_some_and(|c| c.job == job && c.state == ChallengerState::Training);
+        Step::Suspended
+        | Step::Idle
+        | Step::NoData
+        | Step::DataUnavailable { .. }
+        | Step::Queued => Ok(poll),
+        Step::WaitTraining {
+            job,
+            version,
+            fingerprint,
+        } => {
+            let tracked = status
+                .challenger
+                .as_ref()
+                .is_some_and(|c| c.job == job && c.state == ChallengerState::Training);
             if !tracked {
                 info!(%job, "adopting a running trainer Job");
-                let seen = status.data.as_ref().filter(|d| d.fingerprint == fingerprint).map(|d| d.seen_at.clone());
+                let seen = status
+                    .data
+                    .as_ref()
+                    .filter(|d| d.fingerprint == fingerprint)
+                    .map(|d| d.seen_at.clone());
                 status.challenger = Some(ChallengerStatus {
                     version,
                     job,
@@ -270,15 +375,29 @@ async fn execute(
         Step::WaitRollout => Ok(poll.min(Duration::from_secs(10))),
         Step::Backoff { until } => {
             let wait = until.duration_since(now).unsigned_abs();
-            Ok(wait.clamp(Duration::from_secs(1), poll.max(Duration::from_secs(1)) * 20))
+            Ok(wait.clamp(
+                Duration::from_secs(1),
+                poll.max(Duration::from_secs(1)) * 20,
+            ))
         }
-        Step::Launch { version, fingerprint, forced } => {
+        Step::Launch {
+            version,
+            fingerprint,
+            forced,
+        } => {
             let job = build_job(mp, &version, &fingerprint, status.champion.as_ref());
             let job_name = job.name_any();
             apply(&ctx.client, ns, &job)
                 .await
-                .map_err(|source| Error::ApplyJob { name: job_name.clone(), source: Box::new(source) })?;
-            let seen = status.data.as_ref().filter(|d| d.fingerprint == fingerprint).map(|d| d.seen_at.clone());
+                .map_err(|source| Error::ApplyJob {
+                    name: job_name.clone(),
+                    source: Box::new(source),
+                })?;
+            let seen = status
+                .data
+                .as_ref()
+                .filter(|d| d.fingerprint == fingerprint)
+                .map(|d| d.seen_at.clone());
             status.challenger = Some(ChallengerStatus {
                 version: version.clone(),
                 job: job_name.clone(),
@@ -293,17 +412,33 @@ async fn execute(
             if let Some(token) = &forced {
                 status.last_forced_run = Some(token.clone());
             }
-            ctx.metrics.training_runs.with_label_values(&["started"]).inc();
+            ctx.metrics
+                .training_runs
+                .with_label_values(&["started"])
+                .inc();
             let why = match &forced {
                 Some(t) => format!("forced by annotation ({t})"),
-                None => format!("new data {}", &fingerprint[..fingerprint.len().min(12)]),
+                None => format!(
+                    "new data {}",
+                    fingerprint.chars().take(12).collect::<String>()
+                ),
             };
             info!(%job_name, %version, "training started");
-            publish(&ctx.recorder, mp, false, reason::TRAINING_STARTED, "Train", format!("Job {job_name} trains version {version}: {why}")).await;
+            publish(
+                &ctx.events,
+                mp,
+                false,
+                reason::TRAINING_STARTED,
+                "Train",
+                format!("Job {job_name} trains version {version}: {why}"),
+            )
+            .await;
             Ok(poll)
         }
         Step::Evaluate { job, version } => {
-            let opts = observe::secret_options(&ctx.client, ns, mp.spec.model_store.secret_ref.as_ref()).await?;
+            let opts =
+                observe::secret_options(&ctx.client, ns, mp.spec.model_store.secret_ref.as_ref())
+                    .await?;
             let model_uri = mp.model_uri(&version);
             let report = observe::read_report(&model_uri, opts).await;
             let decision = decide_promotion(
@@ -318,12 +453,15 @@ async fn execute(
                 record_failure(mp, ctx, status, decision.reason, now).await;
                 return Ok(poll);
             }
-            let key = [ns, name.as_str()];
-            if let Some(s) = decision.score {
-                ctx.metrics.challenger_score.with_label_values(&key).set(s);
-            }
-            let fp = status.challenger.as_ref().map(|c| c.data_fingerprint.clone()).unwrap_or_default();
-            let seen = status.challenger.as_ref().and_then(|c| c.data_seen_at.clone());
+            let fp = status
+                .challenger
+                .as_ref()
+                .map(|c| c.data_fingerprint.clone())
+                .unwrap_or_default();
+            let seen = status
+                .challenger
+                .as_ref()
+                .and_then(|c| c.data_seen_at.clone());
             if let Some(c) = status.challenger.as_mut() {
                 c.score = decision.score;
                 c.champion_score = decision.champion_score;
@@ -350,22 +488,44 @@ async fn execute(
                     data_fingerprint: fp,
                     promoted_at: Time(now),
                 };
-                start_rollout(mp, ns, ctx, status, champion, Outcome::Promoted, seen, now).await?;
+                start_rollout(mp, ctx, status, champion, Outcome::Promoted, seen, now).await?;
                 if let Some(c) = status.challenger.as_mut() {
                     c.state = ChallengerState::Promoted;
                 }
                 h.outcome = Outcome::Promoted;
                 status.last_outcome = Some(Outcome::Promoted);
                 ctx.metrics.promotions.inc();
-                ctx.metrics.training_runs.with_label_values(&["promoted"]).inc();
-                publish(&ctx.recorder, mp, false, reason::MODEL_PROMOTED, "Promote", format!("version {version} promoted ({scores}): {}", decision.reason)).await;
+                ctx.metrics
+                    .training_runs
+                    .with_label_values(&["promoted"])
+                    .inc();
+                publish(
+                    &ctx.events,
+                    mp,
+                    false,
+                    reason::MODEL_PROMOTED,
+                    "Promote",
+                    format!("version {version} promoted ({scores}): {}", decision.reason),
+                )
+                .await;
             } else {
                 if let Some(c) = status.challenger.as_mut() {
                     c.state = ChallengerState::Rejected;
                 }
                 status.last_outcome = Some(Outcome::Rejected);
-                ctx.metrics.training_runs.with_label_values(&["rejected"]).inc();
-                publish(&ctx.recorder, mp, false, reason::CANDIDATE_REJECTED, "Evaluate", format!("version {version} rejected ({scores}): {}", decision.reason)).await;
+                ctx.metrics
+                    .training_runs
+                    .with_label_values(&["rejected"])
+                    .inc();
+                publish(
+                    &ctx.events,
+                    mp,
+                    false,
+                    reason::CANDIDATE_REJECTED,
+                    "Evaluate",
+                    format!("version {version} rejected ({scores}): {}", decision.reason),
+                )
+                .await;
             }
             push_history(&mut status.history, h, mp.spec.history_limit);
             Ok(poll)
@@ -391,30 +551,68 @@ async fn execute(
             Ok(poll)
         }
         Step::RolloutFailed { reason } => {
-            let Some(r) = status.rollout.take() else { return Ok(poll) };
+            let Some(r) = status.rollout.take() else {
+                return Ok(poll);
+            };
             let failed = r.version.clone();
             let note = match &r.previous {
-                Some(p) => format!("rollout of version {failed} did not progress ({reason}); reverting to version {}", p.version),
-                None => format!("rollout of version {failed} did not progress ({reason}); no earlier champion to revert to"),
+                Some(p) => format!(
+                    "rollout of version {failed} did not progress ({reason}); reverting to version {}",
+                    p.version
+                ),
+                None => format!(
+                    "rollout of version {failed} did not progress ({reason}); no earlier champion to revert to"
+                ),
             };
-            publish(&ctx.recorder, mp, true, reason::ROLLOUT_FAILED, "Rollout", note.clone()).await;
-            push_history(&mut status.history, entry(&failed, Outcome::RolledBack, note, now), mp.spec.history_limit);
+            publish(
+                &ctx.events,
+                mp,
+                true,
+                reason::ROLLOUT_FAILED,
+                "Rollout",
+                note.clone(),
+            )
+            .await;
+            push_history(
+                &mut status.history,
+                entry(&failed, Outcome::RolledBack, note, now),
+                mp.spec.history_limit,
+            );
             status.last_outcome = Some(Outcome::RolledBack);
             match r.previous {
                 Some(previous) => {
                     let back_to = previous.version.clone();
                     status.champion = None;
-                    start_rollout(mp, ns, ctx, status, previous, Outcome::RolledBack, None, now).await?;
-                    ctx.metrics.rollbacks.with_label_values(&["rollout_failed"]).inc();
-                    publish(&ctx.recorder, mp, false, reason::ROLLED_BACK, "Rollback", format!("predictor rolled back from version {failed} to version {back_to}")).await;
+                    start_rollout(mp, ctx, status, previous, Outcome::RolledBack, None, now)
+                        .await?;
+                    ctx.metrics
+                        .rollbacks
+                        .with_label_values(&["rollout_failed"])
+                        .inc();
+                    publish(
+                        &ctx.events,
+                        mp,
+                        false,
+                        reason::ROLLED_BACK,
+                        "Rollback",
+                        format!("predictor rolled back from version {failed} to version {back_to}"),
+                    )
+                    .await;
                 }
                 None => status.champion = None,
             }
             Ok(poll)
         }
-        Step::Rollback { entry: target, request } => {
+        Step::Rollback {
+            entry: target,
+            request,
+        } => {
             status.last_rollback_to = Some(request);
-            let from = status.champion.as_ref().map(|c| c.version.clone()).unwrap_or_else(|| "none".into());
+            let from = status
+                .champion
+                .as_ref()
+                .map(|c| c.version.clone())
+                .unwrap_or_else(|| "none".into());
             let champion = ChampionStatus {
                 version: target.version.clone(),
                 model_uri: mp.model_uri(&target.version),
@@ -423,20 +621,45 @@ async fn execute(
                 data_fingerprint: target.data_fingerprint.clone().unwrap_or_default(),
                 promoted_at: Time(now),
             };
-            start_rollout(mp, ns, ctx, status, champion, Outcome::RolledBack, None, now).await?;
-            let note = format!("rolled back from version {from} to version {} on request", target.version);
+            start_rollout(mp, ctx, status, champion, Outcome::RolledBack, None, now).await?;
+            let note = format!(
+                "rolled back from version {from} to version {} on request",
+                target.version
+            );
             let mut h = entry(&target.version, Outcome::RolledBack, note.clone(), now);
             h.score = target.score;
             h.data_fingerprint = target.data_fingerprint;
             push_history(&mut status.history, h, mp.spec.history_limit);
             status.last_outcome = Some(Outcome::RolledBack);
-            ctx.metrics.rollbacks.with_label_values(&["requested"]).inc();
-            publish(&ctx.recorder, mp, false, reason::ROLLED_BACK, "Rollback", note).await;
+            ctx.metrics
+                .rollbacks
+                .with_label_values(&["requested"])
+                .inc();
+            publish(
+                &ctx.events,
+                mp,
+                false,
+                reason::ROLLED_BACK,
+                "Rollback",
+                note,
+            )
+            .await;
             Ok(poll)
         }
-        Step::RefuseRollback { request, reason: why } => {
+        Step::RefuseRollback {
+            request,
+            reason: why,
+        } => {
             status.last_rollback_to = Some(request.clone());
-            publish(&ctx.recorder, mp, true, reason::ROLLBACK_REFUSED, "Rollback", format!("rollback to {request} refused: {why}")).await;
+            publish(
+                &ctx.events,
+                mp,
+                true,
+                reason::ROLLBACK_REFUSED,
+                "Rollback",
+                format!("rollback to {request} refused: {why}"),
+            )
+            .await;
             Ok(poll)
         }
         Step::EnsurePredictor => {
@@ -451,7 +674,10 @@ async fn execute(
 /// Requeues failed reconciles after a short pause and counts them by category.
 pub fn error_policy(mp: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(pipeline = %mp.name_any(), category = error.category(), %error, "reconcile failed");
-    ctx.metrics.reconciles.with_label_values(&[error.category()]).inc();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[error.category()])
+        .inc();
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -501,53 +727,108 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
         std::fs::write(dir.path().join("data/wine-1.csv"), "a,quality\n1,6\n").expect("csv");
         let mp = pipeline_in(dir.path());
-        let listing = observe::list_data(&mp.spec.data.uri, Vec::new()).await.expect("listing");
+        let listing = observe::list_data(&mp.spec.data.uri, Vec::new())
+            .await
+            .expect("listing");
         let version = run_version(&listing.fingerprint, None, 0);
         let job = job_name("wine", &version);
 
-        let (ctx, mut handle, registry) = Context::test(Vec::new());
+        let (ctx, mut handle, registry) = Context::test(Vec::new(), Vec::new());
         let expected_job = job.clone();
         let applied = mp.clone();
         let server = tokio::spawn(async move {
             let seen = expect_request(&mut handle, |_| (200, secret())).await;
-            assert_eq!((seen.method, seen.uri.as_str()), (Method::GET, "/api/v1/namespaces/default/secrets/store-creds"));
+            assert_eq!(
+                (seen.method, seen.uri.as_str()),
+                (
+                    Method::GET,
+                    "/api/v1/namespaces/default/secrets/store-creds"
+                )
+            );
 
             let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
             assert_eq!(seen.method, Method::PATCH);
-            assert!(seen.uri.starts_with(&format!("/apis/batch/v1/namespaces/default/jobs/{expected_job}?")), "{}", seen.uri);
-            assert!(seen.uri.contains(FIELD_MANAGER_QUERY) && seen.uri.contains("force=true"), "{}", seen.uri);
+            assert!(
+                seen.uri.starts_with(&format!(
+                    "/apis/batch/v1/namespaces/default/jobs/{expected_job}?"
+                )),
+                "{}",
+                seen.uri
+            );
+            assert!(
+                seen.uri.contains(FIELD_MANAGER_QUERY) && seen.uri.contains("force=true"),
+                "{}",
+                seen.uri
+            );
             assert_eq!(seen.body["kind"], "Job");
-            assert_eq!(seen.body["metadata"]["ownerReferences"][0]["uid"], "uid-wine");
-            assert_eq!(seen.body["spec"]["template"]["spec"]["containers"][0]["args"][0], "train");
+            assert_eq!(
+                seen.body["metadata"]["ownerReferences"][0]["uid"],
+                "uid-wine"
+            );
+            assert_eq!(
+                seen.body["spec"]["template"]["spec"]["containers"][0]["args"][0],
+                "train"
+            );
 
             let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
-            assert_eq!((seen.method, seen.uri.as_str()), (Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events?"));
+            assert_eq!(
+                (seen.method, seen.uri.as_str()),
+                (
+                    Method::POST,
+                    "/apis/events.k8s.io/v1/namespaces/default/events?"
+                )
+            );
             assert_eq!(seen.body["reason"], "TrainingStarted");
 
             let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
             assert_eq!(seen.method, Method::PATCH);
-            assert!(seen.uri.starts_with("/apis/champion.dev/v1alpha1/namespaces/default/modelpipelines/wine/status?"), "{}", seen.uri);
+            assert!(
+                seen.uri.starts_with(
+                    "/apis/champion.dev/v1alpha1/namespaces/default/modelpipelines/wine/status?"
+                ),
+                "{}",
+                seen.uri
+            );
             assert!(seen.uri.contains(FIELD_MANAGER_QUERY), "{}", seen.uri);
             let status = &seen.body["status"];
             assert_eq!(status["phase"], "Training");
             assert_eq!(status["challenger"]["job"], expected_job.as_str());
             assert_eq!(status["challenger"]["state"], "Training");
             let conds = status["conditions"].as_array().cloned().unwrap_or_default();
-            let cond = |t: &str| conds.iter().find(|c| c["type"] == t).map(|c| c["status"].clone());
+            let cond = |t: &str| {
+                conds
+                    .iter()
+                    .find(|c| c["type"] == t)
+                    .map(|c| c["status"].clone())
+            };
             assert_eq!(cond("Training"), Some(json!("True")));
             assert_eq!(cond("DataAvailable"), Some(json!("True")));
             assert_eq!(cond("Promoted"), Some(json!("False")));
             handle
         });
-        let action = reconcile_with_timeout(mp, ctx.clone()).await.expect("reconcile succeeds");
-        assert_eq!(action, Action::requeue(Duration::from_secs(2)), "next poll after pollInterval");
-        let mut handle = server.await.expect("the API server saw exactly the expected requests");
+        let action = reconcile_with_timeout(mp, ctx.clone())
+            .await
+            .expect("reconcile succeeds");
+        assert_eq!(
+            action,
+            Action::requeue(Duration::from_secs(2)),
+            "next poll after pollInterval"
+        );
+        let mut handle = server
+            .await
+            .expect("the API server saw exactly the expected requests");
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(50), handle.next_request())
+                .await
+                .is_err(),
             "no request after the status patch"
         );
-        let text = String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
-        assert!(text.contains("champion_training_runs_total{outcome=\"started\"} 1"), "{text}");
+        let text =
+            String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        assert!(
+            text.contains("champion_training_runs_total{outcome=\"started\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -557,7 +838,9 @@ mod tests {
         let version = "0123456789ab";
         let report_dir = dir.path().join(format!("models/wine/{version}"));
         std::fs::create_dir_all(&report_dir).expect("model dir");
-        let bytes = report(version, 0.81, None, None).to_json_bytes().expect("report serialises");
+        let bytes = report(version, 0.81, None, None)
+            .to_json_bytes()
+            .expect("report serialises");
         std::fs::write(report_dir.join("report.json"), bytes).expect("report written");
         let job = job_name("wine", version);
         mp.status = Some(ModelPipelineStatus {
@@ -578,45 +861,81 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(job.clone()),
                 namespace: Some("default".into()),
-                labels: Some(BTreeMap::from([("champion.dev/pipeline".to_string(), "wine".to_string())])),
+                labels: Some(BTreeMap::from([(
+                    "champion.dev/pipeline".to_string(),
+                    "wine".to_string(),
+                )])),
                 annotations: Some(BTreeMap::from([
                     (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
                     (ANNOTATION_DATA_FINGERPRINT.to_string(), "fp1".to_string()),
                 ])),
-                owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    uid: "uid-wine".into(),
-                    ..Default::default()
-                }]),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: "uid-wine".into(),
+                        ..Default::default()
+                    },
+                ]),
                 ..ObjectMeta::default()
             },
             spec: None,
             status: Some(JobStatus {
-                conditions: Some(vec![JobCondition { type_: "Complete".into(), status: "True".into(), ..Default::default() }]),
+                conditions: Some(vec![JobCondition {
+                    type_: "Complete".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
         };
-        let (ctx, mut handle, registry) = Context::test(vec![complete]);
+        let (ctx, mut handle, registry) = Context::test(vec![complete], Vec::new());
         let model_uri = mp.model_uri(version);
         let applied = mp.clone();
         let server = tokio::spawn(async move {
             let seen = expect_request(&mut handle, |_| (200, secret())).await;
-            assert_eq!((seen.method, seen.uri.as_str()), (Method::GET, "/api/v1/namespaces/default/secrets/store-creds"));
+            assert_eq!(
+                (seen.method, seen.uri.as_str()),
+                (
+                    Method::GET,
+                    "/api/v1/namespaces/default/secrets/store-creds"
+                )
+            );
 
             let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
             assert_eq!(seen.method, Method::PATCH);
-            assert!(seen.uri.starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"), "{}", seen.uri);
+            assert!(
+                seen.uri
+                    .starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"),
+                "{}",
+                seen.uri
+            );
             let env = &seen.body["spec"]["template"]["spec"]["containers"][0]["env"];
             assert_eq!(env[0], json!({"name": "MODEL_URI", "value": model_uri}));
 
             let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
-            assert!(seen.uri.starts_with("/api/v1/namespaces/default/services/wine-predictor?"), "{}", seen.uri);
+            assert!(
+                seen.uri
+                    .starts_with("/api/v1/namespaces/default/services/wine-predictor?"),
+                "{}",
+                seen.uri
+            );
 
             let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
             assert_eq!(seen.body["reason"], "ModelPromoted");
-            assert!(seen.body["note"].as_str().unwrap_or_default().contains("0.8100"), "{}", seen.body["note"]);
+            assert!(
+                seen.body["note"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("0.8100"),
+                "{}",
+                seen.body["note"]
+            );
 
             let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
-            assert!(seen.uri.contains("/modelpipelines/wine/status?"), "{}", seen.uri);
+            assert!(
+                seen.uri.contains("/modelpipelines/wine/status?"),
+                "{}",
+                seen.uri
+            );
             let status = &seen.body["status"];
             assert_eq!(status["champion"]["version"], "0123456789ab");
             assert_eq!(status["rollout"]["version"], "0123456789ab");
@@ -625,10 +944,282 @@ mod tests {
             assert_eq!(status["history"][0]["outcome"], "Promoted");
             assert_eq!(status["challenger"]["state"], "Promoted");
         });
-        reconcile_with_timeout(mp, ctx).await.expect("reconcile succeeds");
-        server.await.expect("the API server saw exactly the expected requests");
-        let text = String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        reconcile_with_timeout(mp, ctx)
+            .await
+            .expect("reconcile succeeds");
+        server
+            .await
+            .expect("the API server saw exactly the expected requests");
+        let text =
+            String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
         assert!(text.contains("champion_promotions_total 1"), "{text}");
-        assert!(text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.81"), "{text}");
+        assert!(
+            text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.81"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_run_records_the_termination_message_and_backs_off() {
+        let mut mp = pipeline();
+        let version = "0123456789ab";
+        let job = job_name("wine", version);
+        mp.status = Some(ModelPipelineStatus {
+            champion: Some(crate::fixtures::champion("champ0000001", 0.7)),
+            observed_generation: Some(1),
+            challenger: Some(ChallengerStatus {
+                version: version.into(),
+                job: job.clone(),
+                data_fingerprint: "fp1".into(),
+                state: ChallengerState::Training,
+                score: None,
+                champion_score: None,
+                reason: None,
+                started_at: Time(Timestamp::UNIX_EPOCH),
+                data_seen_at: None,
+            }),
+            ..Default::default()
+        });
+        let failed = Job {
+            metadata: ObjectMeta {
+                name: Some(job.clone()),
+                namespace: Some("default".into()),
+                labels: Some(BTreeMap::from([(
+                    "champion.dev/pipeline".to_string(),
+                    "wine".to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
+                    (ANNOTATION_DATA_FINGERPRINT.to_string(), "fp1".to_string()),
+                ])),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: "uid-wine".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: "Failed".into(),
+                    status: "True".into(),
+                    reason: Some("BackoffLimitExceeded".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        };
+        let serving = crate::fixtures::serving_deployment(
+            &mp,
+            &crate::fixtures::champion("champ0000001", 0.7),
+        );
+        let (ctx, mut handle, _registry) = Context::test(vec![failed], vec![serving]);
+        let applied = mp.clone();
+        let expected_job = job.clone();
+        let server = tokio::spawn(async move {
+            let pod = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+                "metadata": {"name": "p"},
+                "status": {"containerStatuses": [{"name": "trainer", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"terminated": {"exitCode": 2,
+                    "message": "wine-3.csv line 17: expected 13 columns, found 12"}}}]}
+            }]});
+            let seen = expect_request(&mut handle, |_| (200, pod)).await;
+            assert_eq!(seen.method, Method::GET);
+            assert_eq!(
+                seen.uri,
+                format!(
+                    "/api/v1/namespaces/default/pods?&labelSelector=batch.kubernetes.io%2Fjob-name%3D{expected_job}"
+                )
+            );
+
+            let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
+            assert_eq!(seen.body["reason"], "TrainingFailed");
+            assert_eq!(seen.body["type"], "Warning");
+            assert!(
+                seen.body["note"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("line 17"),
+                "{}",
+                seen.body["note"]
+            );
+
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            let status = &seen.body["status"];
+            assert_eq!(status["challenger"]["state"], "Failed");
+            assert_eq!(status["consecutiveFailures"], 1);
+            assert_eq!(
+                status["champion"]["version"], "champ0000001",
+                "the champion is untouched"
+            );
+            assert!(status["retryAfter"].is_string());
+            assert_eq!(status["phase"], "Degraded");
+            let reason = status["history"][0]["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.starts_with("BackoffLimitExceeded") && reason.contains("line 17"),
+                "{reason}"
+            );
+        });
+        reconcile_with_timeout(mp, ctx)
+            .await
+            .expect("reconcile succeeds");
+        server
+            .await
+            .expect("the API server saw exactly the expected requests");
+    }
+
+    #[tokio::test]
+    async fn stalled_rollout_is_reverted_to_the_previous_champion() {
+        use crate::fixtures::{champion, serving_deployment};
+        use k8s_openapi::api::apps::v1::DeploymentCondition;
+        let mut mp = pipeline();
+        let old = champion("old000000001", 0.7);
+        let new = champion("new000000001", 0.8);
+        mp.status = Some(ModelPipelineStatus {
+            champion: Some(new.clone()),
+            observed_generation: Some(1),
+            rollout: Some(RolloutStatus {
+                version: new.version.clone(),
+                previous: Some(old.clone()),
+                started_at: Time(Timestamp::now()),
+                data_seen_at: None,
+                cause: Outcome::Promoted,
+            }),
+            ..Default::default()
+        });
+        let mut stalled = serving_deployment(&mp, &new);
+        if let Some(st) = stalled.status.as_mut() {
+            st.available_replicas = Some(0);
+            st.conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet has timed out progressing".into()),
+                ..Default::default()
+            }]);
+        }
+        let (ctx, mut handle, registry) = Context::test(Vec::new(), vec![stalled]);
+        let applied = mp.clone();
+        let server = tokio::spawn(async move {
+            let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
+            assert_eq!(seen.body["reason"], "RolloutFailed");
+            assert!(
+                seen.body["note"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("timed out"),
+                "{}",
+                seen.body["note"]
+            );
+
+            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
+            assert!(
+                seen.uri
+                    .starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"),
+                "{}",
+                seen.uri
+            );
+            assert_eq!(
+                seen.body["metadata"]["annotations"]["champion.dev/model-version"],
+                "old000000001"
+            );
+
+            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
+            assert!(
+                seen.uri
+                    .starts_with("/api/v1/namespaces/default/services/wine-predictor?"),
+                "{}",
+                seen.uri
+            );
+
+            let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
+            assert_eq!(seen.body["reason"], "RolledBack");
+
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            let status = &seen.body["status"];
+            assert_eq!(status["champion"]["version"], "old000000001");
+            assert_eq!(status["rollout"]["version"], "old000000001");
+            assert!(
+                status["rollout"]["previous"].is_null(),
+                "a revert has nothing to revert to"
+            );
+            assert_eq!(status["history"][0]["outcome"], "RolledBack");
+            assert!(
+                status["history"][0]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("timed out")
+            );
+            let degraded = status["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c["type"] == "Degraded");
+            assert_eq!(
+                degraded.map(|c| (c["status"].clone(), c["reason"].clone())),
+                Some((json!("True"), json!("RolloutFailed")))
+            );
+        });
+        reconcile_with_timeout(mp, ctx)
+            .await
+            .expect("reconcile succeeds");
+        server
+            .await
+            .expect("the API server saw exactly the expected requests");
+        let text =
+            String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        assert!(
+            text.contains("champion_rollbacks_total{cause=\"rollout_failed\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_missing_from_the_cache_is_looked_up_before_it_is_called_vanished() {
+        let mut mp = pipeline();
+        let job = job_name("wine", "0123456789ab");
+        mp.status = Some(ModelPipelineStatus {
+            observed_generation: Some(1),
+            challenger: Some(ChallengerStatus {
+                version: "0123456789ab".into(),
+                job: job.clone(),
+                data_fingerprint: "fp1".into(),
+                state: ChallengerState::Training,
+                score: None,
+                champion_score: None,
+                reason: None,
+                started_at: Time(Timestamp::UNIX_EPOCH),
+                data_seen_at: None,
+            }),
+            ..Default::default()
+        });
+        let running = crate::build::build_job(&mp, "0123456789ab", "fp1", None);
+        let (ctx, mut handle, _registry) = Context::test(Vec::new(), Vec::new());
+        let applied = mp.clone();
+        let expected = job.clone();
+        let server = tokio::spawn(async move {
+            let reply = serde_json::to_value(&running).unwrap_or_default();
+            let seen = expect_request(&mut handle, |_| (200, reply)).await;
+            assert_eq!(
+                (seen.method, seen.uri),
+                (
+                    Method::GET,
+                    format!("/apis/batch/v1/namespaces/default/jobs/{expected}")
+                )
+            );
+            // The run is still going: the first status write records conditions and phase only.
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            assert_eq!(seen.body["status"]["challenger"]["state"], "Training");
+            assert_eq!(seen.body["status"]["phase"], "Training");
+        });
+        reconcile_with_timeout(mp, ctx)
+            .await
+            .expect("reconcile succeeds");
+        server
+            .await
+            .expect("the API server saw exactly the expected requests");
     }
 }

@@ -47,7 +47,12 @@ pub fn decide_promotion(
     report: Result<&Report, &str>,
     champion: Option<&ChampionStatus>,
 ) -> Decision {
-    let fail = |reason: String| Decision { verdict: Verdict::Fail, reason, score: None, champion_score: None };
+    let fail = |reason: String| Decision {
+        verdict: Verdict::Fail,
+        reason,
+        score: None,
+        champion_score: None,
+    };
     let report = match report {
         Ok(r) => r,
         Err(e) => return fail(format!("no usable report.json: {e}")),
@@ -68,33 +73,74 @@ pub fn decide_promotion(
     let score = report.challenger_score;
     let m = metric.as_str();
     let Some(champion) = champion else {
-        let d = |verdict, reason| Decision { verdict, reason, score: Some(score), champion_score: None };
+        let d = |verdict, reason| Decision {
+            verdict,
+            reason,
+            score: Some(score),
+            champion_score: None,
+        };
         if score < policy.min_score {
-            return d(Verdict::Reject, format!("first model scores {m} {score:.4}, below the floor minScore {}", policy.min_score));
+            return d(
+                Verdict::Reject,
+                format!(
+                    "first model scores {m} {score:.4}, below the floor minScore {}",
+                    policy.min_score
+                ),
+            );
         }
         return match policy.first_model {
-            FirstModelPolicy::Promote => d(Verdict::Promote, format!("first model, {m} {score:.4}")),
+            FirstModelPolicy::Promote => {
+                d(Verdict::Promote, format!("first model, {m} {score:.4}"))
+            }
             FirstModelPolicy::Manual => d(
                 Verdict::Reject,
-                format!("first model ({m} {score:.4}) awaits manual promotion (firstModel: Manual)"),
+                format!(
+                    "first model ({m} {score:.4}) awaits manual promotion (firstModel: Manual)"
+                ),
             ),
         };
     };
     let same_champion = report.champion_version.as_deref() == Some(champion.version.as_str());
     let (champion_score, basis) = match (same_champion, report.champion_score) {
         (true, Some(s)) => (Some(s), "on the same holdout"),
-        _ => (champion.score, "as recorded at its promotion (the trainer did not score it)"),
+        _ => (
+            champion.score,
+            "as recorded at its promotion (the trainer did not score it)",
+        ),
     };
-    let d = |verdict, reason| Decision { verdict, reason, score: Some(score), champion_score };
+    let d = |verdict, reason| Decision {
+        verdict,
+        reason,
+        score: Some(score),
+        champion_score,
+    };
     if score < policy.min_score {
-        return d(Verdict::Reject, format!("challenger {m} {score:.4} is below the floor minScore {}", policy.min_score));
+        return d(
+            Verdict::Reject,
+            format!(
+                "challenger {m} {score:.4} is below the floor minScore {}",
+                policy.min_score
+            ),
+        );
     }
     let Some(cs) = champion_score else {
-        return d(Verdict::Promote, format!("challenger {m} {score:.4}; champion {} has no score", champion.version));
+        return d(
+            Verdict::Promote,
+            format!(
+                "challenger {m} {score:.4}; champion {} has no score",
+                champion.version
+            ),
+        );
     };
     let delta = score - cs;
     if delta > policy.min_improvement {
-        d(Verdict::Promote, format!("challenger {m} {score:.4} beats champion {} {cs:.4} {basis} by {delta:.4}", champion.version))
+        d(
+            Verdict::Promote,
+            format!(
+                "challenger {m} {score:.4} beats champion {} {cs:.4} {basis} by {delta:.4}",
+                champion.version
+            ),
+        )
     } else if delta > 0.0 {
         d(
             Verdict::Reject,
@@ -104,9 +150,21 @@ pub fn decide_promotion(
             ),
         )
     } else if delta == 0.0 {
-        d(Verdict::Reject, format!("challenger {m} {score:.4} equals champion {} {basis}", champion.version))
+        d(
+            Verdict::Reject,
+            format!(
+                "challenger {m} {score:.4} equals champion {} {basis}",
+                champion.version
+            ),
+        )
     } else {
-        d(Verdict::Reject, format!("challenger {m} {score:.4} is worse than champion {} {cs:.4} {basis}", champion.version))
+        d(
+            Verdict::Reject,
+            format!(
+                "challenger {m} {score:.4} is worse than champion {} {cs:.4} {basis}",
+                champion.version
+            ),
+        )
     }
 }
 
@@ -122,11 +180,18 @@ pub enum Step {
     /// The rollout did not progress: revert to the previous champion.
     RolloutFailed { reason: String },
     /// The rollback annotation names a version from the history: roll the predictor to it.
-    Rollback { entry: HistoryEntry, request: String },
+    Rollback {
+        entry: HistoryEntry,
+        request: String,
+    },
     /// The rollback annotation cannot be honoured; remember the request and say why.
     RefuseRollback { request: String, reason: String },
     /// A trainer Job runs (possibly one the status does not know yet: adopt it).
-    WaitTraining { job: String, version: String, fingerprint: String },
+    WaitTraining {
+        job: String,
+        version: String,
+        fingerprint: String,
+    },
     /// The tracked Job completed; evaluate its report.
     Evaluate { job: String, version: String },
     /// The tracked Job failed (or vanished).
@@ -137,8 +202,14 @@ pub enum Step {
     NoData,
     /// The last run failed; wait before retrying.
     Backoff { until: Timestamp },
+    /// A run is due but the operator-wide limit of concurrent runs is reached.
+    Queued,
     /// Launch a trainer Job.
-    Launch { version: String, fingerprint: String, forced: Option<String> },
+    Launch {
+        version: String,
+        fingerprint: String,
+        forced: Option<String>,
+    },
     /// The champion's Deployment is missing or out of date: apply it again.
     EnsurePredictor,
     /// Nothing to do until the next poll.
@@ -146,7 +217,12 @@ pub enum Step {
 }
 
 fn annotation<'a>(mp: &'a ModelPipeline, key: &str) -> Option<&'a str> {
-    mp.metadata.annotations.as_ref()?.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    mp.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }
 
 /// Exponential back-off after `failures` failed runs in a row: 10 s, 20 s, 40 s, … capped at
@@ -156,10 +232,18 @@ pub fn backoff(failures: i32) -> SignedDuration {
     SignedDuration::from_secs((10i64 << exp).min(600))
 }
 
-fn rollout_failed(obs: &Observed, mp: &ModelPipeline, version: &str, started: Timestamp) -> Option<String> {
+fn rollout_failed(
+    obs: &Observed,
+    mp: &ModelPipeline,
+    version: &str,
+    started: Timestamp,
+) -> Option<String> {
     let deadline = i64::from(mp.spec.promotion.rollout_deadline_seconds);
     match &obs.deployment {
-        Some(DeploymentView { rollout: RolloutState::Failed(reason), version: Some(v) }) if v == version => {
+        Some(DeploymentView {
+            rollout: RolloutState::Failed(reason),
+            version: Some(v),
+        }) if v == version => {
             return Some(reason.clone());
         }
         _ => {}
@@ -167,12 +251,16 @@ fn rollout_failed(obs: &Observed, mp: &ModelPipeline, version: &str, started: Ti
     // The Deployment controller reports a stalled rollout itself; this guard covers a
     // Deployment that never gets that far (deleted, or its controller not running).
     let waited = obs.now.duration_since(started);
-    (waited > SignedDuration::from_secs(2 * deadline + 30))
-        .then(|| format!("version {version} not rolled out after {}s", waited.as_secs()))
+    (waited > SignedDuration::from_secs(2 * deadline + 30)).then(|| {
+        format!(
+            "version {version} not rolled out after {}s",
+            waited.as_secs()
+        )
+    })
 }
 
 /// Picks the one step this reconcile takes, in priority order: suspension, an ongoing rollout,
-/// a rollback request, the running or finished run, then the data.
+/// a rollback request, a missing predictor, the running or finished run, then the data.
 pub fn plan(mp: &ModelPipeline, obs: &Observed) -> Step {
     let status = mp.status.clone().unwrap_or_default();
     if mp.spec.suspend {
@@ -197,47 +285,93 @@ pub fn plan(mp: &ModelPipeline, obs: &Observed) -> Step {
         let request = request.to_string();
         let current = status.champion.as_ref().map(|c| c.version.as_str());
         let entry = status.history.iter().rev().find(|h| {
-            h.version == request && matches!(h.outcome, Outcome::Promoted | Outcome::Rejected | Outcome::RolledBack)
+            h.version == request
+                && matches!(
+                    h.outcome,
+                    Outcome::Promoted | Outcome::Rejected | Outcome::RolledBack
+                )
         });
         return match entry {
-            _ if current == Some(request.as_str()) => {
-                Step::RefuseRollback { reason: format!("version {request} is already the champion"), request }
-            }
-            Some(entry) => Step::Rollback { entry: entry.clone(), request },
+            _ if current == Some(request.as_str()) => Step::RefuseRollback {
+                reason: format!("version {request} is already the champion"),
+                request,
+            },
+            Some(entry) => Step::Rollback {
+                entry: entry.clone(),
+                request,
+            },
             None => Step::RefuseRollback {
-                reason: format!("version {request} is not a promoted or rejected model in status.history"),
+                reason: format!(
+                    "version {request} is not a promoted or rejected model in status.history"
+                ),
                 request,
             },
         };
     }
+    // The champion's predictor was deleted, edited or the spec changed: restore it first, so
+    // serving does not wait for a training run.
+    if let Some(champion) = &status.champion {
+        let stale = match &obs.deployment {
+            None => true,
+            Some(d) => d.version.as_deref() != Some(champion.version.as_str()),
+        };
+        if stale || status.observed_generation != mp.metadata.generation {
+            return Step::EnsurePredictor;
+        }
+    }
     // The run the status tracks, if it is still in flight.
-    if let Some(ch) = status.challenger.as_ref().filter(|c| c.state == ChallengerState::Training) {
+    if let Some(ch) = status
+        .challenger
+        .as_ref()
+        .filter(|c| c.state == ChallengerState::Training)
+    {
         return match obs.jobs.iter().find(|j| j.name == ch.job).map(|j| &j.state) {
-            Some(JobState::Running) => {
-                Step::WaitTraining { job: ch.job.clone(), version: ch.version.clone(), fingerprint: ch.data_fingerprint.clone() }
-            }
-            Some(JobState::Complete) => Step::Evaluate { job: ch.job.clone(), version: ch.version.clone() },
-            Some(JobState::Failed(reason)) => Step::TrainingFailed { job: ch.job.clone(), reason: reason.clone() },
-            None => Step::TrainingFailed { job: ch.job.clone(), reason: format!("Job {} disappeared before it finished", ch.job) },
+            Some(JobState::Running) => Step::WaitTraining {
+                job: ch.job.clone(),
+                version: ch.version.clone(),
+                fingerprint: ch.data_fingerprint.clone(),
+            },
+            Some(JobState::Complete) => Step::Evaluate {
+                job: ch.job.clone(),
+                version: ch.version.clone(),
+            },
+            Some(JobState::Failed(reason)) => Step::TrainingFailed {
+                job: ch.job.clone(),
+                reason: reason.clone(),
+            },
+            None => Step::TrainingFailed {
+                job: ch.job.clone(),
+                reason: format!("Job {} disappeared before it finished", ch.job),
+            },
         };
     }
     // A running Job the status does not know (the operator stopped between creating it and
     // recording it): adopt it rather than start a second run.
     if let Some(job) = obs.jobs.iter().find(|j| j.state == JobState::Running) {
-        return Step::WaitTraining { job: job.name.clone(), version: job.version.clone(), fingerprint: job.fingerprint.clone() };
+        return Step::WaitTraining {
+            job: job.name.clone(),
+            version: job.version.clone(),
+            fingerprint: job.fingerprint.clone(),
+        };
     }
     let listing = match &obs.data {
         Some(Ok(listing)) => listing,
-        Some(Err(reason)) => return Step::DataUnavailable { reason: reason.clone() },
+        Some(Err(reason)) => {
+            return Step::DataUnavailable {
+                reason: reason.clone(),
+            };
+        }
         None => return Step::Idle,
     };
     if listing.objects == 0 {
         return Step::NoData;
     }
     let fp = listing.fingerprint.as_str();
-    let force = annotation(mp, ANNOTATION_FORCE_RUN).filter(|t| status.last_forced_run.as_deref() != Some(*t));
+    let force = annotation(mp, ANNOTATION_FORCE_RUN)
+        .filter(|t| status.last_forced_run.as_deref() != Some(*t));
     let last = status.challenger.as_ref();
-    let retry = last.is_some_and(|c| c.state == ChallengerState::Failed && c.data_fingerprint == fp);
+    let retry =
+        last.is_some_and(|c| c.state == ChallengerState::Failed && c.data_fingerprint == fp);
     if retry
         && force.is_none()
         && let Some(until) = &status.retry_after
@@ -247,21 +381,19 @@ pub fn plan(mp: &ModelPipeline, obs: &Observed) -> Step {
     }
     let new_data = last.is_none_or(|c| c.data_fingerprint != fp);
     if force.is_some() || new_data || retry {
-        let attempt = if retry { status.consecutive_failures } else { 0 };
+        if obs.run_slots == Some(0) {
+            return Step::Queued;
+        }
+        let attempt = if retry {
+            status.consecutive_failures
+        } else {
+            0
+        };
         return Step::Launch {
             version: run_version(fp, force, attempt),
             fingerprint: fp.to_string(),
             forced: force.map(str::to_string),
         };
-    }
-    if let Some(champion) = &status.champion {
-        let stale = match &obs.deployment {
-            None => true,
-            Some(d) => d.version.as_deref() != Some(champion.version.as_str()),
-        };
-        if stale || status.observed_generation != mp.metadata.generation {
-            return Step::EnsurePredictor;
-        }
     }
     Step::Idle
 }
@@ -275,7 +407,12 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn policy(min_improvement: f64, min_score: f64, first: FirstModelPolicy) -> PromotionSpec {
-        PromotionSpec { min_improvement, min_score, first_model: first, ..PromotionSpec::default() }
+        PromotionSpec {
+            min_improvement,
+            min_score,
+            first_model: first,
+            ..PromotionSpec::default()
+        }
     }
 
     #[test]
@@ -285,22 +422,127 @@ mod tests {
         let champ = champion("champ0000001", 0.70);
         let same = Some("champ0000001");
         // (name, policy, report (score, champion score, champion version) or an error, champion?, verdict, reason fragment)
-        type Row<'a> = (&'a str, PromotionSpec, Result<(f64, Option<f64>, Option<&'a str>), &'a str>, bool, Verdict, &'a str);
+        type Row<'a> = (
+            &'a str,
+            PromotionSpec,
+            Result<(f64, Option<f64>, Option<&'a str>), &'a str>,
+            bool,
+            Verdict,
+            &'a str,
+        );
         let table: Vec<Row> = vec![
-            ("first model promoted", policy(0.0, 0.0, Promote), Ok((0.60, None, None)), false, P, "first model"),
-            ("first model held when manual", policy(0.0, 0.0, Manual), Ok((0.60, None, None)), false, R, "manual promotion"),
-            ("first model below the floor", policy(0.0, 0.65, Promote), Ok((0.60, None, None)), false, R, "below the floor"),
-            ("better", policy(0.0, 0.0, Promote), Ok((0.75, Some(0.70), same)), true, P, "beats champion"),
-            ("equal", policy(0.0, 0.0, Promote), Ok((0.70, Some(0.70), same)), true, R, "equals champion"),
-            ("worse", policy(0.0, 0.0, Promote), Ok((0.65, Some(0.70), same)), true, R, "worse than champion"),
-            ("within the margin", policy(0.02, 0.0, Promote), Ok((0.71, Some(0.70), same)), true, R, "within the margin"),
-            ("beyond the margin", policy(0.02, 0.0, Promote), Ok((0.73, Some(0.70), same)), true, P, "beats champion"),
-            ("better but below the floor", policy(0.0, 0.9, Promote), Ok((0.75, Some(0.70), same)), true, R, "below the floor"),
-            ("same holdout wins over recorded score", policy(0.0, 0.0, Promote), Ok((0.68, Some(0.60), same)), true, P, "same holdout"),
-            ("other champion scored: recorded score used", policy(0.0, 0.0, Promote), Ok((0.68, Some(0.60), Some("older"))), true, R, "recorded at its promotion"),
-            ("champion not scored: recorded score used", policy(0.0, 0.0, Promote), Ok((0.72, None, None)), true, P, "recorded at its promotion"),
-            ("missing report", policy(0.0, 0.0, Promote), Err("report.json not found"), true, Fail, "not found"),
-            ("corrupt report", policy(0.0, 0.0, Promote), Err("expected value at line 1"), false, Fail, "no usable report.json"),
+            (
+                "first model promoted",
+                policy(0.0, 0.0, Promote),
+                Ok((0.60, None, None)),
+                false,
+                P,
+                "first model",
+            ),
+            (
+                "first model held when manual",
+                policy(0.0, 0.0, Manual),
+                Ok((0.60, None, None)),
+                false,
+                R,
+                "manual promotion",
+            ),
+            (
+                "first model below the floor",
+                policy(0.0, 0.65, Promote),
+                Ok((0.60, None, None)),
+                false,
+                R,
+                "below the floor",
+            ),
+            (
+                "better",
+                policy(0.0, 0.0, Promote),
+                Ok((0.75, Some(0.70), same)),
+                true,
+                P,
+                "beats champion",
+            ),
+            (
+                "equal",
+                policy(0.0, 0.0, Promote),
+                Ok((0.70, Some(0.70), same)),
+                true,
+                R,
+                "equals champion",
+            ),
+            (
+                "worse",
+                policy(0.0, 0.0, Promote),
+                Ok((0.65, Some(0.70), same)),
+                true,
+                R,
+                "worse than champion",
+            ),
+            (
+                "within the margin",
+                policy(0.02, 0.0, Promote),
+                Ok((0.71, Some(0.70), same)),
+                true,
+                R,
+                "within the margin",
+            ),
+            (
+                "beyond the margin",
+                policy(0.02, 0.0, Promote),
+                Ok((0.73, Some(0.70), same)),
+                true,
+                P,
+                "beats champion",
+            ),
+            (
+                "better but below the floor",
+                policy(0.0, 0.9, Promote),
+                Ok((0.75, Some(0.70), same)),
+                true,
+                R,
+                "below the floor",
+            ),
+            (
+                "same holdout wins over recorded score",
+                policy(0.0, 0.0, Promote),
+                Ok((0.68, Some(0.60), same)),
+                true,
+                P,
+                "same holdout",
+            ),
+            (
+                "other champion scored: recorded score used",
+                policy(0.0, 0.0, Promote),
+                Ok((0.68, Some(0.60), Some("older"))),
+                true,
+                R,
+                "recorded at its promotion",
+            ),
+            (
+                "champion not scored: recorded score used",
+                policy(0.0, 0.0, Promote),
+                Ok((0.72, None, None)),
+                true,
+                P,
+                "recorded at its promotion",
+            ),
+            (
+                "missing report",
+                policy(0.0, 0.0, Promote),
+                Err("report.json not found"),
+                true,
+                Fail,
+                "not found",
+            ),
+            (
+                "corrupt report",
+                policy(0.0, 0.0, Promote),
+                Err("expected value at line 1"),
+                false,
+                Fail,
+                "no usable report.json",
+            ),
         ];
         for (name, policy, rep, has_champion, verdict, fragment) in table {
             let rep = rep.map(|(s, cs, cv)| report("newversion01", s, cs, cv));
@@ -312,7 +554,11 @@ mod tests {
                 has_champion.then_some(&champ),
             );
             assert_eq!(d.verdict, verdict, "{name}: {}", d.reason);
-            assert!(d.reason.contains(fragment), "{name}: reason {:?} lacks {fragment:?}", d.reason);
+            assert!(
+                d.reason.contains(fragment),
+                "{name}: reason {:?} lacks {fragment:?}",
+                d.reason
+            );
         }
     }
 
@@ -355,73 +601,155 @@ mod tests {
 
     #[test]
     fn new_data_launches_a_run_named_from_the_fingerprint() {
-        let obs = observed(Some(Ok(DataListing { fingerprint: "fp1".into(), objects: 3 })));
+        let obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
         let step = plan(&pipeline(), &obs);
-        assert_eq!(step, Step::Launch { version: run_version("fp1", None, 0), fingerprint: "fp1".into(), forced: None });
+        assert_eq!(
+            step,
+            Step::Launch {
+                version: run_version("fp1", None, 0),
+                fingerprint: "fp1".into(),
+                forced: None
+            }
+        );
+    }
+
+    #[test]
+    fn due_run_waits_for_a_free_run_slot() {
+        let mut obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
+        obs.run_slots = Some(0);
+        assert_eq!(plan(&pipeline(), &obs), Step::Queued);
+        obs.run_slots = Some(1);
+        assert!(matches!(plan(&pipeline(), &obs), Step::Launch { .. }));
     }
 
     #[test]
     fn seen_data_is_idle_and_empty_data_waits() {
-        let mp = with_status(pipeline(), ModelPipelineStatus {
-            challenger: Some(challenger(ChallengerState::Rejected, "fp1")),
-            ..Default::default()
-        });
-        let obs = observed(Some(Ok(DataListing { fingerprint: "fp1".into(), objects: 3 })));
+        let mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                challenger: Some(challenger(ChallengerState::Rejected, "fp1")),
+                ..Default::default()
+            },
+        );
+        let obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
         assert_eq!(plan(&mp, &obs), Step::Idle);
-        let obs = observed(Some(Ok(DataListing { fingerprint: "e".into(), objects: 0 })));
+        let obs = observed(Some(Ok(DataListing {
+            fingerprint: "e".into(),
+            objects: 0,
+        })));
         assert_eq!(plan(&pipeline(), &obs), Step::NoData);
     }
 
     #[test]
     fn a_running_job_blocks_a_second_run_even_when_untracked() {
-        let mut obs = observed(Some(Ok(DataListing { fingerprint: "fp2".into(), objects: 3 })));
-        obs.jobs.push(JobView { name: "wine-train-x".into(), version: "x".into(), fingerprint: "fp1".into(), state: JobState::Running });
+        let mut obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp2".into(),
+            objects: 3,
+        })));
+        obs.jobs.push(JobView {
+            name: "wine-train-x".into(),
+            version: "x".into(),
+            fingerprint: "fp1".into(),
+            state: JobState::Running,
+        });
         let step = plan(&pipeline(), &obs);
-        assert_eq!(step, Step::WaitTraining { job: "wine-train-x".into(), version: "x".into(), fingerprint: "fp1".into() });
+        assert_eq!(
+            step,
+            Step::WaitTraining {
+                job: "wine-train-x".into(),
+                version: "x".into(),
+                fingerprint: "fp1".into()
+            }
+        );
     }
 
     #[test]
     fn tracked_job_outcomes() {
-        let mp = with_status(pipeline(), ModelPipelineStatus {
-            challenger: Some(challenger(ChallengerState::Training, "fp1")),
-            ..Default::default()
-        });
-        let job = |state| JobView { name: "wine-train-run000000001".into(), version: "run000000001".into(), fingerprint: "fp1".into(), state };
+        let mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                challenger: Some(challenger(ChallengerState::Training, "fp1")),
+                ..Default::default()
+            },
+        );
+        let job = |state| JobView {
+            name: "wine-train-run000000001".into(),
+            version: "run000000001".into(),
+            fingerprint: "fp1".into(),
+            state,
+        };
         let mut obs = observed(None);
         obs.jobs = vec![job(JobState::Complete)];
         assert!(matches!(plan(&mp, &obs), Step::Evaluate { .. }));
         obs.jobs = vec![job(JobState::Failed("exit 1: bad row".into()))];
-        assert_eq!(plan(&mp, &obs), Step::TrainingFailed { job: "wine-train-run000000001".into(), reason: "exit 1: bad row".into() });
+        assert_eq!(
+            plan(&mp, &obs),
+            Step::TrainingFailed {
+                job: "wine-train-run000000001".into(),
+                reason: "exit 1: bad row".into()
+            }
+        );
         obs.jobs.clear();
-        assert!(matches!(plan(&mp, &obs), Step::TrainingFailed { reason, .. } if reason.contains("disappeared")));
+        assert!(
+            matches!(plan(&mp, &obs), Step::TrainingFailed { reason, .. } if reason.contains("disappeared"))
+        );
     }
 
     #[test]
     fn failed_run_backs_off_then_retries_with_a_new_version() {
         let until = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(100);
-        let mp = with_status(pipeline(), ModelPipelineStatus {
-            challenger: Some(challenger(ChallengerState::Failed, "fp1")),
-            consecutive_failures: 2,
-            retry_after: Some(Time(until)),
-            ..Default::default()
-        });
-        let mut obs = observed(Some(Ok(DataListing { fingerprint: "fp1".into(), objects: 3 })));
+        let mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                challenger: Some(challenger(ChallengerState::Failed, "fp1")),
+                consecutive_failures: 2,
+                retry_after: Some(Time(until)),
+                ..Default::default()
+            },
+        );
+        let mut obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(50);
         assert_eq!(plan(&mp, &obs), Step::Backoff { until });
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(101);
         let step = plan(&mp, &obs);
-        assert_eq!(step, Step::Launch { version: run_version("fp1", None, 2), fingerprint: "fp1".into(), forced: None });
+        assert_eq!(
+            step,
+            Step::Launch {
+                version: run_version("fp1", None, 2),
+                fingerprint: "fp1".into(),
+                forced: None
+            }
+        );
         assert_ne!(run_version("fp1", None, 2), run_version("fp1", None, 0));
     }
 
     #[test]
     fn force_annotation_runs_once_per_value() {
-        let mut mp = with_status(pipeline(), ModelPipelineStatus {
-            challenger: Some(challenger(ChallengerState::Rejected, "fp1")),
-            ..Default::default()
-        });
-        mp.metadata.annotations = Some([(ANNOTATION_FORCE_RUN.to_string(), "t1".to_string())].into());
-        let obs = observed(Some(Ok(DataListing { fingerprint: "fp1".into(), objects: 3 })));
+        let mut mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                challenger: Some(challenger(ChallengerState::Rejected, "fp1")),
+                ..Default::default()
+            },
+        );
+        mp.metadata.annotations =
+            Some([(ANNOTATION_FORCE_RUN.to_string(), "t1".to_string())].into());
+        let obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
         assert!(matches!(plan(&mp, &obs), Step::Launch { forced: Some(t), .. } if t == "t1"));
         if let Some(s) = mp.status.as_mut() {
             s.last_forced_run = Some("t1".into());
@@ -440,46 +768,87 @@ mod tests {
             reason: "first".into(),
             time: Time(Timestamp::UNIX_EPOCH),
         };
-        let mut mp = with_status(pipeline(), ModelPipelineStatus {
-            champion: Some(champion("cur000000001", 0.7)),
-            history: vec![entry.clone()],
-            ..Default::default()
-        });
-        mp.metadata.annotations = Some([(ANNOTATION_ROLLBACK_TO.to_string(), "old000000001".to_string())].into());
+        let mut mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                champion: Some(champion("cur000000001", 0.7)),
+                history: vec![entry.clone()],
+                ..Default::default()
+            },
+        );
+        mp.metadata.annotations = Some(
+            [(
+                ANNOTATION_ROLLBACK_TO.to_string(),
+                "old000000001".to_string(),
+            )]
+            .into(),
+        );
         let obs = observed(None);
-        assert_eq!(plan(&mp, &obs), Step::Rollback { entry, request: "old000000001".into() });
-        mp.metadata.annotations = Some([(ANNOTATION_ROLLBACK_TO.to_string(), "nope".to_string())].into());
-        assert!(matches!(plan(&mp, &obs), Step::RefuseRollback { reason, .. } if reason.contains("not a promoted")));
+        assert_eq!(
+            plan(&mp, &obs),
+            Step::Rollback {
+                entry,
+                request: "old000000001".into()
+            }
+        );
+        mp.metadata.annotations =
+            Some([(ANNOTATION_ROLLBACK_TO.to_string(), "nope".to_string())].into());
+        assert!(
+            matches!(plan(&mp, &obs), Step::RefuseRollback { reason, .. } if reason.contains("not a promoted"))
+        );
         if let Some(s) = mp.status.as_mut() {
             s.last_rollback_to = Some("nope".into());
         }
-        assert!(!matches!(plan(&mp, &obs), Step::RefuseRollback { .. } | Step::Rollback { .. }));
+        assert!(!matches!(
+            plan(&mp, &obs),
+            Step::RefuseRollback { .. } | Step::Rollback { .. }
+        ));
     }
 
     #[test]
     fn rollout_completes_fails_or_waits() {
-        let mp = with_status(pipeline(), ModelPipelineStatus {
-            champion: Some(champion("new000000001", 0.8)),
-            rollout: Some(RolloutStatus {
-                version: "new000000001".into(),
-                previous: Some(champion("old000000001", 0.7)),
-                started_at: Time(Timestamp::UNIX_EPOCH),
-                data_seen_at: None,
-                cause: Outcome::Promoted,
-            }),
-            ..Default::default()
-        });
+        let mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                champion: Some(champion("new000000001", 0.8)),
+                rollout: Some(RolloutStatus {
+                    version: "new000000001".into(),
+                    previous: Some(champion("old000000001", 0.7)),
+                    started_at: Time(Timestamp::UNIX_EPOCH),
+                    data_seen_at: None,
+                    cause: Outcome::Promoted,
+                }),
+                ..Default::default()
+            },
+        );
         let mut obs = observed(None);
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(5);
-        let view = |v: &str, rollout| Some(DeploymentView { version: Some(v.into()), rollout });
+        let view = |v: &str, rollout| {
+            Some(DeploymentView {
+                version: Some(v.into()),
+                rollout,
+            })
+        };
         obs.deployment = view("new000000001", RolloutState::Progressing);
         assert_eq!(plan(&mp, &obs), Step::WaitRollout);
         obs.deployment = view("new000000001", RolloutState::Complete);
         assert_eq!(plan(&mp, &obs), Step::RolloutComplete);
         obs.deployment = view("old000000001", RolloutState::Complete);
-        assert_eq!(plan(&mp, &obs), Step::WaitRollout, "the old version being available is not the new rollout");
-        obs.deployment = view("new000000001", RolloutState::Failed("ProgressDeadlineExceeded".into()));
-        assert_eq!(plan(&mp, &obs), Step::RolloutFailed { reason: "ProgressDeadlineExceeded".into() });
+        assert_eq!(
+            plan(&mp, &obs),
+            Step::WaitRollout,
+            "the old version being available is not the new rollout"
+        );
+        obs.deployment = view(
+            "new000000001",
+            RolloutState::Failed("ProgressDeadlineExceeded".into()),
+        );
+        assert_eq!(
+            plan(&mp, &obs),
+            Step::RolloutFailed {
+                reason: "ProgressDeadlineExceeded".into()
+            }
+        );
         obs.deployment = view("new000000001", RolloutState::Progressing);
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1000);
         assert!(matches!(plan(&mp, &obs), Step::RolloutFailed { .. }));
@@ -489,22 +858,47 @@ mod tests {
     fn suspended_pipeline_does_nothing_else() {
         let mut mp = pipeline();
         mp.spec.suspend = true;
-        let obs = observed(Some(Ok(DataListing { fingerprint: "fp1".into(), objects: 3 })));
+        let obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
         assert_eq!(plan(&mp, &obs), Step::Suspended);
     }
 
     #[test]
     fn missing_predictor_is_applied_again() {
-        let mut mp = with_status(pipeline(), ModelPipelineStatus {
-            champion: Some(champion("cur000000001", 0.7)),
-            challenger: Some(challenger(ChallengerState::Promoted, "fp1")),
-            observed_generation: Some(1),
-            ..Default::default()
-        });
+        let mut mp = with_status(
+            pipeline(),
+            ModelPipelineStatus {
+                champion: Some(champion("cur000000001", 0.7)),
+                challenger: Some(challenger(ChallengerState::Promoted, "fp1")),
+                observed_generation: Some(1),
+                ..Default::default()
+            },
+        );
         mp.metadata.generation = Some(1);
-        let mut obs = observed(Some(Ok(DataListing { fingerprint: "fp1".into(), objects: 3 })));
+        let mut obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp1".into(),
+            objects: 3,
+        })));
         assert_eq!(plan(&mp, &obs), Step::EnsurePredictor);
-        obs.deployment = Some(DeploymentView { version: Some("cur000000001".into()), rollout: RolloutState::Complete });
+        obs.deployment = Some(DeploymentView {
+            version: Some("cur000000001".into()),
+            rollout: RolloutState::Complete,
+        });
         assert_eq!(plan(&mp, &obs), Step::Idle);
+        // A deleted predictor is restored first, even while a run trains.
+        if let Some(st) = mp.status.as_mut() {
+            st.challenger = Some(challenger(ChallengerState::Training, "fp2"));
+        }
+        let serving = obs.deployment.take();
+        assert_eq!(plan(&mp, &obs), Step::EnsurePredictor);
+        obs.deployment = serving;
+        mp.metadata.generation = Some(2);
+        assert_eq!(
+            plan(&mp, &obs),
+            Step::EnsurePredictor,
+            "a spec change reaches the predictor"
+        );
     }
 }

@@ -1,9 +1,16 @@
-//! Kubernetes Events (events.k8s.io/v1) about a pipeline. Publishing is best effort: a lost
-//! Event is logged, it never fails a reconcile.
+//! Kubernetes Events (events.k8s.io/v1) about a pipeline.
+//!
+//! Every Event is created on its own. kube's `Recorder` folds repeats of a reason into the
+//! first Event's series and keeps that first note, which would hide the scores of the second
+//! rejected candidate; each of ours carries different facts, so none is folded. Publishing is
+//! best effort: a lost Event is logged, it never fails a reconcile.
 
 use champion_api::ModelPipeline;
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
 
 /// Event reasons the operator emits.
 pub mod reason {
@@ -16,17 +23,114 @@ pub mod reason {
     pub const ROLLBACK_REFUSED: &str = "RollbackRefused";
 }
 
+/// Who reports the Events.
+#[derive(Clone)]
+pub struct Publisher {
+    client: kube::Client,
+    controller: String,
+    instance: String,
+}
+
+impl Publisher {
+    pub fn new(
+        client: kube::Client,
+        controller: impl Into<String>,
+        instance: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            controller: controller.into(),
+            instance: instance.into(),
+        }
+    }
+
+    /// The Event object for `mp` at `now`.
+    pub fn event(
+        &self,
+        mp: &ModelPipeline,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Event {
+        let name = mp.name_any();
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: mp.namespace(),
+                ..ObjectMeta::default()
+            },
+            action: Some(action.to_string()),
+            reason: Some(reason.to_string()),
+            // The API server refuses notes above 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(mp.object_ref(&())),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        }
+    }
+}
+
 /// Publishes one Event regarding `mp`.
-pub async fn publish(recorder: &Recorder, mp: &ModelPipeline, warning: bool, reason: &str, action: &str, note: String) {
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.to_string(),
-        // The API server refuses notes above 1 kB.
-        note: Some(note.chars().take(1000).collect()),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &mp.object_ref(&())).await {
+pub async fn publish(
+    publisher: &Publisher,
+    mp: &ModelPipeline,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = publisher.event(mp, warning, reason, action, &note, Timestamp::now());
+    let api: Api<Event> = Api::namespaced(
+        publisher.client.clone(),
+        &mp.namespace().unwrap_or_default(),
+    );
+    if let Err(error) = api.create(&PostParams::default(), &event).await {
         tracing::warn!(%error, reason, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::pipeline;
+
+    #[tokio::test]
+    async fn event_regards_the_pipeline_and_names_the_reporter() {
+        let (svc, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let p = Publisher::new(
+            kube::Client::new(svc, "default"),
+            "champion-operator",
+            "pod-a",
+        );
+        let mp = pipeline();
+        let long = "x".repeat(2000);
+        let e = p.event(
+            &mp,
+            true,
+            reason::CANDIDATE_REJECTED,
+            "Evaluate",
+            &long,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+            Some("ModelPipeline")
+        );
+        assert_eq!(
+            e.regarding.as_ref().and_then(|r| r.uid.as_deref()),
+            Some("uid-wine")
+        );
+        assert_eq!(e.reporting_instance.as_deref(), Some("pod-a"));
+        assert_eq!(e.note.map(|n| n.len()), Some(1000));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
     }
 }

@@ -9,15 +9,17 @@ use champion_api::{
     ChampionStatus, DataSpec, HostPathVolume, Metric, ModelPipeline, ModelPipelineSpec,
     ModelStoreSpec, SecretRef, StoreVolume,
 };
-use champion_model::{Durations, MetricName, Metrics as ModelMetrics, REPORT_FORMAT_VERSION, Report, RowCounts};
+use champion_model::{
+    Durations, MetricName, Metrics as ModelMetrics, REPORT_FORMAT_VERSION, Report, RowCounts,
+};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
-use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::{reflector, watcher};
 use prometheus::Registry;
 use tower_test::mock::{self, Handle};
@@ -36,11 +38,15 @@ pub fn pipeline() -> ModelPipeline {
             test_data_uri: None,
             positive_above: Some(5.0),
             drop_columns: vec!["Id".into()],
-            secret_ref: Some(SecretRef { name: "store-creds".into() }),
+            secret_ref: Some(SecretRef {
+                name: "store-creds".into(),
+            }),
         },
         model_store: ModelStoreSpec {
             uri: "file:///models".into(),
-            secret_ref: Some(SecretRef { name: "store-creds".into() }),
+            secret_ref: Some(SecretRef {
+                name: "store-creds".into(),
+            }),
         },
         trainer: champion_api::TrainerSpec {
             params: BTreeMap::from([("nEstimators".to_string(), "20".to_string())]),
@@ -53,7 +59,9 @@ pub fn pipeline() -> ModelPipeline {
             name: "store".into(),
             mount_path: "/data".into(),
             persistent_volume_claim: None,
-            host_path: Some(HostPathVolume { path: "/var/champion".into() }),
+            host_path: Some(HostPathVolume {
+                path: "/var/champion".into(),
+            }),
         }],
         history_limit: 10,
         suspend: false,
@@ -83,7 +91,13 @@ pub fn champion(version: &str, score: f64) -> ChampionStatus {
 
 /// What a reconcile saw, with nothing but the data listing.
 pub fn observed(data: Option<Result<DataListing, String>>) -> Observed {
-    Observed { now: Timestamp::UNIX_EPOCH, data, jobs: Vec::new(), deployment: None }
+    Observed {
+        now: Timestamp::UNIX_EPOCH,
+        data,
+        jobs: Vec::new(),
+        deployment: None,
+        run_slots: None,
+    }
 }
 
 fn model_metrics(score: f64) -> ModelMetrics {
@@ -98,7 +112,12 @@ fn model_metrics(score: f64) -> ModelMetrics {
 }
 
 /// A report.json of a run that wrote `version`, scored in f1Macro.
-pub fn report(version: &str, score: f64, champion_score: Option<f64>, champion_version: Option<&str>) -> Report {
+pub fn report(
+    version: &str,
+    score: f64,
+    champion_score: Option<f64>,
+    champion_version: Option<&str>,
+) -> Report {
     Report {
         format_version: REPORT_FORMAT_VERSION,
         model_version: version.into(),
@@ -134,10 +153,18 @@ pub async fn expect_request(
     handle: &mut ApiHandle,
     respond: impl FnOnce(&Seen) -> (u16, serde_json::Value),
 ) -> Seen {
-    let (req, send) = handle.next_request().await.expect("the reconcile sent another request");
+    let (req, send) = handle
+        .next_request()
+        .await
+        .expect("the reconcile sent another request");
     let method = req.method().clone();
     let uri = req.uri().to_string();
-    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     let seen = Seen { method, uri, body };
     let (status, reply) = respond(&seen);
@@ -150,9 +177,12 @@ pub async fn expect_request(
 }
 
 impl Context {
-    /// A context with a mocked client, caches holding `jobs` (and no Deployment), and fresh
-    /// metrics.
-    pub fn test(cached_jobs: Vec<Job>) -> (Arc<Context>, ApiHandle, Registry) {
+    /// A context with a mocked client, caches holding `cached_jobs` and `cached_deployments`,
+    /// and fresh metrics.
+    pub fn test(
+        cached_jobs: Vec<Job>,
+        cached_deployments: Vec<Deployment>,
+    ) -> (Arc<Context>, ApiHandle, Registry) {
         let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(svc, "default");
         let registry = Registry::new();
@@ -161,15 +191,34 @@ impl Context {
         for job in cached_jobs {
             job_writer.apply_watcher_event(&watcher::Event::Apply(job));
         }
-        let (deployments, _) = reflector::store();
+        let (deployments, mut deployment_writer) = reflector::store();
+        for d in cached_deployments {
+            deployment_writer.apply_watcher_event(&watcher::Event::Apply(d));
+        }
         let ctx = Context {
             client: client.clone(),
             jobs,
             deployments,
             caches_ready: Arc::new(AtomicBool::new(true)),
-            recorder: Recorder::new(client, Reporter { controller: "champion-operator".into(), instance: Some("test".into()) }),
+            max_runs: None,
+            events: crate::events::Publisher::new(client, "champion-operator", "test"),
             metrics,
         };
         (Arc::new(ctx), handle, registry)
     }
+}
+
+/// The predictor Deployment of `mp` serving `champion`, fully rolled out.
+pub fn serving_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deployment {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    let mut d = crate::build::build_deployment(mp, champion);
+    d.metadata.generation = Some(1);
+    d.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(1),
+        updated_replicas: Some(1),
+        available_replicas: Some(1),
+        ..DeploymentStatus::default()
+    });
+    d
 }

@@ -60,7 +60,11 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(identity: impl Into<String>, lease_duration: Duration) -> Self {
-        Self { identity: identity.into(), lease_duration, observed: None }
+        Self {
+            identity: identity.into(),
+            lease_duration,
+            observed: None,
+        }
     }
 
     /// Decides the action for the Lease as read at `now` (our clock).
@@ -76,7 +80,9 @@ impl Elector {
                 now
             }
         };
-        let Some(holder) = &record.holder else { return LeaseAction::Acquire };
+        let Some(holder) = &record.holder else {
+            return LeaseAction::Acquire;
+        };
         if *holder == self.identity {
             return LeaseAction::Renew;
         }
@@ -87,16 +93,30 @@ impl Elector {
         if now.duration_since(seen_at) >= SignedDuration::from_secs(secs) {
             LeaseAction::Acquire
         } else {
-            LeaseAction::Follow { holder: holder.clone() }
+            LeaseAction::Follow {
+                holder: holder.clone(),
+            }
         }
     }
 }
 
 /// The Lease after `action` by `identity` at `now`; `base` is the Lease as read (keeps its
 /// resourceVersion for the optimistic-concurrency write).
-pub fn desired_lease(base: Option<&Lease>, name: &str, ns: &str, identity: &str, duration: Duration, action: &LeaseAction, now: Timestamp) -> Lease {
+pub fn desired_lease(
+    base: Option<&Lease>,
+    name: &str,
+    ns: &str,
+    identity: &str,
+    duration: Duration,
+    action: &LeaseAction,
+    now: Timestamp,
+) -> Lease {
     let mut lease = base.cloned().unwrap_or_else(|| Lease {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
         spec: None,
     });
     let mut spec = lease.spec.take().unwrap_or_default();
@@ -142,15 +162,29 @@ pub struct LeaseConfig {
 }
 
 /// One round: read the Lease, decide, write. Returns whether we hold the Lease afterwards.
-pub async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaseConfig, elector: &mut Elector) -> Result<bool, kube::Error> {
+pub async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    elector: &mut Elector,
+) -> Result<bool, kube::Error> {
     let current = api.get_opt(&cfg.name).await?;
     let now = Timestamp::now();
     let action = elector.decide(current.as_ref().map(LeaseRecord::of).as_ref(), now);
-    let lease = desired_lease(current.as_ref(), &cfg.name, &cfg.namespace, &cfg.identity, cfg.lease_duration, &action, now);
+    let lease = desired_lease(
+        current.as_ref(),
+        &cfg.name,
+        &cfg.namespace,
+        &cfg.identity,
+        cfg.lease_duration,
+        &action,
+        now,
+    );
     let written = match action {
         LeaseAction::Follow { .. } => return Ok(false),
         LeaseAction::Create => api.create(&PostParams::default(), &lease).await,
-        LeaseAction::Renew | LeaseAction::Acquire => api.replace(&cfg.name, &PostParams::default(), &lease).await,
+        LeaseAction::Renew | LeaseAction::Acquire => {
+            api.replace(&cfg.name, &PostParams::default(), &lease).await
+        }
     };
     match written {
         Ok(_) => Ok(true),
@@ -163,20 +197,30 @@ pub async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaseConfig, elector: 
 /// Gives the Lease up (on shutdown) so a standby takes over at its next round instead of
 /// waiting for the lease to expire.
 pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Error> {
-    let Some(mut lease) = api.get_opt(&cfg.name).await? else { return Ok(()) };
-    let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+    let Some(mut lease) = api.get_opt(&cfg.name).await? else {
+        return Ok(());
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return Ok(());
+    };
     if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
         return Ok(());
     }
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
-    api.replace(&cfg.name, &PostParams::default(), &lease).await?;
+    api.replace(&cfg.name, &PostParams::default(), &lease)
+        .await?;
     Ok(())
 }
 
 /// Runs the election until `shutdown` resolves, publishing leadership on `leader`. A leader
 /// that cannot renew within the lease duration steps down (sends `false`).
-pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leader: watch::Sender<bool>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    leader: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut elector = Elector::new(cfg.identity.clone(), cfg.lease_duration);
     let mut last_renew: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
@@ -190,7 +234,9 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leader: watch::Sender<bool>,
             Err(error) => {
                 tracing::warn!(%error, lease = %cfg.name, "reading or renewing the Lease failed");
                 // Keep leading only while the last renewal is still valid.
-                last_renew.is_some_and(|t| t.elapsed() < cfg.lease_duration.saturating_sub(cfg.retry_period))
+                last_renew.is_some_and(|t| {
+                    t.elapsed() < cfg.lease_duration.saturating_sub(cfg.retry_period)
+                })
             }
         };
         if !holding {
@@ -226,7 +272,12 @@ mod tests {
     }
 
     fn record(holder: Option<&str>, renewed: i64) -> LeaseRecord {
-        LeaseRecord { holder: holder.map(str::to_string), renew_time: Some(at(renewed)), duration_seconds: Some(15), transitions: 3 }
+        LeaseRecord {
+            holder: holder.map(str::to_string),
+            renew_time: Some(at(renewed)),
+            duration_seconds: Some(15),
+            transitions: 3,
+        }
     }
 
     #[test]
@@ -238,8 +289,14 @@ mod tests {
     #[test]
     fn holder_renews_and_free_lease_is_acquired() {
         let mut e = Elector::new("a", Duration::from_secs(15));
-        assert_eq!(e.decide(Some(&record(Some("a"), 0)), at(1)), LeaseAction::Renew);
-        assert_eq!(e.decide(Some(&record(None, 0)), at(2)), LeaseAction::Acquire);
+        assert_eq!(
+            e.decide(Some(&record(Some("a"), 0)), at(1)),
+            LeaseAction::Renew
+        );
+        assert_eq!(
+            e.decide(Some(&record(None, 0)), at(2)),
+            LeaseAction::Acquire
+        );
     }
 
     #[test]
@@ -247,12 +304,24 @@ mod tests {
         let mut e = Elector::new("b", Duration::from_secs(15));
         // The holder's clock is far ahead: its renew time must not matter, only when b saw it.
         let r = record(Some("a"), 10_000);
-        assert_eq!(e.decide(Some(&r), at(100)), LeaseAction::Follow { holder: "a".into() });
-        assert_eq!(e.decide(Some(&r), at(114)), LeaseAction::Follow { holder: "a".into() });
+        assert_eq!(
+            e.decide(Some(&r), at(100)),
+            LeaseAction::Follow { holder: "a".into() }
+        );
+        assert_eq!(
+            e.decide(Some(&r), at(114)),
+            LeaseAction::Follow { holder: "a".into() }
+        );
         // A renewal resets the follower's timer.
         let renewed = record(Some("a"), 10_005);
-        assert_eq!(e.decide(Some(&renewed), at(114)), LeaseAction::Follow { holder: "a".into() });
-        assert_eq!(e.decide(Some(&renewed), at(128)), LeaseAction::Follow { holder: "a".into() });
+        assert_eq!(
+            e.decide(Some(&renewed), at(114)),
+            LeaseAction::Follow { holder: "a".into() }
+        );
+        assert_eq!(
+            e.decide(Some(&renewed), at(128)),
+            LeaseAction::Follow { holder: "a".into() }
+        );
         // No renewal for a full lease duration: the leader is gone.
         assert_eq!(e.decide(Some(&renewed), at(129)), LeaseAction::Acquire);
     }
@@ -260,8 +329,16 @@ mod tests {
     #[test]
     fn acquiring_counts_a_transition_and_renewing_does_not() {
         let base = Lease {
-            metadata: ObjectMeta { name: Some("l".into()), resource_version: Some("7".into()), ..ObjectMeta::default() },
-            spec: Some(LeaseSpec { holder_identity: Some("a".into()), lease_transitions: Some(3), ..LeaseSpec::default() }),
+            metadata: ObjectMeta {
+                name: Some("l".into()),
+                resource_version: Some("7".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("a".into()),
+                lease_transitions: Some(3),
+                ..LeaseSpec::default()
+            }),
         };
         let d = Duration::from_secs(15);
         let acquired = desired_lease(Some(&base), "l", "ns", "b", d, &LeaseAction::Acquire, at(5));
@@ -269,7 +346,11 @@ mod tests {
         assert_eq!(spec.holder_identity.as_deref(), Some("b"));
         assert_eq!(spec.lease_transitions, Some(4));
         assert_eq!(spec.acquire_time, Some(MicroTime(at(5))));
-        assert_eq!(acquired.metadata.resource_version.as_deref(), Some("7"), "write is conditional on what was read");
+        assert_eq!(
+            acquired.metadata.resource_version.as_deref(),
+            Some("7"),
+            "write is conditional on what was read"
+        );
         let renewed = desired_lease(Some(&base), "l", "ns", "a", d, &LeaseAction::Renew, at(6));
         let spec = renewed.spec.unwrap_or_default();
         assert_eq!(spec.lease_transitions, Some(3));
@@ -288,7 +369,12 @@ mod tests {
 
     async fn body_json(req: Request<Body>) -> serde_json::Value {
         use http_body_util::BodyExt;
-        let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
     }
 
@@ -311,11 +397,17 @@ mod tests {
         let server = tokio::spawn(async move {
             let (req, send) = handle.next_request().await.expect("GET the lease");
             assert_eq!(req.method(), Method::GET);
-            assert_eq!(req.uri().path(), "/apis/coordination.k8s.io/v1/namespaces/champion-system/leases/champion-operator");
+            assert_eq!(
+                req.uri().path(),
+                "/apis/coordination.k8s.io/v1/namespaces/champion-system/leases/champion-operator"
+            );
             send.send_response(json_response(404, not_found()));
             let (req, send) = handle.next_request().await.expect("POST the lease");
             assert_eq!(req.method(), Method::POST);
-            assert_eq!(req.uri().path(), "/apis/coordination.k8s.io/v1/namespaces/champion-system/leases");
+            assert_eq!(
+                req.uri().path(),
+                "/apis/coordination.k8s.io/v1/namespaces/champion-system/leases"
+            );
             let body = body_json(req).await;
             assert_eq!(body["spec"]["holderIdentity"], "pod-b");
             assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
@@ -323,7 +415,9 @@ mod tests {
             send.send_response(json_response(201, body));
         });
         let mut e = Elector::new("pod-b", Duration::from_secs(15));
-        let held = try_acquire_or_renew(&api, &config(), &mut e).await.expect("round succeeds");
+        let held = try_acquire_or_renew(&api, &config(), &mut e)
+            .await
+            .expect("round succeeds");
         assert!(held);
         server.await.expect("server assertions hold");
     }
@@ -344,15 +438,61 @@ mod tests {
             let (req, send) = handle.next_request().await.expect("PUT the lease");
             assert_eq!(req.method(), Method::PUT);
             let body = body_json(req).await;
-            assert_eq!(body["metadata"]["resourceVersion"], "41", "conditional on the version read");
+            assert_eq!(
+                body["metadata"]["resourceVersion"], "41",
+                "conditional on the version read"
+            );
             assert_eq!(body["spec"]["holderIdentity"], "pod-b");
             assert_eq!(body["spec"]["leaseTransitions"], 3);
             let conflict = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"});
             send.send_response(json_response(409, conflict));
         });
         let mut e = Elector::new("pod-b", Duration::from_secs(15));
-        let held = try_acquire_or_renew(&api, &config(), &mut e).await.expect("a conflict is not an error");
+        let held = try_acquire_or_renew(&api, &config(), &mut e)
+            .await
+            .expect("a conflict is not an error");
         assert!(!held);
         server.await.expect("server assertions hold");
+    }
+
+    #[tokio::test]
+    async fn leader_announces_itself_and_releases_the_lease_on_shutdown() {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "champion-system");
+        let api: Api<Lease> = Api::namespaced(client, "champion-system");
+        let (leader_tx, mut leader_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let election = tokio::spawn(run(api, config(), leader_tx, async move {
+            let _ = stop_rx.await;
+        }));
+        // Round one: no Lease, create it.
+        let (_, send) = handle.next_request().await.expect("GET the lease");
+        send.send_response(json_response(404, not_found()));
+        let (req, send) = handle.next_request().await.expect("POST the lease");
+        let created = body_json(req).await;
+        send.send_response(json_response(201, created.clone()));
+        tokio::time::timeout(Duration::from_secs(5), leader_rx.wait_for(|l| *l))
+            .await
+            .expect("leadership is announced")
+            .expect("sender alive");
+        // Shutdown: the leader hands the Lease back.
+        let _ = stop_tx.send(());
+        let (req, send) = handle.next_request().await.expect("GET before release");
+        assert_eq!(req.method(), Method::GET);
+        let mut held = created;
+        held["metadata"]["resourceVersion"] = serde_json::json!("5");
+        send.send_response(json_response(200, held.clone()));
+        let (req, send) = handle.next_request().await.expect("PUT the release");
+        assert_eq!(req.method(), Method::PUT);
+        let body = body_json(req).await;
+        assert!(body["spec"]["holderIdentity"].is_null(), "released: {body}");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 1);
+        assert_eq!(body["metadata"]["resourceVersion"], "5");
+        send.send_response(json_response(200, body));
+        tokio::time::timeout(Duration::from_secs(5), election)
+            .await
+            .expect("the election loop ends")
+            .expect("no panic");
+        assert!(!*leader_rx.borrow(), "not leading after release");
     }
 }

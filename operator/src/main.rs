@@ -34,7 +34,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus::Registry;
 use tokio::sync::watch;
@@ -43,8 +42,14 @@ use crate::controller::{Context, error_policy, reconcile};
 
 /// Command line and environment of the operator.
 #[derive(Parser, Debug)]
-#[command(name = "operator", about = "champion: keeps ModelPipeline models fresh")]
+#[command(
+    name = "operator",
+    about = "champion: keeps ModelPipeline models fresh"
+)]
 struct Args {
+    /// Address the metrics server binds (all interfaces in a pod; 127.0.0.1 when run locally).
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0")]
+    metrics_address: std::net::IpAddr,
     /// Port of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
     metrics_port: u16,
@@ -73,6 +78,9 @@ struct Args {
     /// Pipelines reconciled at the same time.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Trainer Jobs running at once across all pipelines (0: no limit). Due runs wait.
+    #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = 8)]
+    max_concurrent_runs: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     log_json: bool,
@@ -95,28 +103,51 @@ struct Health {
     ready: AtomicBool,
 }
 
-async fn serve_http(req: Request<Incoming>, health: Arc<Health>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let text = |code: StatusCode, body: &'static str| {
-        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *r.status_mut() = code;
-        r
-    };
-    Ok(match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if health.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+/// The answer to a request for `path`: status, content type and body.
+fn route(path: &str, health: &Health) -> (StatusCode, &'static str, Bytes) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/healthz" => (StatusCode::OK, TEXT, Bytes::from_static(b"ok\n")),
+        "/readyz" if health.ready.load(Ordering::Acquire) => {
+            (StatusCode::OK, TEXT, Bytes::from_static(b"ready\n"))
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Bytes::from_static(b"not ready\n"),
+        ),
         "/metrics" => match metrics::render(&health.registry) {
-            Ok(body) => {
-                let mut r = Response::new(Full::new(Bytes::from(body)));
-                if let Ok(v) = http::HeaderValue::from_str("text/plain; version=0.0.4") {
-                    r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-                }
-                r
-            }
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n"),
+            Ok(body) => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(body),
+            ),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                Bytes::from_static(b"encoding metrics failed\n"),
+            ),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    })
+        _ => (
+            StatusCode::NOT_FOUND,
+            TEXT,
+            Bytes::from_static(b"not found\n"),
+        ),
+    }
+}
+
+async fn serve_http(
+    req: Request<Incoming>,
+    health: Arc<Health>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = route(req.uri().path(), &health);
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Ok(response)
 }
 
 async fn run_http(listener: tokio::net::TcpListener, health: Arc<Health>) {
@@ -131,7 +162,10 @@ async fn run_http(listener: tokio::net::TcpListener, health: Arc<Health>) {
         let health = health.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| serve_http(req, health.clone()));
-            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
                 tracing::debug!(%error, "metrics connection ended with an error");
             }
         });
@@ -163,7 +197,10 @@ async fn shutdown_signal() {
 
 fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     match ns {
@@ -173,14 +210,22 @@ where
 }
 
 async fn run(args: Args) -> Result<(), MainError> {
-    let client = kube::Client::try_default().await.map_err(MainError::Client)?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(MainError::Client)?;
     let registry = Registry::new();
     let metrics = metrics::Metrics::register(&registry).map_err(MainError::Metrics)?;
-    let health = Arc::new(Health { registry, ready: AtomicBool::new(false) });
-    let addr = SocketAddr::from(([0, 0, 0, 0], args.metrics_port));
+    let health = Arc::new(Health {
+        registry,
+        ready: AtomicBool::new(false),
+    });
+    let addr = SocketAddr::new(args.metrics_address, args.metrics_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| MainError::Bind { port: args.metrics_port, source })?;
+        .map_err(|source| MainError::Bind {
+            port: args.metrics_port,
+            source,
+        })?;
     tokio::spawn(run_http(listener, health.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -198,17 +243,26 @@ async fn run(args: Args) -> Result<(), MainError> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "champion-operator".to_string());
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
+    let mut election = None;
     if args.leader_elect {
         let cfg = lease::LeaseConfig {
             name: args.lease_name.clone(),
             namespace: args.lease_namespace.clone(),
             identity: identity.clone(),
             lease_duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
-            retry_period: Duration::from_secs(args.lease_retry_seconds.clamp(1, args.lease_duration_seconds.max(2) / 2)),
+            retry_period: Duration::from_secs(
+                args.lease_retry_seconds
+                    .clamp(1, args.lease_duration_seconds.max(2) / 2),
+            ),
         };
         tracing::info!(lease = %cfg.name, namespace = %cfg.namespace, %identity, "joining leader election");
         let leases: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
-        tokio::spawn(lease::run(leases, cfg, leader_tx, stopped(stop_rx.clone())));
+        election = Some(tokio::spawn(lease::run(
+            leases,
+            cfg,
+            leader_tx,
+            stopped(stop_rx.clone()),
+        )));
     }
     health.ready.store(true, Ordering::Release);
 
@@ -223,28 +277,35 @@ async fn run(args: Args) -> Result<(), MainError> {
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let (jobs, job_writer) = reflector::store::<Job>();
     let (deployments, deployment_writer) = reflector::store::<Deployment>();
-    let job_stream = reflector(job_writer, watcher(api::<Job>(&client, ns), managed.clone()))
-        .default_backoff()
-        .touched_objects();
-    let deployment_stream = reflector(deployment_writer, watcher(api::<Deployment>(&client, ns), managed.clone()))
-        .default_backoff()
-        .touched_objects();
+    let job_stream = reflector(
+        job_writer,
+        watcher(api::<Job>(&client, ns), managed.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let deployment_stream = reflector(
+        deployment_writer,
+        watcher(api::<Deployment>(&client, ns), managed.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
     let caches_ready = Arc::new(AtomicBool::new(false));
     {
         let (jobs, deployments, flag) = (jobs.clone(), deployments.clone(), caches_ready.clone());
         tokio::spawn(async move {
-            if jobs.wait_until_ready().await.is_ok() && deployments.wait_until_ready().await.is_ok() {
+            if jobs.wait_until_ready().await.is_ok() && deployments.wait_until_ready().await.is_ok()
+            {
                 flag.store(true, Ordering::Release);
             }
         });
     }
-    let reporter = Reporter { controller: "champion-operator".into(), instance: Some(identity.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
         jobs,
         deployments,
         caches_ready,
-        recorder: Recorder::new(client.clone(), reporter),
+        max_runs: (args.max_concurrent_runs > 0).then_some(args.max_concurrent_runs),
+        events: events::Publisher::new(client.clone(), "champion-operator", identity.clone()),
         metrics,
     });
 
@@ -258,21 +319,28 @@ async fn run(args: Args) -> Result<(), MainError> {
             }
         }
     };
-    Controller::new(api::<ModelPipeline>(&client, ns), watcher::Config::default())
-        .owns_stream(job_stream)
-        .owns_stream(deployment_stream)
-        .owns(api::<Service>(&client, ns), managed)
-        .with_config(ControllerConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(stop_controller)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "controller event");
-            }
-        })
-        .await;
+    Controller::new(
+        api::<ModelPipeline>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns_stream(job_stream)
+    .owns_stream(deployment_stream)
+    .owns(api::<Service>(&client, ns), managed)
+    .with_config(ControllerConfig::default().concurrency(args.concurrency))
+    .graceful_shutdown_on(stop_controller)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "controller event");
+        }
+    })
+    .await;
     if lost.load(Ordering::Acquire) {
         return Err(MainError::LeadershipLost);
+    }
+    // Let the election release the Lease, so a standby takes over at once.
+    if let Some(election) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     }
     Ok(())
 }
@@ -294,5 +362,43 @@ async fn main() -> std::process::ExitCode {
             tracing::error!(%error, "operator stopped");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_endpoints_and_metrics() {
+        let registry = Registry::new();
+        let m = metrics::Metrics::register(&registry).expect("metrics register");
+        m.promotions.inc();
+        let health = Health {
+            registry,
+            ready: AtomicBool::new(false),
+        };
+        assert_eq!(route("/healthz", &health).0, StatusCode::OK);
+        assert_eq!(route("/readyz", &health).0, StatusCode::SERVICE_UNAVAILABLE);
+        health.ready.store(true, Ordering::Release);
+        assert_eq!(route("/readyz", &health).0, StatusCode::OK);
+        let (status, _, body) = route("/metrics", &health);
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).contains("champion_promotions_total 1"));
+        assert_eq!(route("/nope", &health).0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn flags_have_documented_defaults() {
+        let args = Args::try_parse_from(["operator"]).expect("no flags needed");
+        assert_eq!(args.metrics_port, 8080);
+        assert!(args.leader_elect);
+        assert_eq!(args.lease_name, "champion-operator");
+        assert_eq!(args.namespace, None);
+        let args =
+            Args::try_parse_from(["operator", "--leader-elect", "false", "--namespace", "ml"])
+                .expect("flags parse");
+        assert!(!args.leader_elect);
+        assert_eq!(args.namespace.as_deref(), Some("ml"));
     }
 }

@@ -80,7 +80,9 @@ impl Metrics {
 
     /// Times one reconcile; the histogram is observed when the guard drops.
     pub fn reconcile_timer(&self) -> prometheus::HistogramTimer {
-        self.reconcile_duration.with_label_values::<&str>(&[]).start_timer()
+        self.reconcile_duration
+            .with_label_values::<&str>(&[])
+            .start_timer()
     }
 }
 
@@ -101,12 +103,26 @@ mod tests {
         let m = Metrics::register(&registry).expect("metrics register once");
         m.reconciles.with_label_values(&["ok"]).inc();
         m.training_runs.with_label_values(&["started"]).inc();
-        m.champion_score.with_label_values(&["default", "wine"]).set(0.8);
+        m.champion_score
+            .with_label_values(&["default", "wine"])
+            .set(0.8);
         drop(m.reconcile_timer());
         let text = String::from_utf8(render(&registry).expect("renders")).expect("utf-8");
-        assert!(text.contains("champion_reconciles_total{result=\"ok\"} 1"), "{text}");
-        assert!(text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.8"), "{text}");
-        assert!(text.contains("champion_reconcile_duration_seconds_count 1"), "{text}");
-        assert!(Metrics::register(&registry).is_err(), "double registration is refused");
+        assert!(
+            text.contains("champion_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("champion_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            Metrics::register(&registry).is_err(),
+            "double registration is refused"
+        );
     }
 }

@@ -8,7 +8,7 @@ use champion_api::{
     ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION, LABEL_PIPELINE, ModelPipeline, SecretRef,
 };
 use champion_model::{REPORT_FILE_NAME, Report};
-use champion_store::{Store, fingerprint};
+use champion_store::{Store, StoreError, fingerprint};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -67,6 +67,8 @@ pub struct Observed {
     pub data: Option<Result<DataListing, String>>,
     pub jobs: Vec<JobView>,
     pub deployment: Option<DeploymentView>,
+    /// How many more runs may start operator-wide (None: no limit).
+    pub run_slots: Option<usize>,
 }
 
 /// The view of a trainer Job; `None` for Jobs without the operator's annotations.
@@ -74,8 +76,16 @@ pub fn job_view(job: &Job) -> Option<JobView> {
     let ann = job.metadata.annotations.as_ref()?;
     let version = ann.get(ANNOTATION_MODEL_VERSION)?.clone();
     let fingerprint = ann.get(ANNOTATION_DATA_FINGERPRINT)?.clone();
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-    let is_true = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let is_true = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
     let state = if is_true("Complete").is_some() {
         JobState::Complete
     } else if let Some(c) = is_true("Failed") {
@@ -87,32 +97,60 @@ pub fn job_view(job: &Job) -> Option<JobView> {
     } else {
         JobState::Running
     };
-    Some(JobView { name: job.metadata.name.clone()?, version, fingerprint, state })
+    Some(JobView {
+        name: job.metadata.name.clone()?,
+        version,
+        fingerprint,
+        state,
+    })
 }
 
 /// The view of the predictor Deployment, judged the way `kubectl rollout status` does.
 pub fn deployment_view(d: &Deployment) -> DeploymentView {
-    let version = d.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_MODEL_VERSION).cloned());
+    let version = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_MODEL_VERSION).cloned());
     let Some(status) = d.status.as_ref() else {
-        return DeploymentView { version, rollout: RolloutState::Progressing };
+        return DeploymentView {
+            version,
+            rollout: RolloutState::Progressing,
+        };
     };
     let generation = d.metadata.generation.unwrap_or(0);
     if status.observed_generation.unwrap_or(0) < generation {
-        return DeploymentView { version, rollout: RolloutState::Progressing };
+        return DeploymentView {
+            version,
+            rollout: RolloutState::Progressing,
+        };
     }
     let stalled = status.conditions.iter().flatten().find(|c| {
         c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
     if let Some(c) = stalled {
-        let msg = c.message.clone().unwrap_or_else(|| "ProgressDeadlineExceeded".into());
-        return DeploymentView { version, rollout: RolloutState::Failed(msg) };
+        let msg = c
+            .message
+            .clone()
+            .unwrap_or_else(|| "ProgressDeadlineExceeded".into());
+        return DeploymentView {
+            version,
+            rollout: RolloutState::Failed(msg),
+        };
     }
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
     let done = updated >= want && total <= updated && available >= updated;
-    DeploymentView { version, rollout: if done { RolloutState::Complete } else { RolloutState::Progressing } }
+    DeploymentView {
+        version,
+        rollout: if done {
+            RolloutState::Complete
+        } else {
+            RolloutState::Progressing
+        },
+    }
 }
 
 /// The pipeline's trainer Jobs, from the controller's cache.
@@ -124,19 +162,42 @@ pub fn jobs_of(cache: &Cache<Job>, mp: &ModelPipeline) -> Vec<JobView> {
         .state()
         .iter()
         .filter(|j| j.metadata.namespace.as_deref() == ns)
-        .filter(|j| j.metadata.labels.as_ref().and_then(|l| l.get(LABEL_PIPELINE)) == Some(&name))
-        .filter(|j| j.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == uid))
+        .filter(|j| {
+            j.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_PIPELINE))
+                == Some(&name)
+        })
+        .filter(|j| {
+            j.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(o.uid.as_str()) == uid)
+        })
         .filter_map(|j| job_view(j))
         .collect();
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     jobs
 }
 
+/// Trainer Jobs of every pipeline that are still running, from the controller's cache.
+pub fn running_runs(cache: &Cache<Job>) -> usize {
+    cache
+        .state()
+        .iter()
+        .filter(|j| job_view(j).is_some_and(|v| v.state == JobState::Running))
+        .count()
+}
+
 /// The pipeline's predictor Deployment, from the controller's cache.
 pub fn deployment_of(cache: &Cache<Deployment>, mp: &ModelPipeline) -> Option<DeploymentView> {
     let ns = mp.metadata.namespace.clone().unwrap_or_default();
     let name = predictor_name(mp.metadata.name.as_deref().unwrap_or_default());
-    cache.get(&ObjectRef::new(&name).within(&ns)).map(|d| deployment_view(&d))
+    cache
+        .get(&ObjectRef::new(&name).within(&ns))
+        .map(|d| deployment_view(&d))
 }
 
 /// The key/value pairs of a credentials Secret. Values never leave this process except as
@@ -146,12 +207,17 @@ pub async fn secret_options(
     ns: &str,
     secret: Option<&SecretRef>,
 ) -> Result<Vec<(String, String)>, Error> {
-    let Some(secret) = secret else { return Ok(Vec::new()) };
+    let Some(secret) = secret else {
+        return Ok(Vec::new());
+    };
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let s = api
         .get(&secret.name)
         .await
-        .map_err(|source| Error::ReadSecret { name: secret.name.clone(), source: Box::new(source) })?;
+        .map_err(|source| Error::ReadSecret {
+            name: secret.name.clone(),
+            source: Box::new(source),
+        })?;
     let mut out = BTreeMap::new();
     for (k, v) in s.data.unwrap_or_default() {
         if let Ok(v) = String::from_utf8(v.0) {
@@ -168,14 +234,28 @@ pub async fn secret_options(
 /// the store redacts credentials from its errors.
 pub async fn list_data(uri: &str, options: Vec<(String, String)>) -> Result<DataListing, String> {
     let store = Store::from_uri_with_options(uri, options).map_err(|e| e.to_string())?;
-    let objects = store.list().await.map_err(|e| e.to_string())?;
-    Ok(DataListing { fingerprint: fingerprint(&objects), objects: objects.len() })
+    let objects = match store.list().await {
+        Ok(objects) => objects,
+        // A prefix that does not exist yet holds no data, as an empty bucket prefix does.
+        Err(StoreError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(DataListing {
+        fingerprint: fingerprint(&objects),
+        objects: objects.len(),
+    })
 }
 
 /// Reads `<version dir>/report.json`; `Err` carries the reason it is missing or unreadable.
-pub async fn read_report(model_uri: &str, options: Vec<(String, String)>) -> Result<Report, String> {
+pub async fn read_report(
+    model_uri: &str,
+    options: Vec<(String, String)>,
+) -> Result<Report, String> {
     let store = Store::from_uri_with_options(model_uri, options).map_err(|e| e.to_string())?;
-    let bytes = store.get(REPORT_FILE_NAME).await.map_err(|e| e.to_string())?;
+    let bytes = store
+        .get(REPORT_FILE_NAME)
+        .await
+        .map_err(|e| e.to_string())?;
     Report::from_json(&bytes).map_err(|e| format!("{model_uri}{REPORT_FILE_NAME}: {e}"))
 }
 
@@ -186,7 +266,11 @@ pub async fn termination_message(client: &kube::Client, ns: &str, job: &str) -> 
     let list = pods.list(&lp).await.ok()?;
     list.items
         .iter()
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
         .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref())
         .filter(|t| t.exit_code != 0)
         .filter_map(|t| t.message.as_ref().map(|m| m.trim().to_string()))
@@ -224,25 +308,75 @@ mod tests {
         }
     }
 
-    #[test]
-    fn job_states_follow_the_job_conditions() {
-        assert_eq!(job_view(&job(None)).map(|j| j.state), Some(JobState::Running));
-        assert_eq!(job_view(&job(Some(("Complete", "Completed")))).map(|j| j.state), Some(JobState::Complete));
-        let failed = job_view(&job(Some(("Failed", "BackoffLimitExceeded")))).map(|j| j.state);
-        assert!(matches!(failed, Some(JobState::Failed(r)) if r.starts_with("BackoffLimitExceeded: ")));
-        let mut foreign = job(None);
-        foreign.metadata.annotations = None;
-        assert_eq!(job_view(&foreign), None, "Jobs without our annotations are not runs");
+    #[tokio::test]
+    async fn listing_fingerprints_the_data_and_a_missing_prefix_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = format!("file://{}/data/", dir.path().display());
+        let empty = list_data(&uri, Vec::new())
+            .await
+            .expect("a missing prefix lists as empty");
+        assert_eq!(empty.objects, 0);
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        std::fs::write(dir.path().join("data/a.csv"), "x,y\n1,2\n").expect("csv");
+        let one = list_data(&uri, Vec::new()).await.expect("listing");
+        assert_eq!(one.objects, 1);
+        assert_ne!(one.fingerprint, empty.fingerprint);
+        std::fs::write(dir.path().join("data/b.csv"), "x,y\n3,4\n").expect("csv");
+        let two = list_data(&uri, Vec::new()).await.expect("listing");
+        assert_ne!(
+            two.fingerprint, one.fingerprint,
+            "new data changes the fingerprint"
+        );
+        assert_eq!(
+            list_data(&uri, Vec::new()).await.expect("listing"),
+            two,
+            "same data, same fingerprint"
+        );
     }
 
-    fn deployment(replicas: i32, updated: i32, total: i32, available: i32, stalled: bool) -> Deployment {
+    #[test]
+    fn job_states_follow_the_job_conditions() {
+        assert_eq!(
+            job_view(&job(None)).map(|j| j.state),
+            Some(JobState::Running)
+        );
+        assert_eq!(
+            job_view(&job(Some(("Complete", "Completed")))).map(|j| j.state),
+            Some(JobState::Complete)
+        );
+        let failed = job_view(&job(Some(("Failed", "BackoffLimitExceeded")))).map(|j| j.state);
+        assert!(
+            matches!(failed, Some(JobState::Failed(r)) if r.starts_with("BackoffLimitExceeded: "))
+        );
+        let mut foreign = job(None);
+        foreign.metadata.annotations = None;
+        assert_eq!(
+            job_view(&foreign),
+            None,
+            "Jobs without our annotations are not runs"
+        );
+    }
+
+    fn deployment(
+        replicas: i32,
+        updated: i32,
+        total: i32,
+        available: i32,
+        stalled: bool,
+    ) -> Deployment {
         Deployment {
             metadata: ObjectMeta {
                 generation: Some(2),
-                annotations: Some(BTreeMap::from([(ANNOTATION_MODEL_VERSION.to_string(), "v2".to_string())])),
+                annotations: Some(BTreeMap::from([(
+                    ANNOTATION_MODEL_VERSION.to_string(),
+                    "v2".to_string(),
+                )])),
                 ..ObjectMeta::default()
             },
-            spec: Some(DeploymentSpec { replicas: Some(replicas), ..DeploymentSpec::default() }),
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..DeploymentSpec::default()
+            }),
             status: Some(DeploymentStatus {
                 observed_generation: Some(2),
                 replicas: Some(total),
@@ -253,7 +387,9 @@ mod tests {
                         type_: "Progressing".into(),
                         status: "False".into(),
                         reason: Some("ProgressDeadlineExceeded".into()),
-                        message: Some("ReplicaSet \"wine-predictor-x\" has timed out progressing.".into()),
+                        message: Some(
+                            "ReplicaSet \"wine-predictor-x\" has timed out progressing.".into(),
+                        ),
                         ..DeploymentCondition::default()
                     }]
                 }),
@@ -264,14 +400,33 @@ mod tests {
 
     #[test]
     fn rollout_state_is_judged_like_kubectl_rollout_status() {
-        assert_eq!(deployment_view(&deployment(2, 2, 2, 2, false)).rollout, RolloutState::Complete);
-        assert_eq!(deployment_view(&deployment(2, 1, 3, 2, false)).rollout, RolloutState::Progressing);
-        assert_eq!(deployment_view(&deployment(2, 2, 3, 2, false)).rollout, RolloutState::Progressing, "old pods still terminating");
-        assert_eq!(deployment_view(&deployment(2, 2, 2, 1, false)).rollout, RolloutState::Progressing);
-        assert!(matches!(deployment_view(&deployment(2, 1, 2, 1, true)).rollout, RolloutState::Failed(m) if m.contains("timed out")));
+        assert_eq!(
+            deployment_view(&deployment(2, 2, 2, 2, false)).rollout,
+            RolloutState::Complete
+        );
+        assert_eq!(
+            deployment_view(&deployment(2, 1, 3, 2, false)).rollout,
+            RolloutState::Progressing
+        );
+        assert_eq!(
+            deployment_view(&deployment(2, 2, 3, 2, false)).rollout,
+            RolloutState::Progressing,
+            "old pods still terminating"
+        );
+        assert_eq!(
+            deployment_view(&deployment(2, 2, 2, 1, false)).rollout,
+            RolloutState::Progressing
+        );
+        assert!(
+            matches!(deployment_view(&deployment(2, 1, 2, 1, true)).rollout, RolloutState::Failed(m) if m.contains("timed out"))
+        );
         let mut stale = deployment(2, 2, 2, 2, false);
         stale.metadata.generation = Some(3);
-        assert_eq!(deployment_view(&stale).rollout, RolloutState::Progressing, "controller has not seen the new spec");
+        assert_eq!(
+            deployment_view(&stale).rollout,
+            RolloutState::Progressing,
+            "controller has not seen the new spec"
+        );
         assert_eq!(deployment_view(&stale).version.as_deref(), Some("v2"));
     }
 }

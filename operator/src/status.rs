@@ -44,8 +44,15 @@ pub fn set_condition(
             {
                 return false;
             }
-            let transition = if c.status == fresh.status { c.last_transition_time.clone() } else { Time(now) };
-            *c = Condition { last_transition_time: transition, ..fresh };
+            let transition = if c.status == fresh.status {
+                c.last_transition_time.clone()
+            } else {
+                Time(now)
+            };
+            *c = Condition {
+                last_transition_time: transition,
+                ..fresh
+            };
             true
         }
     }
@@ -69,67 +76,204 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
 
     match &obs.data {
         Some(Ok(l)) if l.objects > 0 => {
-            set_condition(conds, condition::DATA_AVAILABLE, true, "DataListed", &format!("{} objects under {}", l.objects, mp.spec.data.uri), generation, now);
+            set_condition(
+                conds,
+                condition::DATA_AVAILABLE,
+                true,
+                "DataListed",
+                &format!("{} objects under {}", l.objects, mp.spec.data.uri),
+                generation,
+                now,
+            );
         }
         Some(Ok(_)) => {
-            set_condition(conds, condition::DATA_AVAILABLE, false, "NoData", &format!("no objects under {}", mp.spec.data.uri), generation, now);
+            set_condition(
+                conds,
+                condition::DATA_AVAILABLE,
+                false,
+                "NoData",
+                &format!("no objects under {}", mp.spec.data.uri),
+                generation,
+                now,
+            );
         }
         Some(Err(e)) => {
-            set_condition(conds, condition::DATA_AVAILABLE, false, "ListFailed", e, generation, now);
+            set_condition(
+                conds,
+                condition::DATA_AVAILABLE,
+                false,
+                "ListFailed",
+                e,
+                generation,
+                now,
+            );
         }
         None => {}
     }
     let data_failed = matches!(&obs.data, Some(Err(_)));
 
-    let training = status.challenger.as_ref().filter(|c| c.state == ChallengerState::Training);
+    let training = status
+        .challenger
+        .as_ref()
+        .filter(|c| c.state == ChallengerState::Training);
     match training {
-        Some(c) => set_condition(conds, condition::TRAINING, true, "JobRunning", &format!("Job {} trains version {}", c.job, c.version), generation, now),
-        None => set_condition(conds, condition::TRAINING, false, "Idle", "no training run in progress", generation, now),
+        Some(c) => set_condition(
+            conds,
+            condition::TRAINING,
+            true,
+            "JobRunning",
+            &format!("Job {} trains version {}", c.job, c.version),
+            generation,
+            now,
+        ),
+        None => set_condition(
+            conds,
+            condition::TRAINING,
+            false,
+            "Idle",
+            "no training run in progress",
+            generation,
+            now,
+        ),
     };
 
-    let serving = |d: &Option<DeploymentView>, v: &str| {
-        matches!(d, Some(DeploymentView { version: Some(dv), rollout: RolloutState::Complete }) if dv == v)
-    };
+    let serving = |d: &Option<DeploymentView>, v: &str| matches!(d, Some(DeploymentView { version: Some(dv), rollout: RolloutState::Complete }) if dv == v);
     match (&status.champion, &status.rollout) {
         (None, _) => {
-            set_condition(conds, condition::PROMOTED, false, "NoChampion", "no model has been promoted yet", generation, now);
-            set_condition(conds, condition::READY, false, "NoChampion", "no model has been promoted yet", generation, now);
+            set_condition(
+                conds,
+                condition::PROMOTED,
+                false,
+                "NoChampion",
+                "no model has been promoted yet",
+                generation,
+                now,
+            );
+            set_condition(
+                conds,
+                condition::READY,
+                false,
+                "NoChampion",
+                "no model has been promoted yet",
+                generation,
+                now,
+            );
         }
-        (Some(c), Some(r)) => {
+        (Some(_), Some(r)) => {
             let msg = format!("rolling out version {}", r.version);
-            match &r.previous {
-                Some(p) => set_condition(conds, condition::PROMOTED, true, "RollingOut", &format!("{msg}; version {} serves meanwhile", p.version), generation, now),
-                None => set_condition(conds, condition::PROMOTED, false, "RollingOut", &msg, generation, now),
+            match (&r.previous, r.cause) {
+                (Some(p), _) => set_condition(
+                    conds,
+                    condition::PROMOTED,
+                    true,
+                    "RollingOut",
+                    &format!("{msg}; version {} serves meanwhile", p.version),
+                    generation,
+                    now,
+                ),
+                // Reverting: the version being restored never stopped serving (maxUnavailable 0).
+                (None, Outcome::RolledBack) => set_condition(
+                    conds,
+                    condition::PROMOTED,
+                    true,
+                    "RollingBack",
+                    &format!("rolling back to version {}", r.version),
+                    generation,
+                    now,
+                ),
+                (None, _) => set_condition(
+                    conds,
+                    condition::PROMOTED,
+                    false,
+                    "RollingOut",
+                    &msg,
+                    generation,
+                    now,
+                ),
             };
-            let _ = c;
-            set_condition(conds, condition::READY, false, "RollingOut", &msg, generation, now);
+            set_condition(
+                conds,
+                condition::READY,
+                false,
+                "RollingOut",
+                &msg,
+                generation,
+                now,
+            );
         }
         (Some(c), None) => {
             let reason = match status.last_outcome {
                 Some(Outcome::RolledBack) => "RolledBack",
                 _ => "ModelPromoted",
             };
-            set_condition(conds, condition::PROMOTED, true, reason, &format!("version {} serves ({})", c.version, c.model_uri), generation, now);
+            set_condition(
+                conds,
+                condition::PROMOTED,
+                true,
+                reason,
+                &format!("version {} serves ({})", c.version, c.model_uri),
+                generation,
+                now,
+            );
             if serving(&obs.deployment, &c.version) {
-                set_condition(conds, condition::READY, true, "PredictorAvailable", &format!("version {} is available", c.version), generation, now);
+                set_condition(
+                    conds,
+                    condition::READY,
+                    true,
+                    "PredictorAvailable",
+                    &format!("version {} is available", c.version),
+                    generation,
+                    now,
+                );
             } else {
-                set_condition(conds, condition::READY, false, "PredictorUnavailable", &format!("the predictor of version {} is not available", c.version), generation, now);
+                set_condition(
+                    conds,
+                    condition::READY,
+                    false,
+                    "PredictorUnavailable",
+                    &format!("the predictor of version {} is not available", c.version),
+                    generation,
+                    now,
+                );
             }
         }
     }
 
     let degraded = if data_failed {
-        Some(("DataUnavailable", "listing the data failed; see DataAvailable".to_string()))
+        Some((
+            "DataUnavailable",
+            "listing the data failed; see DataAvailable".to_string(),
+        ))
     } else {
         match (status.last_outcome, status.history.last()) {
-            (Some(Outcome::Failed), Some(h)) if h.outcome == Outcome::Failed => Some(("TrainingFailed", h.reason.clone())),
-            (Some(Outcome::RolledBack), Some(h)) if h.reason.starts_with("rollout of") => Some(("RolloutFailed", h.reason.clone())),
+            (Some(Outcome::Failed), Some(h)) if h.outcome == Outcome::Failed => {
+                Some(("TrainingFailed", h.reason.clone()))
+            }
+            (Some(Outcome::RolledBack), Some(h)) if h.reason.starts_with("rollout of") => {
+                Some(("RolloutFailed", h.reason.clone()))
+            }
             _ => None,
         }
     };
     match &degraded {
-        Some((reason, msg)) => set_condition(conds, condition::DEGRADED, true, reason, msg, generation, now),
-        None => set_condition(conds, condition::DEGRADED, false, "AsExpected", "no failures", generation, now),
+        Some((reason, msg)) => set_condition(
+            conds,
+            condition::DEGRADED,
+            true,
+            reason,
+            msg,
+            generation,
+            now,
+        ),
+        None => set_condition(
+            conds,
+            condition::DEGRADED,
+            false,
+            "AsExpected",
+            "no failures",
+            generation,
+            now,
+        ),
     };
 
     status.phase = Some(if mp.spec.suspend {
@@ -160,14 +304,55 @@ mod tests {
         let t0 = Timestamp::UNIX_EPOCH;
         let t1 = t0 + SignedDuration::from_secs(60);
         let mut c = Vec::new();
-        assert!(set_condition(&mut c, "Ready", false, "NoChampion", "none", Some(1), t0));
-        assert!(!set_condition(&mut c, "Ready", false, "NoChampion", "none", Some(1), t1), "same content: no change");
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            false,
+            "NoChampion",
+            "none",
+            Some(1),
+            t0
+        ));
+        assert!(
+            !set_condition(&mut c, "Ready", false, "NoChampion", "none", Some(1), t1),
+            "same content: no change"
+        );
         assert_eq!(c[0].last_transition_time, Time(t0));
-        assert!(set_condition(&mut c, "Ready", false, "RollingOut", "v2", Some(1), t1), "new reason is a change");
-        assert_eq!(c[0].last_transition_time, Time(t0), "same status: transition time kept");
-        assert!(set_condition(&mut c, "Ready", true, "PredictorAvailable", "v2", Some(1), t1));
-        assert_eq!(c[0].last_transition_time, Time(t1), "status flip moves the transition time");
-        assert!(set_condition(&mut c, "Ready", true, "PredictorAvailable", "v2", Some(2), t1), "new generation observed");
+        assert!(
+            set_condition(&mut c, "Ready", false, "RollingOut", "v2", Some(1), t1),
+            "new reason is a change"
+        );
+        assert_eq!(
+            c[0].last_transition_time,
+            Time(t0),
+            "same status: transition time kept"
+        );
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            true,
+            "PredictorAvailable",
+            "v2",
+            Some(1),
+            t1
+        ));
+        assert_eq!(
+            c[0].last_transition_time,
+            Time(t1),
+            "status flip moves the transition time"
+        );
+        assert!(
+            set_condition(
+                &mut c,
+                "Ready",
+                true,
+                "PredictorAvailable",
+                "v2",
+                Some(2),
+                t1
+            ),
+            "new generation observed"
+        );
         assert_eq!(c.len(), 1);
     }
 
@@ -199,19 +384,38 @@ mod tests {
     #[test]
     fn derive_is_stable_for_an_unchanged_world() {
         let mp = pipeline();
-        let mut status = ModelPipelineStatus { champion: Some(champion("v1", 0.8)), ..Default::default() };
-        let mut obs = observed(Some(Ok(DataListing { fingerprint: "fp".into(), objects: 2 })));
-        obs.deployment = Some(DeploymentView { version: Some("v1".into()), rollout: RolloutState::Complete });
+        let mut status = ModelPipelineStatus {
+            champion: Some(champion("v1", 0.8)),
+            ..Default::default()
+        };
+        let mut obs = observed(Some(Ok(DataListing {
+            fingerprint: "fp".into(),
+            objects: 2,
+        })));
+        obs.deployment = Some(DeploymentView {
+            version: Some("v1".into()),
+            rollout: RolloutState::Complete,
+        });
         derive(&mp, &mut status, &obs);
         let first = status.clone();
         obs.now += SignedDuration::from_secs(30);
         derive(&mp, &mut status, &obs);
-        assert_eq!(first, status, "a later poll of the same world changes nothing");
+        assert_eq!(
+            first, status,
+            "a later poll of the same world changes nothing"
+        );
         assert_eq!(status.phase, Some(Phase::Serving));
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str());
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.as_str());
         assert_eq!(ready, Some("True"));
         for t in ["Ready", "DataAvailable", "Training", "Promoted", "Degraded"] {
-            assert!(status.conditions.iter().any(|c| c.type_ == t), "condition {t} is written");
+            assert!(
+                status.conditions.iter().any(|c| c.type_ == t),
+                "condition {t} is written"
+            );
         }
     }
 
@@ -221,8 +425,15 @@ mod tests {
         let mut status = ModelPipelineStatus::default();
         let obs = observed(Some(Err("permission denied listing s3://b/p/".into())));
         derive(&mp, &mut status, &obs);
-        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| (c.status.clone(), c.reason.clone()));
-        assert_eq!(degraded, Some(("True".to_string(), "DataUnavailable".to_string())));
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        assert_eq!(
+            degraded,
+            Some(("True".to_string(), "DataUnavailable".to_string()))
+        );
         assert_eq!(status.phase, Some(Phase::Degraded));
     }
 }

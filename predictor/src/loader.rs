@@ -4,7 +4,8 @@
 use champion_model::{MODEL_FILE_NAME, ModelFile, REPORT_FILE_NAME, Report};
 use champion_store::Store;
 
-use crate::model::{ModelScore, ServedModel, ServedModelError, ServedModelParts};
+use crate::compiled::CompiledAdaBoost;
+use crate::model::{ModelScore, Scorer, ServedModel, ServedModelError, ServedModelParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -103,6 +104,16 @@ pub async fn load(model_uri: &str, model_name: Option<&str>) -> Result<ServedMod
     let name = model_name
         .map(str::to_string)
         .unwrap_or_else(|| default_model_name(&dir));
+    let scorer: Box<dyn Scorer> = match CompiledAdaBoost::compile(&model) {
+        Some(compiled) if compiled.agrees_with(&model) => Box::new(compiled),
+        Some(_) => {
+            tracing::warn!(
+                "the compiled AdaBoost form disagrees with champion-model's inference; serving the slower reference form"
+            );
+            Box::new(model.clone())
+        }
+        None => Box::new(model.clone()),
+    };
     ServedModel::new(ServedModelParts {
         name,
         version: model.model_version.clone(),
@@ -111,7 +122,7 @@ pub async fn load(model_uri: &str, model_name: Option<&str>) -> Result<ServedMod
         feature_names: model.feature_names.clone(),
         class_labels: model.class_labels.clone(),
         score,
-        scorer: Box::new(model),
+        scorer,
     })
     .map_err(|source| LoadError::Unservable {
         uri: dir,
@@ -175,9 +186,81 @@ mod tests {
     #[test]
     fn default_name_is_the_pipeline_segment() {
         assert_eq!(default_model_name("s3://bucket/models/wine/v3/"), "wine");
-        assert_eq!(default_model_name("file:///tmp/x/wine-red/20260101/"), "wine-red");
+        assert_eq!(
+            default_model_name("file:///tmp/x/wine-red/20260101/"),
+            "wine-red"
+        );
         assert_eq!(default_model_name("s3://bucket/v3/"), "bucket");
         assert_eq!(default_model_name("file:///v3/"), "model");
         assert_eq!(default_model_name("file:///a b/v3/"), "model");
+    }
+
+    fn logistic(version: &str) -> ModelFile {
+        ModelFile {
+            format_version: champion_model::MODEL_FORMAT_VERSION,
+            model_version: version.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            feature_names: vec!["a".into(), "b".into()],
+            class_labels: vec!["no".into(), "yes".into(), "maybe".into()],
+            positive_label: None,
+            scaler: champion_model::Scaler {
+                mean: vec![1.0, -1.0],
+                scale: vec![2.0, 0.5],
+            },
+            model: champion_model::Model::Logistic(champion_model::LogisticModel {
+                coefficients: vec![vec![0.0, 0.0], vec![1.0, -2.0], vec![0.5, 0.5]],
+                intercepts: vec![0.0, 0.1, -0.1],
+            }),
+            algorithm: "logistic".into(),
+            params: Default::default(),
+            training_fingerprint: String::new(),
+            sha256: String::new(),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn loads_any_model_kind_and_serves_the_reference_inference() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pipe").join("v2");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut model = logistic("v2");
+        std::fs::write(dir.join(MODEL_FILE_NAME), model.to_json_bytes().unwrap()).unwrap();
+        let uri = format!("file://{}/", dir.display());
+        let served = block_on(load(&uri, None)).unwrap();
+        assert_eq!(served.name, "pipe");
+        assert_eq!(served.version, "v2");
+        assert_eq!(served.score, None);
+        for row in [[0.0, 0.0], [3.0, -2.0], [-1.5, 7.25]] {
+            let mut got = [0.0; 3];
+            let class = served.classify(&row, &mut got).unwrap();
+            let want = model.predict_proba(&row).unwrap();
+            assert_eq!(got.to_vec(), want);
+            assert_eq!(class, model.predict(&row).unwrap());
+        }
+    }
+
+    #[test]
+    fn refuses_a_tampered_model_and_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut model = logistic("v1");
+        let bytes = model.to_json_bytes().unwrap();
+        // Valid JSON and a valid model, one number changed: only the checksum can tell.
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["model"]["intercepts"][0] = serde_json::json!(0.5);
+        let tampered = serde_json::to_vec(&v).unwrap();
+        std::fs::write(tmp.path().join(MODEL_FILE_NAME), tampered).unwrap();
+        let uri = format!("file://{}/", tmp.path().display());
+        let err = block_on(load(&uri, Some("m"))).err().expect("must refuse");
+        let msg = err.to_string();
+        assert!(matches!(err, LoadError::Verify { .. }), "{msg}");
+        assert!(msg.contains("model.json"), "{msg}");
     }
 }

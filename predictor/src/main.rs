@@ -17,7 +17,7 @@ enum StartError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("{0}")]
-    Load(#[from] predictor::loader::LoadError),
+    Load(Box<predictor::loader::LoadError>),
     #[error("{0}")]
     Metrics(#[from] MetricsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -75,12 +75,15 @@ fn run() -> Result<(), StartError> {
 }
 
 async fn serve(config: Config) -> Result<(), StartError> {
-    let model = predictor::loader::load(&config.model_uri, config.model_name.as_deref()).await?;
+    let model = predictor::loader::load(&config.model_uri, config.model_name.as_deref())
+        .await
+        .map_err(|e| StartError::Load(Box::new(e)))?;
     tracing::info!(
         model_uri = %config.model_uri,
         model_name = %model.name,
         model_version = %model.version,
         algorithm = %model.algorithm,
+        inference = model.inference(),
         sha256 = %model.sha256,
         features = model.n_features(),
         classes = model.n_classes(),

@@ -47,7 +47,8 @@ pub struct Metrics {
     requests: Vec<OnceLock<IntCounter>>,
     latency_vec: prometheus::HistogramVec,
     latency: Vec<OnceLock<Histogram>>,
-    rows: Vec<IntCounter>,
+    /// Only the three prediction routes have a series.
+    rows: Vec<Option<IntCounter>>,
     per_class: Vec<IntCounter>,
     ready: IntGauge,
 }
@@ -131,7 +132,10 @@ impl Metrics {
 
         let rows = Route::ALL
             .iter()
-            .map(|r| rows_vec.with_label_values(&[r.label()]))
+            .map(|r| {
+                r.takes_body()
+                    .then(|| rows_vec.with_label_values(&[r.label()]))
+            })
             .collect();
         let per_class = model
             .class_labels
@@ -172,8 +176,10 @@ impl Metrics {
                 total += n;
             }
         }
-        if total > 0 {
-            self.rows[route.index()].inc_by(total);
+        if total > 0
+            && let Some(rows) = &self.rows[route.index()]
+        {
+            rows.inc_by(total);
         }
     }
 

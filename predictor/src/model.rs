@@ -11,6 +11,11 @@ pub trait Scorer: Send + Sync + 'static {
     /// The server always passes rows and buffers of the right length, so an error here is a
     /// bug, reported as a 500 rather than a panic.
     fn predict_proba_into(&self, row: &[f64], out: &mut [f64]) -> Result<(), String>;
+
+    /// Which implementation serves, for the start-up log.
+    fn kind(&self) -> &'static str {
+        "reference"
+    }
 }
 
 impl Scorer for champion_model::ModelFile {
@@ -121,6 +126,11 @@ impl ServedModel {
             expected_features_text,
             expected_features_json,
         })
+    }
+
+    /// "compiled-adaboost" or "reference": whether the fast path is in use.
+    pub fn inference(&self) -> &'static str {
+        self.scorer.kind()
     }
 
     pub fn n_features(&self) -> usize {

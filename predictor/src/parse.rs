@@ -630,7 +630,13 @@ impl<'de> Visitor<'de> for Tensor<'_, '_> {
                     if data {
                         return Err(ctx.fail("tensor \"data\" given twice".into()));
                     }
-                    map.next_value_seed(Flat(ctx))?;
+                    // serde_json checks the JSON grammar while skipping the raw value; the
+                    // numbers are then read by `read_flat_numbers`, several times faster than
+                    // serde_json's exact-roundtrip float parser on a 1,000-row tensor.
+                    let raw: &serde_json::value::RawValue = map.next_value()?;
+                    if let Err(msg) = read_flat_numbers(raw.get(), ctx.values) {
+                        return Err(ctx.fail(msg));
+                    }
                     data = true;
                 }
                 _ => {
@@ -671,44 +677,102 @@ impl<'de> Visitor<'de> for Tensor<'_, '_> {
     }
 }
 
-/// Tensor data: flat row-major or nested arrays, flattened as read.
-struct Flat<'c, 'a>(&'c mut Ctx<'a>);
-
-impl<'de> DeserializeSeed<'de> for Flat<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+/// Tensor data, already known to be valid JSON: flat row-major or nested arrays of numbers,
+/// flattened into `values`. Every number is correctly rounded (the same f64 serde_json
+/// produces): short decimals take the exact fast path, anything else the standard library's
+/// parser.
+pub fn read_flat_numbers(text: &str, values: &mut Vec<f64>) -> Result<(), String> {
+    let b = text.as_bytes();
+    let not_number = |at: usize| {
+        format!(
+            "tensor data element {at} is not a number; expected (nested) arrays of finite numbers"
+        )
+    };
+    if b.first() != Some(&b'[') {
+        return Err(
+            "tensor \"data\" is not an array; expected (nested) arrays of finite numbers".into(),
+        );
     }
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'[' | b']' | b',' | b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let (v, end) = match fast_decimal(b, i) {
+                    Some(found) => found,
+                    None => {
+                        let mut end = i;
+                        while end < b.len()
+                            && matches!(b[end], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                        {
+                            end += 1;
+                        }
+                        let v: f64 = text[start..end]
+                            .parse()
+                            .map_err(|_| not_number(values.len()))?;
+                        (v, end)
+                    }
+                };
+                if !v.is_finite() {
+                    return Err(format!(
+                        "non-finite number {} at tensor element {}",
+                        &text[start..end],
+                        values.len()
+                    ));
+                }
+                values.push(v);
+                i = end;
+            }
+            _ => return Err(not_number(values.len())),
+        }
+    }
+    Ok(())
 }
 
-impl<'de> Visitor<'de> for Flat<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("tensor data as (nested) arrays of finite numbers")
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Clinger's fast path: `-?digits[.digits]` with at most 15 significant digits is
+/// `mantissa / 10^fraction_digits`, where both operands are exact and IEEE division rounds
+/// correctly. Returns the value and the index after the number, or `None` for every other
+/// form (exponents, long mantissas), which the caller hands to the full parser.
+fn fast_decimal(b: &[u8], mut i: usize) -> Option<(f64, usize)> {
+    let negative = b[i] == b'-';
+    if negative {
+        i += 1;
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Flat(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        if !v.is_finite() {
-            let msg = format!(
-                "non-finite number at tensor element {}",
-                self.0.values.len()
-            );
-            return Err(self.0.fail(msg));
+    let mut mantissa: u64 = 0;
+    let mut digits = 0u32;
+    let mut fraction = 0usize;
+    let mut seen_dot = false;
+    let mut any = false;
+    while i < b.len() {
+        match b[i] {
+            d @ b'0'..=b'9' => {
+                if mantissa != 0 || d != b'0' {
+                    digits += 1;
+                }
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                if seen_dot {
+                    fraction += 1;
+                }
+                any = true;
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            b'e' | b'E' | b'+' | b'-' | b'.' => return None,
+            _ => break,
         }
-        self.0.values.push(v);
-        Ok(())
+        i += 1;
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.values.push(v as f64);
-        Ok(())
+    if !any || digits > 15 || fraction >= POW10.len() {
+        return None;
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.values.push(v as f64);
-        Ok(())
-    }
+    let v = mantissa as f64 / POW10[fraction];
+    Some((if negative { -v } else { v }, i))
 }
 
 /// Rows parsed by the last call.
@@ -884,7 +948,10 @@ mod tests {
             (t("[1, 2]", "FP64", "[1,2]"), 422, "expected shape [N, 3]"),
             (t("[3]", "FP64", "[1,2,3]"), 422, "expected shape [N, 3]"),
             (t("[2, 3]", "FP64", "[1,2,3]"), 422, "needs 6 values but \"data\" has 3"),
-            (t("[1, 3]", "FP64", "[1,2,\"a\"]"), 422, "finite numbers"),
+            (t("[1, 3]", "FP64", "[1,2,\"a\"]"), 422, "element 2 is not a number"),
+            (t("[1, 3]", "FP64", "[1,2,null]"), 422, "element 2 is not a number"),
+            (t("[1, 3]", "FP64", "3"), 422, "not an array"),
+            (t("[1, 3]", "FP64", "[[1,2],[{}]]"), 422, "element 2 is not a number"),
             (t("[-1, 3]", "FP64", "[1,2,3]"), 422, "invalid value"),
             (t("[1, 3]", "FP64", "[1,2,1e999]"), 422, "non-finite"),
             (r#"{"inputs": []}"#.into(), 422, "\"inputs\" is empty"),
@@ -901,6 +968,24 @@ mod tests {
             let e = parse_v2(body.as_bytes(), &m, &mut Scratch::default()).unwrap_err();
             assert_eq!(e.status.as_u16(), status, "{body}: {e:?}");
             assert!(e.message.contains(needle), "{body}: {e:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tensor_numbers_read_exactly_as_serde_json_reads_them(
+            xs in proptest::collection::vec(proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO, 0..40),
+            exp in proptest::bool::ANY,
+            ints in proptest::collection::vec(proptest::num::i64::ANY, 0..5),
+        ) {
+            let mut parts: Vec<String> = xs.iter().map(|x| if exp { format!("{x:e}") } else { format!("{x}") }).collect();
+            parts.extend(ints.iter().map(|i| i.to_string()));
+            let text = format!("[{}]", parts.join(", "));
+            let want: Vec<f64> = serde_json::from_str(&text).unwrap();
+            let mut got = Vec::new();
+            read_flat_numbers(&text, &mut got).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits(&got), bits(&want));
         }
     }
 }

@@ -25,7 +25,9 @@ pub enum ClusterError {
         status: String,
         stderr: String,
     },
-    #[error("component binary {path} is missing; build it with tests/cluster/scripts/build-components.sh")]
+    #[error(
+        "component binary {path} is missing; build it with tests/cluster/scripts/build-components.sh"
+    )]
     MissingBinary { path: PathBuf },
     #[error("image archive {path} is missing; {hint}")]
     MissingImage { path: PathBuf, hint: &'static str },

@@ -30,17 +30,29 @@ impl TestNamespace {
         let api: Api<Namespace> = Api::all(cluster.client.clone());
         let mut ns = Namespace::default();
         ns.metadata.name = Some(name.clone());
-        ns.labels_mut().insert("champion.dev/test".into(), prefix.into());
-        api.create(&PostParams::default(), &ns).await.map_err(ClusterError::kube(format!("create namespace {name}")))?;
+        ns.labels_mut()
+            .insert("champion.dev/test".into(), prefix.into());
+        api.create(&PostParams::default(), &ns)
+            .await
+            .map_err(ClusterError::kube(format!("create namespace {name}")))?;
         // Pods need the namespace's default ServiceAccount, which the controller-manager adds a
         // moment after the namespace exists.
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(cluster.client.clone(), &name);
-        wait_for(&format!("ServiceAccount {name}/default"), Duration::from_secs(30), || {
-            let sas = sas.clone();
-            async move { Ok(sas.get_opt("default").await.ok().flatten().map(|_| ())) }
-        })
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(cluster.client.clone(), &name);
+        wait_for(
+            &format!("ServiceAccount {name}/default"),
+            Duration::from_secs(30),
+            || {
+                let sas = sas.clone();
+                async move { Ok(sas.get_opt("default").await.ok().flatten().map(|_| ())) }
+            },
+        )
         .await?;
-        Ok(TestNamespace { name, kubectl: cluster.layout.bin("kubectl"), kubeconfig: cluster.kubeconfig.clone() })
+        Ok(TestNamespace {
+            name,
+            kubectl: cluster.layout.bin("kubectl"),
+            kubeconfig: cluster.kubeconfig.clone(),
+        })
     }
 }
 
@@ -48,7 +60,13 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         let _ = std::process::Command::new(&self.kubectl)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
@@ -58,7 +76,12 @@ impl Drop for TestNamespace {
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
     h.write_u32(std::process::id());
     format!("{:08x}", h.finish() as u32)
 }
@@ -79,7 +102,11 @@ where
             Err(e) => last = format!(" (last error: {e})"),
         }
         if start.elapsed() > timeout {
-            return Err(ClusterError::Timeout { what: what.to_string(), after: timeout, detail: last });
+            return Err(ClusterError::Timeout {
+                what: what.to_string(),
+                after: timeout,
+                detail: last,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -87,7 +114,12 @@ where
 
 /// Watches one object until `cond` holds for it, with a deadline; returns the object. Uses a
 /// watch, so it reacts to the change itself rather than to a polling tick.
-pub async fn wait_object<K>(api: &Api<K>, name: &str, timeout: Duration, cond: impl Fn(&K) -> bool) -> Result<K>
+pub async fn wait_object<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    cond: impl Fn(&K) -> bool,
+) -> Result<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
@@ -108,11 +140,17 @@ where
                 Err(e) => return Err(ClusterError::Invalid(format!("watching {what}: {e}"))),
             }
         }
-        Err(ClusterError::Invalid(format!("watch on {what} ended; last seen: {last:?}")))
+        Err(ClusterError::Invalid(format!(
+            "watch on {what} ended; last seen: {last:?}"
+        )))
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(ClusterError::Timeout { what, after: timeout, detail: String::new() }),
+        Err(_) => Err(ClusterError::Timeout {
+            what,
+            after: timeout,
+            detail: String::new(),
+        }),
     }
 }
 
@@ -122,7 +160,12 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     wait_for(&format!("deletion of {name}"), timeout, || async {
-        Ok(api.get_opt(name).await.map_err(ClusterError::kube(format!("get {name}")))?.is_none().then_some(()))
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(ClusterError::kube(format!("get {name}")))?
+            .is_none()
+            .then_some(()))
     })
     .await
 }
@@ -134,23 +177,37 @@ pub async fn pod_ips(cluster: &Cluster, ns: &str, selector: &str) -> Result<Vec<
         .list(&ListParams::default().labels(selector))
         .await
         .map_err(ClusterError::kube(format!("list pods {selector} in {ns}")))?;
-    Ok(list.items.into_iter().filter_map(|p| p.status.and_then(|s| s.pod_ip)).collect())
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|p| p.status.and_then(|s| s.pod_ip))
+        .collect())
 }
 
 /// A pod's log (its only container's).
 pub async fn pod_logs(cluster: &Cluster, ns: &str, pod: &str) -> Result<String> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    pods.logs(pod, &LogParams::default()).await.map_err(ClusterError::kube(format!("logs of pod {ns}/{pod}")))
+    pods.logs(pod, &LogParams::default())
+        .await
+        .map_err(ClusterError::kube(format!("logs of pod {ns}/{pod}")))
 }
 
 /// The pod's phase, "" while it has none.
 pub fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
 }
 
 /// True once a condition of `type_` is "True" in a list of (type, status) conditions.
-pub fn has_condition<'a>(conditions: impl IntoIterator<Item = (&'a str, &'a str)>, type_: &str) -> bool {
-    conditions.into_iter().any(|(t, s)| t == type_ && s == "True")
+pub fn has_condition<'a>(
+    conditions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    type_: &str,
+) -> bool {
+    conditions
+        .into_iter()
+        .any(|(t, s)| t == type_ && s == "True")
 }
 
 /// The security context every test container runs with: what the `restricted` Pod Security
@@ -171,7 +228,13 @@ pub fn restricted_security_context() -> serde_json::Value {
 /// A pod that runs `image` with `args` once (restartPolicy Never), as a restricted container.
 /// `extra_spec` is merged into the pod spec (volumes, serviceAccountName, ...); `container` into
 /// the container (volumeMounts, ...).
-pub fn one_shot_pod(name: &str, image: &str, args: &[&str], extra_spec: serde_json::Value, container: serde_json::Value) -> Result<Pod> {
+pub fn one_shot_pod(
+    name: &str,
+    image: &str,
+    args: &[&str],
+    extra_spec: serde_json::Value,
+    container: serde_json::Value,
+) -> Result<Pod> {
     let mut c = serde_json::json!({
         "name": "main",
         "image": image,
@@ -192,7 +255,10 @@ pub fn one_shot_pod(name: &str, image: &str, args: &[&str], extra_spec: serde_js
         "metadata": {"name": name, "labels": {"app": name}},
         "spec": spec,
     }))
-    .map_err(|source| ClusterError::Serialize { what: "pod", source })
+    .map_err(|source| ClusterError::Serialize {
+        what: "pod",
+        source,
+    })
 }
 
 fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
@@ -204,11 +270,21 @@ fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
 }
 
 /// Creates `pod`, waits until it has Succeeded or Failed, and returns its phase and log.
-pub async fn run_pod(cluster: &Cluster, ns: &str, pod: &Pod, timeout: Duration) -> Result<(String, String)> {
+pub async fn run_pod(
+    cluster: &Cluster,
+    ns: &str,
+    pod: &Pod,
+    timeout: Duration,
+) -> Result<(String, String)> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     let name = pod.name_any();
-    api.create(&PostParams::default(), pod).await.map_err(ClusterError::kube(format!("create pod {ns}/{name}")))?;
-    let done = wait_object(&api, &name, timeout, |p| matches!(phase(p), "Succeeded" | "Failed")).await?;
+    api.create(&PostParams::default(), pod)
+        .await
+        .map_err(ClusterError::kube(format!("create pod {ns}/{name}")))?;
+    let done = wait_object(&api, &name, timeout, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await?;
     let logs = pod_logs(cluster, ns, &name).await?;
     Ok((phase(&done).to_string(), logs))
 }
@@ -217,16 +293,26 @@ pub async fn run_pod(cluster: &Cluster, ns: &str, pod: &Pod, timeout: Duration) 
 /// local addresses); returns the status code and the body.
 pub async fn http_get(host_port: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io_err = |e: std::io::Error| ClusterError::Invalid(format!("GET http://{host_port}{path}: {e}"));
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(host_port))
-        .await
-        .map_err(|_| ClusterError::Invalid(format!("GET http://{host_port}{path}: connect timed out")))?
-        .map_err(io_err)?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n").as_bytes()).await.map_err(io_err)?;
+    let io_err =
+        |e: std::io::Error| ClusterError::Invalid(format!("GET http://{host_port}{path}: {e}"));
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(host_port),
+    )
+    .await
+    .map_err(|_| ClusterError::Invalid(format!("GET http://{host_port}{path}: connect timed out")))?
+    .map_err(io_err)?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(io_err)?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
-        .map_err(|_| ClusterError::Invalid(format!("GET http://{host_port}{path}: read timed out")))?
+        .map_err(|_| {
+            ClusterError::Invalid(format!("GET http://{host_port}{path}: read timed out"))
+        })?
         .map_err(io_err)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -234,6 +320,10 @@ pub async fn http_get(host_port: &str, path: &str) -> Result<(u16, String)> {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ClusterError::Invalid(format!("GET http://{host_port}{path}: no status line in {head:?}")))?;
+        .ok_or_else(|| {
+            ClusterError::Invalid(format!(
+                "GET http://{host_port}{path}: no status line in {head:?}"
+            ))
+        })?;
     Ok((code, body.to_string()))
 }

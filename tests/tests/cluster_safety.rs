@@ -13,31 +13,60 @@ use serde_json::json;
 const PROBE: &str = "champion/probe:dev";
 
 #[tokio::test]
-async fn the_kubelet_rejects_anonymous_requests_and_serves_the_api_servers_identity() -> Result<()> {
+async fn the_kubelet_rejects_anonymous_requests_and_serves_the_api_servers_identity() -> Result<()>
+{
     let c = shared().await?;
     let url = format!("https://{}:{}", layout::NODE_IP, layout::KUBELET_PORT);
 
     // No client certificate: webhook authentication has nothing to check and anonymous is off.
-    let ca = std::fs::read(c.layout.pki_file("ca.crt")).map_err(ClusterError::io("reading", c.layout.pki_file("ca.crt")))?;
+    let ca = std::fs::read(c.layout.pki_file("ca.crt"))
+        .map_err(ClusterError::io("reading", c.layout.pki_file("ca.crt")))?;
     let ca_der = pem_to_der(&String::from_utf8_lossy(&ca));
-    let mut anon = kube::Config::new(url.parse().map_err(|e| ClusterError::Invalid(format!("{url}: {e}")))?);
+    let mut anon = kube::Config::new(
+        url.parse()
+            .map_err(|e| ClusterError::Invalid(format!("{url}: {e}")))?,
+    );
     anon.root_cert = Some(vec![ca_der]);
-    let anon = kube::Client::try_from(anon).map_err(|source| ClusterError::Client { what: "anonymous kubelet client".into(), source })?;
-    let req = http::Request::get("/pods").body(Vec::new()).map_err(|e| ClusterError::Invalid(e.to_string()))?;
-    let resp = anon.send(req.map(kube::client::Body::from)).await.map_err(ClusterError::kube("anonymous GET kubelet /pods"))?;
-    assert_eq!(resp.status().as_u16(), 401, "anonymous request to the kubelet");
+    let anon = kube::Client::try_from(anon).map_err(|source| ClusterError::Client {
+        what: "anonymous kubelet client".into(),
+        source,
+    })?;
+    let req = http::Request::get("/pods")
+        .body(Vec::new())
+        .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+    let resp = anon
+        .send(req.map(kube::client::Body::from))
+        .await
+        .map_err(ClusterError::kube("anonymous GET kubelet /pods"))?;
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "anonymous request to the kubelet"
+    );
 
     // The API server's kubelet-client identity (system:masters) is authorised by the webhook.
     let dir = std::env::temp_dir().join(format!("champion-kubelet-client-{}", std::process::id()));
     let kc = dir.join("kubeconfig");
-    sys::write_file(&kc, config::kubeconfig(&c.layout, &url, "apiserver-kubelet-client"), 0o600)?;
+    sys::write_file(
+        &kc,
+        config::kubeconfig(&c.layout, &url, "apiserver-kubelet-client"),
+        0o600,
+    )?;
     let client = health::client_from(&kc, None).await;
     let _ = std::fs::remove_dir_all(&dir);
     let text = client?
-        .request_text(http::Request::get("/pods").body(Vec::new()).map_err(|e| ClusterError::Invalid(e.to_string()))?)
+        .request_text(
+            http::Request::get("/pods")
+                .body(Vec::new())
+                .map_err(|e| ClusterError::Invalid(e.to_string()))?,
+        )
         .await
         .map_err(ClusterError::kube("GET kubelet /pods as the API server"))?;
-    assert!(text.contains("\"kind\":\"PodList\""), "kubelet /pods: {}", &text[..text.len().min(200)]);
+    assert!(
+        text.contains("\"kind\":\"PodList\""),
+        "kubelet /pods: {}",
+        &text[..text.len().min(200)]
+    );
     Ok(())
 }
 
@@ -78,8 +107,12 @@ fn listening() -> Vec<(String, u16)> {
             if cols.get(3) != Some(&"0A") {
                 continue; // not LISTEN
             }
-            let Some((addr, port)) = cols.get(1).and_then(|a| a.split_once(':')) else { continue };
-            let Ok(port) = u16::from_str_radix(port, 16) else { continue };
+            let Some((addr, port)) = cols.get(1).and_then(|a| a.split_once(':')) else {
+                continue;
+            };
+            let Ok(port) = u16::from_str_radix(port, 16) else {
+                continue;
+            };
             let addr = if addr.len() == 8 {
                 let n = u32::from_str_radix(addr, 16).unwrap_or_default();
                 std::net::Ipv4Addr::from(n.swap_bytes()).to_string()
@@ -108,14 +141,28 @@ async fn every_component_listens_on_the_node_address_or_loopback_only() -> Resul
         10249,
     ]
     .into();
-    let found: Vec<(String, u16)> = listening().into_iter().filter(|(_, p)| ports.contains(p)).collect();
+    let found: Vec<(String, u16)> = listening()
+        .into_iter()
+        .filter(|(_, p)| ports.contains(p))
+        .collect();
     let seen: BTreeSet<u16> = found.iter().map(|(_, p)| *p).collect();
     assert_eq!(seen, ports, "every component port is listening: {found:?}");
     for (addr, port) in &found {
-        assert!(addr == "127.0.0.1" || addr == layout::NODE_IP, "port {port} listens on {addr}");
+        assert!(
+            addr == "127.0.0.1" || addr == layout::NODE_IP,
+            "port {port} listens on {addr}"
+        );
     }
-    let api: Vec<&String> = found.iter().filter(|(_, p)| *p == layout::API_PORT).map(|(a, _)| a).collect();
-    assert_eq!(api, vec![layout::NODE_IP], "the API server is bound to the node address only");
+    let api: Vec<&String> = found
+        .iter()
+        .filter(|(_, p)| *p == layout::API_PORT)
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(
+        api,
+        vec![layout::NODE_IP],
+        "the API server is bound to the node address only"
+    );
     Ok(())
 }
 
@@ -123,9 +170,18 @@ async fn every_component_listens_on_the_node_address_or_loopback_only() -> Resul
 async fn pod_traffic_can_only_reach_pods_services_and_the_node() -> Result<()> {
     let _c = shared().await?;
     let raw = sys::run("iptables", &["-t", "raw", "-S"])?;
-    let first_prerouting = raw.lines().find(|l| l.starts_with("-A PREROUTING")).unwrap_or_default();
-    assert_eq!(first_prerouting, "-A PREROUTING -i cni0 -j CHAMPION-EGRESS", "the guard comes first:\n{raw}");
-    let guard: Vec<&str> = raw.lines().filter(|l| l.starts_with("-A CHAMPION-EGRESS")).collect();
+    let first_prerouting = raw
+        .lines()
+        .find(|l| l.starts_with("-A PREROUTING"))
+        .unwrap_or_default();
+    assert_eq!(
+        first_prerouting, "-A PREROUTING -i cni0 -j CHAMPION-EGRESS",
+        "the guard comes first:\n{raw}"
+    );
+    let guard: Vec<&str> = raw
+        .lines()
+        .filter(|l| l.starts_with("-A CHAMPION-EGRESS"))
+        .collect();
     assert_eq!(
         guard,
         vec![
@@ -135,21 +191,74 @@ async fn pod_traffic_can_only_reach_pods_services_and_the_node() -> Result<()> {
         ]
     );
     let routes = sys::run("ip", &["route", "show", layout::SERVICE_CIDR])?;
-    assert!(routes.contains("dev cni0"), "the service range is routed onto the bridge, not the default route: {routes}");
+    assert!(
+        routes.contains("dev cni0"),
+        "the service range is routed onto the bridge, not the default route: {routes}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn cluster_dns_answers_cluster_names_only() -> Result<()> {
     let c = shared().await?;
-    assert!(c.has_image(PROBE)?, "{PROBE} is not in the cluster: run `make images` and `champion-cluster load-images`");
+    assert!(
+        c.has_image(PROBE)?,
+        "{PROBE} is not in the cluster: run `make images` and `champion-cluster load-images`"
+    );
     let ns = TestNamespace::create(&c, "dns").await?;
     let spec = json!({"automountServiceAccountToken": false});
-    let (phase, logs) = run_pod(&c, &ns.name, &one_shot_pod("inside", PROBE, &["resolve", "kubernetes.default"], spec.clone(), json!({}))?, Duration::from_secs(90)).await?;
+    let (phase, logs) = run_pod(
+        &c,
+        &ns.name,
+        &one_shot_pod(
+            "inside",
+            PROBE,
+            &["resolve", "kubernetes.default"],
+            spec.clone(),
+            json!({}),
+        )?,
+        Duration::from_secs(90),
+    )
+    .await?;
     assert_eq!(phase, "Succeeded", "a cluster name must resolve: {logs}");
     assert_eq!(logs.trim(), layout::KUBERNETES_SERVICE_IP);
-    let (phase, logs) = run_pod(&c, &ns.name, &one_shot_pod("outside", PROBE, &["resolve", "example.com"], spec, json!({}))?, Duration::from_secs(90)).await?;
+    let (phase, logs) = run_pod(
+        &c,
+        &ns.name,
+        &one_shot_pod(
+            "outside",
+            PROBE,
+            &["resolve", "example.com"],
+            spec,
+            json!({}),
+        )?,
+        Duration::from_secs(90),
+    )
+    .await?;
     assert_eq!(phase, "Failed", "an outside name must not resolve: {logs}");
-    assert!(logs.contains("resolving example.com"), "failed at name resolution: {logs}");
+    assert!(
+        logs.contains("resolving example.com"),
+        "failed at name resolution: {logs}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_controller_manager_allocates_the_bridge_subnet_to_the_node() -> Result<()> {
+    let c = shared().await?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(c.client.clone());
+    let node = nodes
+        .get(layout::NODE_NAME)
+        .await
+        .map_err(ClusterError::kube("get node"))?;
+    let spec = node.spec.unwrap_or_default();
+    assert_eq!(spec.pod_cidr.as_deref(), Some(layout::POD_SUBNET));
+    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == layout::NODE_IP),
+        "node addresses: {addresses:?}"
+    );
     Ok(())
 }

@@ -14,6 +14,9 @@ fn down_leaves_the_host_as_up_found_it() {
         .expect("champion-cluster runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "selftest-cleanup failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "selftest-cleanup failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("selftest-cleanup passed"), "{stdout}");
 }

@@ -198,9 +198,9 @@ impl TableReader {
         let source = self.schema_source.clone().unwrap_or_default();
         let mut feature_cols = Vec::with_capacity(self.table.n_features());
         for name in &self.table.feature_names {
-            let col = index.get(name.as_str()).ok_or_else(|| {
-                header_err(format!("has no column {name:?}, which {source} has"))
-            })?;
+            let col = index
+                .get(name.as_str())
+                .ok_or_else(|| header_err(format!("has no column {name:?}, which {source} has")))?;
             feature_cols.push(*col);
         }
         if let Some(extra) = features
@@ -215,6 +215,7 @@ impl TableReader {
         let n_fields = names.len();
         let mut data_rows = 0u64;
         let mut record = csv::StringRecord::new();
+        let mut lines = LineCounter::new(bytes);
         let mut row_values = vec![0.0; feature_cols.len()];
         loop {
             let line_hint = reader.position().line();
@@ -222,7 +223,10 @@ impl TableReader {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(line_hint);
+                    let line = e
+                        .position()
+                        .map(|p| lines.line_at(p.byte()))
+                        .unwrap_or(line_hint);
                     let err = RowError {
                         line,
                         reason: format!("cannot read the row: {e}"),
@@ -234,7 +238,10 @@ impl TableReader {
                     return Err(row_error(object, err));
                 }
             }
-            let line = record.position().map(|p| p.line()).unwrap_or(line_hint);
+            let line = record
+                .position()
+                .map(|p| lines.line_at(p.byte()))
+                .unwrap_or(line_hint);
             if record.len() == 1 && record.get(0) == Some("") {
                 continue; // a blank line
             }
@@ -277,9 +284,7 @@ impl TableReader {
             }
         }
         if data_rows == 0 {
-            return Err(header_err(
-                "has a header row but no data rows".to_string(),
-            ));
+            return Err(header_err("has a header row but no data rows".to_string()));
         }
         Ok(())
     }
@@ -304,11 +309,15 @@ impl TableReader {
         }
         for (slot, &col) in out.iter_mut().zip(feature_cols) {
             let raw = record.get(col).unwrap_or("");
-            *slot = parse_number(raw).map_err(|why| err(format!("column {:?} {why}", names[col])))?;
+            *slot =
+                parse_number(raw).map_err(|why| err(format!("column {:?} {why}", names[col])))?;
         }
         let raw_target = record.get(target_col).unwrap_or("");
         if raw_target.is_empty() {
-            return Err(err(format!("target column {:?} is empty", names[target_col])));
+            return Err(err(format!(
+                "target column {:?} is empty",
+                names[target_col]
+            )));
         }
         match self.options.positive_above {
             Some(threshold) => {
@@ -329,6 +338,42 @@ impl TableReader {
                 Ok((target.clone(), target))
             }
         }
+    }
+}
+
+/// Line numbers from byte offsets: the csv crate's own line count is off by one per CRLF line
+/// end, and users open the file in an editor that counts `\n`.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The 1-based line of byte `offset` (offsets only grow while a file is read).
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut offset = (offset as usize).min(self.bytes.len());
+        // With CRLF the csv crate reports a record as starting at the '\n' of the previous
+        // line end; a record never starts with a line-end byte, so step over them.
+        while offset < self.bytes.len() && matches!(self.bytes[offset], b'\r' | b'\n') {
+            offset += 1;
+        }
+        if offset >= self.offset {
+            self.line += self.bytes[self.offset..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            self.offset = offset;
+        }
+        self.line
     }
 }
 
@@ -366,7 +411,10 @@ pub fn sort_labels(labels: &mut [String]) {
     let numeric: Option<Vec<f64>> = labels.iter().map(|l| l.parse::<f64>().ok()).collect();
     if numeric.is_some() {
         labels.sort_by(|a, b| {
-            let (x, y) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
+            let (x, y) = (
+                a.parse::<f64>().unwrap_or(0.0),
+                b.parse::<f64>().unwrap_or(0.0),
+            );
             x.total_cmp(&y)
         });
     } else {

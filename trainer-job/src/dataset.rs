@@ -46,7 +46,8 @@ fn write_slots(
         fields.push(i.to_string());
         fields.join(",")
     };
-    let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % TEST_EVERY == TEST_EVERY - 1);
+    let (test, train): (Vec<usize>, Vec<usize>) =
+        (0..n).partition(|i| i % TEST_EVERY == TEST_EVERY - 1);
     let per_slot = train.len().div_ceil(slots);
     let mut files = Vec::with_capacity(slots + 1);
     let mut write = |name: String, rows: &[usize]| -> Result<(), TrainError> {

@@ -11,7 +11,11 @@ use trainer_job::{Algorithm, ReadOptions, TrainConfig, TrainError, dataset, trai
 const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
 
 #[derive(Parser)]
-#[command(name = "trainer-job", version, about = "Train a champion challenger from CSV objects in a bucket")]
+#[command(
+    name = "trainer-job",
+    version,
+    about = "Train a champion challenger from CSV objects in a bucket"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Read the data, fit, score challenger and champion, write model.json and report.json.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Write a demo data set as CSV slots.
     Dataset {
         #[command(subcommand)]
@@ -76,7 +80,8 @@ struct TrainArgs {
     #[arg(long = "param", env = "PARAMS", value_delimiter = ',')]
     params: Vec<String>,
     /// Skip and count bad rows instead of failing.
-    #[arg(long, env = "SKIP_BAD_ROWS")]
+    #[arg(long, env = "SKIP_BAD_ROWS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     skip_bad_rows: bool,
     /// Where Kubernetes reads the termination message from.
     #[arg(long, env = "TERMINATION_LOG", default_value = DEFAULT_TERMINATION_LOG)]
@@ -116,6 +121,25 @@ fn write_termination_log(path: &PathBuf, message: &str) {
     }
 }
 
+/// Where to report a command line that did not parse: `--termination-log` if it is among the
+/// arguments, else TERMINATION_LOG, else the Kubernetes default.
+fn termination_log_before_parsing() -> PathBuf {
+    let args: Vec<String> = std::env::args().collect();
+    for (i, arg) in args.iter().enumerate() {
+        if let Some(v) = arg.strip_prefix("--termination-log=") {
+            return PathBuf::from(v);
+        }
+        if arg == "--termination-log"
+            && let Some(v) = args.get(i + 1)
+        {
+            return PathBuf::from(v);
+        }
+    }
+    PathBuf::from(
+        std::env::var("TERMINATION_LOG").unwrap_or_else(|_| DEFAULT_TERMINATION_LOG.to_string()),
+    )
+}
+
 /// One line: Kubernetes shows the termination message in `kubectl describe`, and a multi-line
 /// message is cut.
 fn one_line(s: &str) -> String {
@@ -138,11 +162,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let message = one_line(&e.to_string());
-            eprintln!("{message}");
-            let path = std::env::var("TERMINATION_LOG")
-                .unwrap_or_else(|_| DEFAULT_TERMINATION_LOG.to_string());
-            write_termination_log(&PathBuf::from(path), &message);
+            // clap's usage block follows the reason; the reason is what the log needs.
+            let text = e.to_string();
+            let message = one_line(text.split("Usage:").next().unwrap_or(&text));
+            eprint!("{e}");
+            write_termination_log(&termination_log_before_parsing(), &message);
             return ExitCode::from(2);
         }
     };

@@ -200,7 +200,8 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
         y,
         n_classes: model_labels.len(),
     };
-    let (model, params) = algorithms::fit(config.algorithm, &config.params, &training, config.seed)?;
+    let (model, params) =
+        algorithms::fit(config.algorithm, &config.params, &training, config.seed)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     tracing::info!(algorithm = %config.algorithm, rows = train_set.n_rows(), fit_seconds, "fitted");
 
@@ -259,8 +260,8 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
     let positive = positive_label
         .as_ref()
         .and_then(|p| labels.iter().position(|l| l == p));
-    let challenger_metrics =
-        Metrics::compute(&truth, &challenger_pred, &labels, positive).map_err(TrainError::Evaluate)?;
+    let challenger_metrics = Metrics::compute(&truth, &challenger_pred, &labels, positive)
+        .map_err(TrainError::Evaluate)?;
     let champion_metrics = match &champion {
         None => None,
         Some((_, pred)) => {
@@ -269,7 +270,10 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
     };
     let score = |m: &Metrics| {
         m.score(config.metric).ok_or_else(|| {
-            TrainError::Evaluate(format!("metric {} is not defined for this target", config.metric))
+            TrainError::Evaluate(format!(
+                "metric {} is not defined for this target",
+                config.metric
+            ))
         })
     };
     let challenger_score = score(&challenger_metrics)?;
@@ -277,7 +281,9 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
     let evaluate_seconds = eval_started.elapsed().as_secs_f64();
 
     // Write: model first, report last (its presence means the run is complete).
-    out_store.put(MODEL_FILE_NAME, Bytes::from(model_bytes)).await?;
+    out_store
+        .put(MODEL_FILE_NAME, Bytes::from(model_bytes))
+        .await?;
     let mut report = Report {
         format_version: REPORT_FORMAT_VERSION,
         model_version: version,

@@ -65,6 +65,8 @@ pub mod condition {
 /// A ModelPipeline keeps a model fresh: it watches a data location, trains a challenger in a
 /// Job when the data changes, promotes it only when it beats the champion on the same held-out
 /// data, and rolls the predictor Deployment to the winner.
+// Every printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "champion.dev",
@@ -77,11 +79,35 @@ pub mod condition {
     status = "ModelPipelineStatus",
     derive = "PartialEq",
     doc = "A ModelPipeline trains a challenger model when new data arrives, promotes it only when it beats the champion, and serves the champion from a predictor Deployment.",
-    printcolumn(name = "Champion", type_ = "string", json_path = ".status.champion.version", description = "Model version the predictor serves"),
-    printcolumn(name = "Score", type_ = "number", json_path = ".status.champion.score", description = "Champion score on its evaluation metric"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "What the pipeline is doing"),
-    printcolumn(name = "Last", type_ = "string", json_path = ".status.lastOutcome", description = "Outcome of the last training run"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Champion",
+        type_ = "string",
+        json_path = ".status.champion.version",
+        description = "Model version the predictor serves"
+    ),
+    printcolumn(
+        name = "Score",
+        type_ = "number",
+        json_path = ".status.champion.score",
+        description = "Champion score on its evaluation metric"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "What the pipeline is doing"
+    ),
+    printcolumn(
+        name = "Last",
+        type_ = "string",
+        json_path = ".status.lastOutcome",
+        description = "Outcome of the last training run"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelPipelineSpec {
@@ -105,7 +131,7 @@ pub struct ModelPipelineSpec {
     /// data and model stores. The operator reads a `file://` store itself, so it must have
     /// the same volume mounted at the same path (see the Helm chart's `storeVolumes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 8), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub volumes: Vec<StoreVolume>,
     /// How many entries `status.history` keeps (oldest dropped first), 1 to 100.
     #[serde(default = "default_history_limit")]
@@ -128,19 +154,28 @@ pub struct ModelPipelineSpec {
 pub struct DataSpec {
     /// URI prefix of the training CSV files: file:///abs/dir/, s3://bucket/prefix/, gs://,
     /// az://, or http(s)://. Every object under the prefix is training data.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://")
+    )]
     pub uri: String,
     /// How often the data prefix is listed to detect new data, as a Go duration ("30s", "2m").
     /// At least 1s.
     #[serde(default = "default_poll_interval")]
-    #[schemars(length(max = 32))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
+    )]
     pub poll_interval: Duration,
     /// Name of the target (label) column in the CSV header.
     #[schemars(length(min = 1, max = 128))]
     pub target: String,
     /// Optional fixed test set, scored instead of a holdout split from the training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://")
+    )]
     pub test_data_uri: Option<String>,
     /// Binarise the target: values above this number are the positive class, the rest the
     /// negative class (the wine system uses 5: quality > 5 is "good").
@@ -163,7 +198,10 @@ pub struct DataSpec {
 pub struct ModelStoreSpec {
     /// URI prefix under which each model version gets a directory
     /// `<uri>/<pipeline>/<version>/` holding model.json and report.json.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://")
+    )]
     pub uri: String,
     /// Secret with the store credentials (same keys as `data.secretRef`). Trainer Jobs and
     /// predictor pods get it as environment; the operator reads it to fetch report.json.
@@ -189,7 +227,10 @@ pub struct SecretRef {
 ]))]
 pub struct StoreVolume {
     /// Volume name inside the pods (a DNS label).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Absolute path the volume is mounted at; `file://` URIs refer to paths under it.
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
@@ -342,7 +383,11 @@ pub struct EvaluationSpec {
 
 impl Default for EvaluationSpec {
     fn default() -> Self {
-        Self { metric: Metric::default(), holdout_fraction: default_holdout_fraction(), seed: default_seed() }
+        Self {
+            metric: Metric::default(),
+            holdout_fraction: default_holdout_fraction(),
+            seed: default_seed(),
+        }
     }
 }
 
@@ -735,7 +780,10 @@ mod tests {
     #[test]
     fn minimal_spec_gets_documented_defaults() {
         let mp: ModelPipeline = serde_json::from_value(minimal()).expect("minimal spec parses");
-        assert_eq!(mp.spec.data.poll_interval, std::time::Duration::from_secs(30));
+        assert_eq!(
+            mp.spec.data.poll_interval,
+            std::time::Duration::from_secs(30)
+        );
         assert_eq!(mp.spec.evaluation.metric, Metric::F1Macro);
         assert_eq!(mp.spec.evaluation.holdout_fraction, 0.2);
         assert_eq!(mp.spec.trainer.image, "champion/trainer-job:dev");
@@ -754,7 +802,10 @@ mod tests {
             (Metric::F1Binary, "f1Binary"),
             (Metric::Accuracy, "accuracy"),
         ] {
-            assert_eq!(serde_json::to_value(m).expect("serialises"), serde_json::json!(s));
+            assert_eq!(
+                serde_json::to_value(m).expect("serialises"),
+                serde_json::json!(s)
+            );
             assert_eq!(m.as_str(), s);
         }
     }
@@ -768,7 +819,10 @@ mod tests {
     #[test]
     fn crd_has_short_name_status_subresource_and_cel_rules() {
         let crd = serde_json::to_value(ModelPipeline::crd()).expect("crd serialises");
-        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["mlp"]));
+        assert_eq!(
+            crd["spec"]["names"]["shortNames"],
+            serde_json::json!(["mlp"])
+        );
         let version = &crd["spec"]["versions"][0];
         assert!(version["subresources"]["status"].is_object());
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
@@ -776,6 +830,11 @@ mod tests {
         assert!(rules.contains("holdoutFraction > 0.0"), "{rules}");
         let rules = spec["data"]["x-kubernetes-validations"].to_string();
         assert!(rules.contains("duration(self.pollInterval)"), "{rules}");
-        assert_eq!(spec["evaluation"]["properties"]["metric"]["enum"].as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            spec["evaluation"]["properties"]["metric"]["enum"]
+                .as_array()
+                .map(Vec::len),
+            Some(4)
+        );
     }
 }

@@ -87,6 +87,8 @@ pub struct Store {
     /// The URI without user info, query or fragment: safe to print.
     uri: String,
     is_local: bool,
+    /// Plain HTTP(S) servers cannot list; there a URI names one object.
+    is_http: bool,
 }
 
 impl fmt::Debug for Store {
@@ -131,10 +133,15 @@ impl Store {
             ),
         })?;
         let is_local = scheme == ObjectStoreScheme::Local;
-        let options: Vec<(String, String)> = options
+        let is_http = scheme == ObjectStoreScheme::Http;
+        let mut options: Vec<(String, String)> = options
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        if url.scheme() == "http" {
+            // object_store refuses plain HTTP unless told; an http:// URI is that request.
+            options.push(("allow_http".into(), "true".into()));
+        }
         let (inner, prefix) =
             object_store::parse_url_opts(&url, options).map_err(|source| StoreError::Open {
                 uri: redacted.clone(),
@@ -146,6 +153,7 @@ impl Store {
             prefix,
             uri: redacted,
             is_local,
+            is_http,
         })
     }
 
@@ -173,6 +181,7 @@ impl Store {
             prefix,
             uri: self.uri_of(key.trim_matches('/')),
             is_local: self.is_local,
+            is_http: self.is_http,
         })
     }
 
@@ -247,12 +256,18 @@ impl Store {
                     uri: self.uri.clone(),
                 });
             }
-        } else if !self.uri.ends_with('/')
-            && let Some(object) = self.single_object().await?
-        {
-            // A URI without a trailing slash that names an object (the only way to read plain
+        } else if !self.uri.ends_with('/') {
+            // A URI without a trailing slash may name one object (the only way to read plain
             // HTTP servers, which cannot list).
-            return Ok(vec![object]);
+            match self.single_object().await? {
+                Some(object) => return Ok(vec![object]),
+                None if self.is_http => {
+                    return Err(StoreError::NotFound {
+                        uri: self.uri.clone(),
+                    });
+                }
+                None => {}
+            }
         }
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let metas: Vec<object_store::ObjectMeta> = self

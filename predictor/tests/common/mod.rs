@@ -63,7 +63,9 @@ impl Predictor {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn predictor: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn predictor: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -96,7 +98,13 @@ impl Predictor {
         Predictor { child, addr, log }
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         request(self.addr, method, path, headers, body)
     }
 
@@ -225,7 +233,9 @@ pub fn request(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap_or_else(|e| panic!("{e}"));
-    stream.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+    stream
+        .write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
     // The server may answer (413) and close before reading a large body; that is fine.
     let _ = stream.write_all(body);
     read_response(&mut stream)
@@ -285,7 +295,11 @@ pub fn wine_test_rows() -> (Vec<String>, Vec<Vec<f64>>) {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             l.split(',')
-                .map(|v| v.trim().parse::<f64>().unwrap_or_else(|e| panic!("{v}: {e}")))
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .unwrap_or_else(|e| panic!("{v}: {e}"))
+                })
                 .collect()
         })
         .collect();

@@ -42,7 +42,14 @@ pub fn wine_model(version: &str, trees: usize) -> ModelFile {
     let mut stumps = Vec::with_capacity(trees);
     let mut weights = Vec::with_capacity(trees);
     // (feature, good when above threshold?)
-    let signals = [(10, true), (9, true), (1, false), (6, false), (2, true), (7, false)];
+    let signals = [
+        (10, true),
+        (9, true),
+        (1, false),
+        (6, false),
+        (2, true),
+        (7, false),
+    ];
     for i in 0..trees {
         let (feature, good_above) = signals[i % signals.len()];
         let threshold = -0.6 + 0.2 * ((i / signals.len()) % 7) as f64;
@@ -52,7 +59,7 @@ pub fn wine_model(version: &str, trees: usize) -> ModelFile {
             ([0.2, 0.8], [0.8, 0.2])
         };
         stumps.push(DecisionTree {
-            feature: vec![feature as i32, -1, -1],
+            feature: vec![feature, -1, -1],
             threshold: vec![threshold, 0.0, 0.0],
             left: vec![1, 0, 0],
             right: vec![2, 0, 0],

@@ -58,7 +58,12 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up { keep_on_failure } => cmd_up(&layout, keep_on_failure).await,
         Command::Down => cmd_down(&layout),
-        Command::LoadImages => cluster::import_images(&layout, false).map(|n| println!("imported {n} image archives from {}", layout.images_dir.display())),
+        Command::LoadImages => cluster::import_images(&layout, false).map(|n| {
+            println!(
+                "imported {n} image archives from {}",
+                layout.images_dir.display()
+            )
+        }),
         Command::Status => {
             for line in cluster::status(&layout).await {
                 println!("{line}");
@@ -86,7 +91,9 @@ async fn up_or_teardown(layout: &Layout, keep_on_failure: bool) -> Result<cluste
     if outcome.is_err() {
         print_log_tails(layout);
         if !keep_on_failure {
-            eprintln!("start-up failed; removing what was started (use --keep-on-failure to keep it)");
+            eprintln!(
+                "start-up failed; removing what was started (use --keep-on-failure to keep it)"
+            );
             let _ = cluster::down(layout);
         }
     }
@@ -97,7 +104,11 @@ async fn cmd_up(layout: &Layout, keep_on_failure: bool) -> Result<()> {
     let report = up_or_teardown(layout, keep_on_failure).await?;
     println!("{}", layout.admin_kubeconfig().display());
     if report.reused {
-        println!("champion cluster already running and healthy (checked in {:.1} s)", report.elapsed.as_secs_f64());
+        println!(
+            "champion cluster already running and healthy; {} image archives re-imported in {:.1} s",
+            report.images,
+            report.elapsed.as_secs_f64()
+        );
     } else {
         println!(
             "champion cluster ready in {:.1} s: node {} at {}, {} images imported; export KUBECONFIG={}",
@@ -116,13 +127,18 @@ fn cmd_down(layout: &Layout) -> Result<()> {
     for n in notes {
         eprintln!("  {n}");
     }
-    println!("champion cluster down in {:.1} s; host restored", elapsed.as_secs_f64());
+    println!(
+        "champion cluster down in {:.1} s; host restored",
+        elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
 fn print_log_tails(layout: &Layout) {
     for c in layout::COMPONENTS {
-        let Ok(text) = std::fs::read_to_string(layout.log(c)) else { continue };
+        let Ok(text) = std::fs::read_to_string(layout.log(c)) else {
+            continue;
+        };
         let lines: Vec<&str> = text.lines().collect();
         eprintln!("--- last lines of {} ---", layout.log(c).display());
         for l in &lines[lines.len().saturating_sub(8)..] {
@@ -158,8 +174,13 @@ async fn run_pods(c: &cluster::Cluster, ns: &str, count: usize) -> Result<Vec<Du
     for i in 0..count {
         let name = format!("pause-{i}");
         let t0 = Instant::now();
-        pods.create(&PostParams::default(), &pause_pod(&name)?).await.map_err(ClusterError::kube(format!("create pod {ns}/{name}")))?;
-        wait_object(&pods, &name, Duration::from_secs(60), |p| phase(p) == "Running").await?;
+        pods.create(&PostParams::default(), &pause_pod(&name)?)
+            .await
+            .map_err(ClusterError::kube(format!("create pod {ns}/{name}")))?;
+        wait_object(&pods, &name, Duration::from_secs(60), |p| {
+            phase(p) == "Running"
+        })
+        .await?;
         times.push(t0.elapsed());
     }
     Ok(times)
@@ -175,7 +196,10 @@ async fn pod_start(count: usize) -> Result<()> {
     }
     let max = times.iter().max().copied().unwrap_or_default();
     let mean = times.iter().sum::<Duration>().as_secs_f64() / times.len().max(1) as f64;
-    println!("mean {mean:.3} s, max {:.3} s (budget 2 s)", max.as_secs_f64());
+    println!(
+        "mean {mean:.3} s, max {:.3} s (budget 2 s)",
+        max.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -187,22 +211,47 @@ async fn selftest_cleanup(layout: &Layout) -> Result<()> {
     let during = HostSnapshot::take(layout);
     if before.diff(&during).is_empty() {
         let _ = cluster::down(layout);
-        return Err(ClusterError::Invalid("a running cluster changed nothing on the host: the snapshot cannot see it".into()));
+        return Err(ClusterError::Invalid(
+            "a running cluster changed nothing on the host: the snapshot cannot see it".into(),
+        ));
     }
     // A running pod gives the host what teardown must undo: a netns, a veth, mounts, cgroups.
     let pods_ran = async {
         let c = cluster::Cluster::connect(layout).await?;
         let ns = TestNamespace::create(&c, "selftest").await?;
-        run_pods(&c, &ns.name, 2).await
+        run_pods(&c, &ns.name, 2).await?;
+        Ok::<_, ClusterError>(HostSnapshot::take(layout))
     }
     .await;
     let (elapsed, _) = cluster::down(layout)?;
-    pods_ran?;
+    let with_pods = before.diff(&pods_ran?);
+    // The snapshot must see every kind of trace a running pod leaves, or "equal" proves nothing.
+    for (section, trace) in [
+        ("links", "left behind: veth"),
+        ("links", "left behind: cni0"),
+        ("mounts", "left behind: /run/champion-cluster/containerd"),
+        ("cgroups", "/kubepods"),
+        ("iptables", "left behind: -A KUBE-SERVICES"),
+        ("processes", "containerd-shim-runc-v2"),
+        ("directories", "left behind: /var/lib/kubelet"),
+    ] {
+        let seen = with_pods
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{section}:")) && l.contains(trace));
+        if !seen {
+            return Err(ClusterError::Invalid(format!(
+                "with pods running, the host snapshot shows no {section} entry containing {trace:?}; it cannot prove the cleanup:\n{with_pods}"
+            )));
+        }
+    }
     let after = HostSnapshot::take(layout);
     let diff = before.diff(&after);
     if !diff.is_empty() {
         return Err(ClusterError::HostChanged(diff));
     }
-    println!("selftest-cleanup passed: after `down` ({:.1} s) the host's mounts, links, routes, iptables rules, netns, cgroups, directories, processes and sysctls equal what they were before `up`", elapsed.as_secs_f64());
+    println!(
+        "selftest-cleanup passed: after `down` ({:.1} s) the host's mounts, links, routes, iptables rules, netns, cgroups, directories, processes and sysctls equal what they were before `up`",
+        elapsed.as_secs_f64()
+    );
     Ok(())
 }

@@ -67,13 +67,20 @@ async fn main() -> ExitCode {
         Command::KubeGet { path } => kube_get(&path).await,
         Command::Resolve { name } => resolve(&name).await,
         Command::Sandbox => sandbox(),
-        Command::WriteFile { path, text } => std::fs::write(&path, text).map(|_| ExitCode::SUCCESS).map_err(|e| format!("writing {path}: {e}")),
-        Command::Cat { path } => std::fs::read_to_string(&path).map(|t| {
-            print!("{t}");
-            ExitCode::SUCCESS
-        })
-        .map_err(|e| format!("reading {path}: {e}")),
-        Command::Fail { message, code, termination_log } => {
+        Command::WriteFile { path, text } => std::fs::write(&path, text)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(|e| format!("writing {path}: {e}")),
+        Command::Cat { path } => std::fs::read_to_string(&path)
+            .map(|t| {
+                print!("{t}");
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| format!("reading {path}: {e}")),
+        Command::Fail {
+            message,
+            code,
+            termination_log,
+        } => {
             if let Err(e) = std::fs::write(&termination_log, &message) {
                 eprintln!("writing {termination_log}: {e}");
             }
@@ -91,10 +98,18 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(port: u16, body: String) -> Result<ExitCode, String> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| format!("binding port {port}: {e}"))?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string());
+    let listener = TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|e| format!("binding port {port}: {e}"))?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| {
+        std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    });
     let body = format!("{body} from {host}\n");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
     eprintln!("serving on :{port}");
     loop {
         tokio::select! {
@@ -122,46 +137,77 @@ async fn answer(mut stream: TcpStream, body: &str) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf);
     let path = head.split_whitespace().nth(1).unwrap_or("/");
     let text = if path == "/healthz" { "ok\n" } else { body };
-    let response = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
 
 async fn get(url: &str) -> Result<ExitCode, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported, got {url}"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("only http:// URLs are supported, got {url}"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|e| format!("port in {url}: {e}"))?),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|e| format!("port in {url}: {e}"))?,
+        ),
         None => (authority, 80),
     };
-    let mut stream = TcpStream::connect((host, port)).await.map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+    let mut stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.map_err(|e| format!("sending to {url}: {e}"))?;
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("sending to {url}: {e}"))?;
     let mut resp = Vec::new();
-    stream.read_to_end(&mut resp).await.map_err(|e| format!("reading from {url}: {e}"))?;
+    stream
+        .read_to_end(&mut resp)
+        .await
+        .map_err(|e| format!("reading from {url}: {e}"))?;
     let text = String::from_utf8_lossy(&resp);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status_line = head.lines().next().unwrap_or_default();
     println!("{status_line}");
     print!("{body}");
-    let ok = status_line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'));
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn kube_get(path: &str) -> Result<ExitCode, String> {
     let config = kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?;
     let client = kube::Client::try_from(config).map_err(|e| format!("client: {e}"))?;
-    let req = http::Request::get(path).body(kube::client::Body::from(Vec::new())).map_err(|e| format!("request {path}: {e}"))?;
-    let resp = client.send(req).await.map_err(|e| format!("GET {path}: {e}"))?;
+    let req = http::Request::get(path)
+        .body(kube::client::Body::from(Vec::new()))
+        .map_err(|e| format!("request {path}: {e}"))?;
+    let resp = client
+        .send(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
     println!("status={}", resp.status().as_u16());
     Ok(ExitCode::SUCCESS)
 }
 
 async fn resolve(name: &str) -> Result<ExitCode, String> {
-    let addrs = tokio::net::lookup_host((name, 0)).await.map_err(|e| format!("resolving {name}: {e}"))?;
+    let addrs = tokio::net::lookup_host((name, 0))
+        .await
+        .map_err(|e| format!("resolving {name}: {e}"))?;
     let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
     ips.sort();
     ips.dedup();

@@ -210,7 +210,8 @@ conntrack:
 
 /// The resolv.conf kubelet gives pods with `dnsPolicy: Default`: deliberately no nameserver, so
 /// nothing in the cluster ever asks the host's (external) resolver.
-pub const RESOLV_CONF: &str = "# champion local cluster: no upstream resolver; cluster names are answered by CoreDNS only\n";
+pub const RESOLV_CONF: &str =
+    "# champion local cluster: no upstream resolver; cluster names are answered by CoreDNS only\n";
 
 /// CoreDNS answers `cluster.local` and reverse lookups from the kubernetes plugin and forwards
 /// nothing: a name outside the cluster gets no answer instead of a packet off the machine.
@@ -349,18 +350,48 @@ spec:
 /// Writes every kubeconfig and component configuration under the state dir.
 pub fn write_all(layout: &Layout) -> Result<()> {
     let api = api_server_url();
-    for user in ["admin", "controller-manager", "scheduler", "kubelet", "kube-proxy"] {
-        write_file(&layout.kubeconfig(user), kubeconfig(layout, &api, user), 0o600)?;
+    for user in [
+        "admin",
+        "controller-manager",
+        "scheduler",
+        "kubelet",
+        "kube-proxy",
+    ] {
+        write_file(
+            &layout.kubeconfig(user),
+            kubeconfig(layout, &api, user),
+            0o600,
+        )?;
     }
     // The health checks reuse the kube client as a plain mTLS HTTP client against etcd.
     let etcd = format!("https://127.0.0.1:{}", layout::ETCD_CLIENT_PORT);
-    write_file(&layout.kubeconfig("apiserver-etcd-client"), kubeconfig(layout, &etcd, "apiserver-etcd-client"), 0o600)?;
-    write_file(&layout.config("containerd.toml"), containerd_toml(layout), 0o644)?;
-    write_file(&layout.cni_conf_dir().join("10-champion.conflist"), cni_conflist(layout), 0o644)?;
+    write_file(
+        &layout.kubeconfig("apiserver-etcd-client"),
+        kubeconfig(layout, &etcd, "apiserver-etcd-client"),
+        0o600,
+    )?;
+    write_file(
+        &layout.config("containerd.toml"),
+        containerd_toml(layout),
+        0o644,
+    )?;
+    write_file(
+        &layout.cni_conf_dir().join("10-champion.conflist"),
+        cni_conflist(layout),
+        0o644,
+    )?;
     write_file(&layout.config("kubelet.yaml"), kubelet_yaml(layout), 0o644)?;
-    write_file(&layout.config("kube-proxy.yaml"), kube_proxy_yaml(layout), 0o644)?;
+    write_file(
+        &layout.config("kube-proxy.yaml"),
+        kube_proxy_yaml(layout),
+        0o644,
+    )?;
     write_file(&layout.config("resolv.conf"), RESOLV_CONF, 0o644)?;
-    write_file(&layout.config("registry").join("_default/hosts.toml"), REGISTRY_HOSTS_TOML, 0o644)?;
+    write_file(
+        &layout.config("registry").join("_default/hosts.toml"),
+        REGISTRY_HOSTS_TOML,
+        0o644,
+    )?;
     write_file(&layout.config("coredns.yaml"), coredns_manifests(), 0o644)?;
     Ok(())
 }

@@ -26,20 +26,39 @@ pub struct HostBefore {
     pub sysctls: Vec<(String, String)>,
     /// The entries of [`layout::FOREIGN_DIRS`] that already existed (left in place by `down`).
     pub existing_dirs: Vec<String>,
+    /// nftables tables (`ip filter`, `ip6 nat`, ...) that already existed. iptables-nft creates
+    /// a table the first time a rule goes into it and never removes it; `down` does.
+    #[serde(default)]
+    pub nft_tables: Vec<String>,
 }
 
 impl HostBefore {
     pub fn capture() -> HostBefore {
         let sysctls = SYSCTLS
             .iter()
-            .filter_map(|s| std::fs::read_to_string(Path::new("/proc/sys").join(s)).ok().map(|v| (s.to_string(), v.trim().to_string())))
+            .filter_map(|s| {
+                std::fs::read_to_string(Path::new("/proc/sys").join(s))
+                    .ok()
+                    .map(|v| (s.to_string(), v.trim().to_string()))
+            })
             .collect();
-        let existing_dirs = layout::FOREIGN_DIRS.iter().filter(|d| Path::new(d).exists()).map(|d| d.to_string()).collect();
-        HostBefore { sysctls, existing_dirs }
+        let existing_dirs = layout::FOREIGN_DIRS
+            .iter()
+            .filter(|d| Path::new(d).exists())
+            .map(|d| d.to_string())
+            .collect();
+        HostBefore {
+            sysctls,
+            existing_dirs,
+            nft_tables: nft_tables(),
+        }
     }
 
     pub fn save(&self, layout: &Layout) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|source| ClusterError::Serialize { what: "host-before.json", source })?;
+        let json = serde_json::to_vec_pretty(self).map_err(|source| ClusterError::Serialize {
+            what: "host-before.json",
+            source,
+        })?;
         write_file(&layout.host_before(), json, 0o644)
     }
 
@@ -60,9 +79,21 @@ fn set_sysctl(name: &str, value: &str) -> Result<()> {
 pub fn setup_network() -> Result<()> {
     let bridge = layout::BRIDGE;
     run("ip", &["link", "add", bridge, "type", "bridge"])?;
-    run("ip", &["addr", "add", &format!("{}/24", layout::NODE_IP), "dev", bridge])?;
+    run(
+        "ip",
+        &[
+            "addr",
+            "add",
+            &format!("{}/24", layout::NODE_IP),
+            "dev",
+            bridge,
+        ],
+    )?;
     run("ip", &["link", "set", bridge, "up"])?;
-    run("ip", &["route", "replace", layout::SERVICE_CIDR, "dev", bridge])?;
+    run(
+        "ip",
+        &["route", "replace", layout::SERVICE_CIDR, "dev", bridge],
+    )?;
     let guard = format!(
         "*raw\n:{c} - [0:0]\n-A {c} -d {pods} -j RETURN\n-A {c} -d {svc} -j RETURN\n-A {c} -j DROP\n-I PREROUTING 1 -i {bridge} -j {c}\nCOMMIT\n",
         c = EGRESS_CHAIN,
@@ -71,7 +102,10 @@ pub fn setup_network() -> Result<()> {
     );
     run_with_stdin("iptables-restore", &["--noflush"], &guard)?;
     // Pods get no IPv6 address; drop anything IPv6 they might still emit towards the host.
-    let guard6 = format!("*raw\n:{c} - [0:0]\n-A {c} -j DROP\n-I PREROUTING 1 -i {bridge} -j {c}\nCOMMIT\n", c = EGRESS_CHAIN);
+    let guard6 = format!(
+        "*raw\n:{c} - [0:0]\n-A {c} -j DROP\n-I PREROUTING 1 -i {bridge} -j {c}\nCOMMIT\n",
+        c = EGRESS_CHAIN
+    );
     if let Err(e) = run_with_stdin("ip6tables-restore", &["--noflush"], &guard6) {
         eprintln!("warning: no IPv6 egress guard ({e}); pods have no IPv6 address");
     }
@@ -84,7 +118,9 @@ pub fn setup_network() -> Result<()> {
 
 /// Every mount point under the cluster's prefixes, deepest first.
 fn cluster_mounts() -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let mut mounts: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -98,7 +134,10 @@ fn cluster_mounts() -> Vec<PathBuf> {
 }
 
 fn unescape_mount_path(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 fn unmount_all() -> usize {
@@ -110,7 +149,9 @@ fn unmount_all() -> usize {
             break;
         }
         for m in mounts {
-            let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else { continue };
+            let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
             // SAFETY: umount2 on a NUL-terminated path we own; MNT_DETACH never blocks.
             if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
                 count += 1;
@@ -124,8 +165,13 @@ fn unmount_all() -> usize {
 /// other chains that jump to them, then their contents, then the chains. One iptables-restore
 /// per table, so a half-cleaned table is never left behind.
 fn clear_iptables() {
-    for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
-        let Ok(dump) = run(save, &[] as &[&str]) else { continue };
+    for (save, restore) in [
+        ("iptables-save", "iptables-restore"),
+        ("ip6tables-save", "ip6tables-restore"),
+    ] {
+        let Ok(dump) = run(save, &[] as &[&str]) else {
+            continue;
+        };
         for (table, body) in split_tables(&dump) {
             if let Some(script) = cleanup_script(&table, &body)
                 && let Err(e) = run_with_stdin(restore, &["--noflush"], &script)
@@ -167,13 +213,18 @@ fn cleanup_script(table: &str, body: &[String]) -> Option<String> {
         .collect();
     let mut deletes = Vec::new();
     for line in body {
-        let Some(rule) = line.strip_prefix("-A ") else { continue };
+        let Some(rule) = line.strip_prefix("-A ") else {
+            continue;
+        };
         let chain = rule.split_whitespace().next().unwrap_or_default();
         if ours(chain) {
             continue;
         }
         let mut words = rule.split_whitespace();
-        let jumps_to_ours = std::iter::from_fn(|| words.next()).collect::<Vec<_>>().windows(2).any(|w| (w[0] == "-j" || w[0] == "-g") && ours(w[1]));
+        let jumps_to_ours = std::iter::from_fn(|| words.next())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| (w[0] == "-j" || w[0] == "-g") && ours(w[1]));
         if jumps_to_ours {
             deletes.push(format!("-D {rule}"));
         }
@@ -196,10 +247,61 @@ fn cleanup_script(table: &str, body: &[String]) -> Option<String> {
     Some(script)
 }
 
+/// `nft list tables` as "family name" lines; empty when nft is unavailable.
+fn nft_tables() -> Vec<String> {
+    output("nft", &["list", "tables"])
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("table "))
+                .map(|t| t.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deletes the iptables-nft tables of families ip/ip6 that the cluster created: those absent
+/// before `up`, or — when that record is lost — those left without a single rule.
+fn clear_nft_tables(before: Option<&HostBefore>) {
+    for table in nft_tables() {
+        let mut words = table.split_whitespace();
+        let (Some(family), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if family != "ip" && family != "ip6" {
+            continue;
+        }
+        let ours = match before {
+            Some(b) => !b.nft_tables.contains(&table),
+            None => output("nft", &["list", "table", family, name])
+                .map(|o| {
+                    !String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+                        let l = l.trim();
+                        !l.is_empty()
+                            && !l.starts_with("table")
+                            && !l.starts_with("chain")
+                            && !l.starts_with("type")
+                            && l != "}"
+                    })
+                })
+                .unwrap_or(false),
+        };
+        if ours {
+            try_run("nft", &["delete", "table", family, name]);
+        }
+    }
+}
+
 /// The kubepods cgroup of every v1 hierarchy (and the v2 one, when mounted).
 fn kubepods_cgroups() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return Vec::new() };
-    entries.flatten().map(|e| e.path().join("kubepods")).filter(|p| p.is_dir()).collect()
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path().join("kubepods"))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
 fn remove_cgroup_tree(dir: &Path) {
@@ -216,7 +318,10 @@ fn remove_cgroup_tree(dir: &Path) {
 
 /// Kills what runs in the pods' cgroups (containers outlive a killed containerd).
 pub fn kill_pod_processes() -> usize {
-    kubepods_cgroups().iter().map(|c| super::process::kill_cgroup_tree(c)).sum()
+    kubepods_cgroups()
+        .iter()
+        .map(|c| super::process::kill_cgroup_tree(c))
+        .sum()
 }
 
 /// Undoes everything the cluster did to the host, given that its processes are already gone.
@@ -227,7 +332,12 @@ pub fn clear(layout: &Layout) -> Vec<String> {
     if n > 0 {
         notes.push(format!("unmounted {n} mounts"));
     }
-    for netns_dir in ["/run/netns".into(), layout.containerd_state().join("io.containerd.grpc.v1.cri/netns")] {
+    for netns_dir in [
+        "/run/netns".into(),
+        layout
+            .containerd_state()
+            .join("io.containerd.grpc.v1.cri/netns"),
+    ] {
         if let Ok(entries) = std::fs::read_dir(&netns_dir) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_file(e.path());
@@ -238,7 +348,11 @@ pub fn clear(layout: &Layout) -> Vec<String> {
         if let Ok(out) = output("ip", &["-o", "link", "show", "master", layout::BRIDGE]) {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 // "7: vethabc@if2: <...>" -> vethabc
-                if let Some(name) = line.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or_default().to_string()) {
+                if let Some(name) = line
+                    .split(':')
+                    .nth(1)
+                    .map(|s| s.trim().split('@').next().unwrap_or_default().to_string())
+                {
                     try_run("ip", &["link", "del", name.as_str()]);
                 }
             }
@@ -248,6 +362,7 @@ pub fn clear(layout: &Layout) -> Vec<String> {
     }
     try_run("ip", &["route", "del", layout::SERVICE_CIDR]);
     clear_iptables();
+    clear_nft_tables(before.as_ref());
     for cg in kubepods_cgroups() {
         remove_cgroup_tree(&cg);
     }
@@ -258,7 +373,9 @@ pub fn clear(layout: &Layout) -> Vec<String> {
             }
         }
     }
-    let keep: BTreeSet<String> = before.map(|b| b.existing_dirs.into_iter().collect()).unwrap_or_default();
+    let keep: BTreeSet<String> = before
+        .map(|b| b.existing_dirs.into_iter().collect())
+        .unwrap_or_default();
     for dir in layout::FOREIGN_DIRS.iter().filter(|d| !keep.contains(**d)) {
         remove_dir(Path::new(dir), &mut notes);
     }
@@ -284,8 +401,17 @@ pub struct HostSnapshot {
 
 impl HostSnapshot {
     pub fn take(layout: &Layout) -> HostSnapshot {
-        let lines = |s: String| s.lines().map(str::to_string).filter(|l| !l.trim().is_empty()).collect::<BTreeSet<_>>();
-        let cmd = |p: &str, a: &[&str]| sys::output(p, a).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let lines = |s: String| {
+            s.lines()
+                .map(str::to_string)
+                .filter(|l| !l.trim().is_empty())
+                .collect::<BTreeSet<_>>()
+        };
+        let cmd = |p: &str, a: &[&str]| {
+            sys::output(p, a)
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
@@ -293,10 +419,18 @@ impl HostSnapshot {
                 let f: Vec<&str> = l.split(' ').collect();
                 // mount point, then fstype and source after the " - " separator
                 let tail = l.split(" - ").nth(1).unwrap_or_default();
-                format!("{} {}", f.get(4).unwrap_or(&""), tail.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                format!(
+                    "{} {}",
+                    f.get(4).unwrap_or(&""),
+                    tail.split(' ').take(2).collect::<Vec<_>>().join(" ")
+                )
             })
             .collect();
-        let links = cmd("ip", &["-o", "link", "show"]).lines().filter_map(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()).collect();
+        let links = cmd("ip", &["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+            .collect();
         let strip_counters = |s: String| {
             s.lines()
                 .filter(|l| !l.starts_with('#'))
@@ -320,26 +454,53 @@ impl HostSnapshot {
             }
         }
         let mut dirs = BTreeSet::new();
-        let ours = [layout.state.clone(), layout.run.clone(), PathBuf::from(layout::LOCK_FILE)];
+        let ours = [
+            layout.state.clone(),
+            layout.run.clone(),
+            PathBuf::from(layout::LOCK_FILE),
+        ];
         for d in layout::FOREIGN_DIRS.iter().map(PathBuf::from).chain(ours) {
             if d.exists() {
                 dirs.insert(d.display().to_string());
             }
         }
-        let processes = super::process::cluster_processes().into_iter().map(|(pid, exe)| format!("{pid} {}", exe.display())).collect();
+        let processes = super::process::cluster_processes()
+            .into_iter()
+            .map(|(pid, exe)| format!("{pid} {}", exe.display()))
+            .collect();
         let sysctls = SYSCTLS
             .iter()
-            .map(|s| format!("{s}={}", std::fs::read_to_string(Path::new("/proc/sys").join(s)).unwrap_or_default().trim()))
+            .map(|s| {
+                format!(
+                    "{s}={}",
+                    std::fs::read_to_string(Path::new("/proc/sys").join(s))
+                        .unwrap_or_default()
+                        .trim()
+                )
+            })
             .collect();
         HostSnapshot {
             sections: vec![
                 ("mounts".into(), mounts),
                 ("links".into(), links),
-                ("routes".into(), lines(cmd("ip", &["route", "show", "table", "all"]))),
-                ("routes6".into(), lines(cmd("ip", &["-6", "route", "show", "table", "all"]))),
-                ("iptables".into(), lines(strip_counters(cmd("iptables-save", &[])))),
-                ("ip6tables".into(), lines(strip_counters(cmd("ip6tables-save", &[])))),
+                (
+                    "routes".into(),
+                    lines(cmd("ip", &["route", "show", "table", "all"])),
+                ),
+                (
+                    "routes6".into(),
+                    lines(cmd("ip", &["-6", "route", "show", "table", "all"])),
+                ),
+                (
+                    "iptables".into(),
+                    lines(strip_counters(cmd("iptables-save", &[]))),
+                ),
+                (
+                    "ip6tables".into(),
+                    lines(strip_counters(cmd("ip6tables-save", &[]))),
+                ),
                 ("netns".into(), lines(cmd("ip", &["netns", "list"]))),
+                ("nft tables".into(), nft_tables().into_iter().collect()),
                 ("cgroups".into(), cgroups),
                 ("directories".into(), dirs),
                 ("processes".into(), processes),
@@ -389,7 +550,10 @@ mod tests {
 
     #[test]
     fn cleanup_script_is_none_for_a_table_without_our_chains() {
-        let body = vec![":INPUT ACCEPT [0:0]".to_string(), "-A INPUT -j ACCEPT".to_string()];
+        let body = vec![
+            ":INPUT ACCEPT [0:0]".to_string(),
+            "-A INPUT -j ACCEPT".to_string(),
+        ];
         assert_eq!(cleanup_script("filter", &body), None);
     }
 
@@ -399,6 +563,12 @@ mod tests {
         let tables = split_tables(dump);
         assert_eq!(tables.len(), 2);
         assert_eq!(tables[1].0, "nat");
-        assert_eq!(tables[1].1, vec![":OUTPUT ACCEPT [0:0]".to_string(), "-A OUTPUT -j KUBE-X".to_string()]);
+        assert_eq!(
+            tables[1].1,
+            vec![
+                ":OUTPUT ACCEPT [0:0]".to_string(),
+                "-A OUTPUT -j KUBE-X".to_string()
+            ]
+        );
     }
 }

@@ -108,13 +108,23 @@ impl Layout {
         let cache = std::env::var_os("CHAMPION_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/root"));
                 home.join(".cache/champion")
             });
         let images_dir = std::env::var_os("CHAMPION_IMAGES_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/images"));
-        Layout { cache, state: PathBuf::from(STATE_DIR), run: PathBuf::from(RUN_DIR), images_dir }
+            .unwrap_or_else(|| {
+                let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+                manifest.parent().unwrap_or(manifest).join("build/images")
+            });
+        Layout {
+            cache,
+            state: PathBuf::from(STATE_DIR),
+            run: PathBuf::from(RUN_DIR),
+            images_dir,
+        }
     }
 
     pub fn bin(&self, name: &str) -> PathBuf {

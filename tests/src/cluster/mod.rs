@@ -42,10 +42,17 @@ struct HostLock {
 impl HostLock {
     fn acquire() -> Result<HostLock> {
         let path = Path::new(layout::LOCK_FILE);
-        let file = File::options().create(true).truncate(false).write(true).open(path).map_err(ClusterError::io("opening lock file", path))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(ClusterError::io("opening lock file", path))?;
         // SAFETY: flock on a file descriptor we own; blocks until the other holder releases.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(ClusterError::io("locking", path)(std::io::Error::last_os_error()));
+            return Err(ClusterError::io("locking", path)(
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(HostLock { _file: file })
     }
@@ -64,22 +71,33 @@ impl Cluster {
     pub async fn connect(layout: &Layout) -> Result<Cluster> {
         let kubeconfig = layout.admin_kubeconfig();
         let client = health::client_from(&kubeconfig, None).await?;
-        Ok(Cluster { client, kubeconfig, layout: layout.clone() })
+        Ok(Cluster {
+            client,
+            kubeconfig,
+            layout: layout.clone(),
+        })
     }
 
     /// Whether containerd on the node holds `image` (e.g. `champion/probe:dev`), so a test can
     /// say "import the image" instead of timing out on ErrImageNeverPull.
     pub fn has_image(&self, image: &str) -> Result<bool> {
-        let full = if image.split('/').next().is_some_and(|h| h.contains('.')) { image.to_string() } else { format!("docker.io/{image}") };
-        let out = sys::run(self.layout.bin("ctr"), &[
-            "--address".to_string(),
-            self.layout.containerd_socket().display().to_string(),
-            "--namespace".into(),
-            "k8s.io".into(),
-            "images".into(),
-            "list".into(),
-            "--quiet".into(),
-        ])?;
+        let full = if image.split('/').next().is_some_and(|h| h.contains('.')) {
+            image.to_string()
+        } else {
+            format!("docker.io/{image}")
+        };
+        let out = sys::run(
+            self.layout.bin("ctr"),
+            &[
+                "--address".to_string(),
+                self.layout.containerd_socket().display().to_string(),
+                "--namespace".into(),
+                "k8s.io".into(),
+                "images".into(),
+                "list".into(),
+                "--quiet".into(),
+            ],
+        )?;
         Ok(out.lines().any(|l| l.trim() == full))
     }
 
@@ -107,16 +125,23 @@ pub async fn is_healthy(layout: &Layout) -> bool {
     if !layout.admin_kubeconfig().is_file() {
         return false;
     }
-    if layout::COMPONENTS.iter().any(|c| process::recorded_pid(layout, c).is_none()) {
+    if layout::COMPONENTS
+        .iter()
+        .any(|c| process::recorded_pid(layout, c).is_none())
+    {
         return false;
     }
-    let Ok(client) = health::client_from(&layout.admin_kubeconfig(), None).await else { return false };
+    let Ok(client) = health::client_from(&layout.admin_kubeconfig(), None).await else {
+        return false;
+    };
     health::https_ok(&client, "/readyz").await && node_ready(&client).await
 }
 
 async fn node_ready(client: &kube::Client) -> bool {
     let nodes: Api<Node> = Api::all(client.clone());
-    let Ok(node) = nodes.get(layout::NODE_NAME).await else { return false };
+    let Ok(node) = nodes.get(layout::NODE_NAME).await else {
+        return false;
+    };
     node.status
         .and_then(|s| s.conditions)
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
@@ -124,10 +149,13 @@ async fn node_ready(client: &kube::Client) -> bool {
 
 async fn deployment_available(client: &kube::Client, ns: &str, name: &str) -> bool {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let Ok(d) = api.get(name).await else { return false };
-    d.status
-        .and_then(|s| s.conditions)
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"))
+    let Ok(d) = api.get(name).await else {
+        return false;
+    };
+    d.status.and_then(|s| s.conditions).is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+    })
 }
 
 /// What `up` did, for its one-line summary.
@@ -144,12 +172,32 @@ pub async fn up(layout: &Layout, say: &mut dyn FnMut(String)) -> Result<UpReport
         .map_err(|e| ClusterError::Invalid(format!("lock task failed: {e}")))??;
     let start = Instant::now();
     if is_healthy(layout).await {
+        // The archives may have been rebuilt since the cluster started (`make cluster` after
+        // `make images`); importing again is cheap and makes the running cluster current.
+        let import_layout = layout.clone();
+        let images = tokio::task::spawn_blocking(move || import_images(&import_layout, false))
+            .await
+            .map_err(|e| ClusterError::Invalid(format!("image import task failed: {e}")))?;
         drop(lock);
-        return Ok(UpReport { reused: true, elapsed: start.elapsed(), images: 0 });
+        return Ok(UpReport {
+            reused: true,
+            elapsed: start.elapsed(),
+            images: images?,
+        });
     }
-    for c in ["etcd", "kube-apiserver", "kubelet", "containerd", "ctr", "kubectl", "crictl"] {
+    for c in [
+        "etcd",
+        "kube-apiserver",
+        "kubelet",
+        "containerd",
+        "ctr",
+        "kubectl",
+        "crictl",
+    ] {
         if !layout.bin(c).is_file() {
-            return Err(ClusterError::MissingBinary { path: layout.bin(c) });
+            return Err(ClusterError::MissingBinary {
+                path: layout.bin(c),
+            });
         }
     }
     for note in teardown(layout) {
@@ -160,7 +208,11 @@ pub async fn up(layout: &Layout, say: &mut dyn FnMut(String)) -> Result<UpReport
     result
 }
 
-async fn start_components(layout: &Layout, say: &mut dyn FnMut(String), start: Instant) -> Result<UpReport> {
+async fn start_components(
+    layout: &Layout,
+    say: &mut dyn FnMut(String),
+    start: Instant,
+) -> Result<UpReport> {
     sys::create_dir(&layout.state)?;
     sys::create_dir(&layout.run)?;
     host::HostBefore::capture().save(layout)?;
@@ -184,42 +236,117 @@ async fn start_components(layout: &Layout, say: &mut dyn FnMut(String), start: I
     let imports = tokio::task::spawn_blocking(move || import_images(&import_layout, true));
 
     let admin = health::client_from(&layout.admin_kubeconfig(), None).await?;
-    let t_api = health::wait_until("kube-apiserver /readyz", START_TIMEOUT, &mut started, || health::https_ok(&admin, "/readyz")).await?;
-    say(format!("kube-apiserver ready after {:.1} s", start.elapsed().as_secs_f64()));
-    let _ = t_api;
+    health::wait_until(
+        "kube-apiserver /readyz",
+        START_TIMEOUT,
+        &mut started,
+        || health::https_ok(&admin, "/readyz"),
+    )
+    .await?;
+    say(format!(
+        "kube-apiserver ready after {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
 
-    for c in ["kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"] {
+    for c in [
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+    ] {
         started.push(process::spawn(layout, c)?);
     }
-    let images = imports.await.map_err(|e| ClusterError::Invalid(format!("image import task failed: {e}")))??;
+    let images = imports
+        .await
+        .map_err(|e| ClusterError::Invalid(format!("image import task failed: {e}")))??;
     say(format!("imported {images} image archives"));
-    sys::run(layout.bin("kubectl"), &[
-        format!("--kubeconfig={}", layout.admin_kubeconfig().display()),
-        "apply".into(),
-        "--server-side".into(),
-        "--field-manager=champion-cluster".into(),
-        "-f".into(),
-        layout.config("coredns.yaml").display().to_string(),
-    ])?;
+    sys::run(
+        layout.bin("kubectl"),
+        &[
+            format!("--kubeconfig={}", layout.admin_kubeconfig().display()),
+            "apply".into(),
+            "--server-side".into(),
+            "--field-manager=champion-cluster".into(),
+            "-f".into(),
+            layout.config("coredns.yaml").display().to_string(),
+        ],
+    )?;
 
-    let cm = health::client_from(&layout.kubeconfig("controller-manager"), Some(&format!("https://127.0.0.1:{}", layout::CONTROLLER_MANAGER_PORT))).await?;
-    let sched = health::client_from(&layout.kubeconfig("scheduler"), Some(&format!("https://127.0.0.1:{}", layout::SCHEDULER_PORT))).await?;
+    let cm = health::client_from(
+        &layout.kubeconfig("controller-manager"),
+        Some(&format!(
+            "https://127.0.0.1:{}",
+            layout::CONTROLLER_MANAGER_PORT
+        )),
+    )
+    .await?;
+    let sched = health::client_from(
+        &layout.kubeconfig("scheduler"),
+        Some(&format!("https://127.0.0.1:{}", layout::SCHEDULER_PORT)),
+    )
+    .await?;
     let etcd = health::client_from(&layout.kubeconfig("apiserver-etcd-client"), None).await?;
-    health::wait_until("etcd /health", START_TIMEOUT, &mut started, || health::https_ok(&etcd, "/health")).await?;
-    health::wait_until("kube-controller-manager /healthz", START_TIMEOUT, &mut started, || health::https_ok(&cm, "/healthz")).await?;
-    health::wait_until("kube-scheduler /healthz", START_TIMEOUT, &mut started, || health::https_ok(&sched, "/healthz")).await?;
-    health::wait_until("kubelet /healthz", START_TIMEOUT, &mut started, || async { health::http_ok(layout::KUBELET_HEALTHZ_PORT, "/healthz") }).await?;
-    health::wait_until("node Ready", START_TIMEOUT, &mut started, || node_ready(&admin)).await?;
-    say(format!("node {} Ready after {:.1} s", layout::NODE_NAME, start.elapsed().as_secs_f64()));
-    health::wait_until("kube-proxy /healthz", START_TIMEOUT, &mut started, || async { health::http_ok(layout::KUBE_PROXY_HEALTHZ_PORT, "/healthz") }).await?;
-    health::wait_until("CoreDNS Deployment Available", START_TIMEOUT, &mut started, || deployment_available(&admin, "kube-system", "coredns")).await?;
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
-    health::wait_until("ServiceAccount default/default", START_TIMEOUT, &mut started, || {
-        let sas = sas.clone();
-        async move { sas.get_opt("default").await.ok().flatten().is_some() }
+    health::wait_until("etcd /health", START_TIMEOUT, &mut started, || {
+        health::https_ok(&etcd, "/health")
     })
     .await?;
-    Ok(UpReport { reused: false, elapsed: start.elapsed(), images })
+    health::wait_until(
+        "kube-controller-manager /healthz",
+        START_TIMEOUT,
+        &mut started,
+        || health::https_ok(&cm, "/healthz"),
+    )
+    .await?;
+    health::wait_until(
+        "kube-scheduler /healthz",
+        START_TIMEOUT,
+        &mut started,
+        || health::https_ok(&sched, "/healthz"),
+    )
+    .await?;
+    health::wait_until("kubelet /healthz", START_TIMEOUT, &mut started, || async {
+        health::http_ok(layout::KUBELET_HEALTHZ_PORT, "/healthz")
+    })
+    .await?;
+    health::wait_until("node Ready", START_TIMEOUT, &mut started, || {
+        node_ready(&admin)
+    })
+    .await?;
+    say(format!(
+        "node {} Ready after {:.1} s",
+        layout::NODE_NAME,
+        start.elapsed().as_secs_f64()
+    ));
+    health::wait_until(
+        "kube-proxy /healthz",
+        START_TIMEOUT,
+        &mut started,
+        || async { health::http_ok(layout::KUBE_PROXY_HEALTHZ_PORT, "/healthz") },
+    )
+    .await?;
+    health::wait_until(
+        "CoreDNS Deployment Available",
+        START_TIMEOUT,
+        &mut started,
+        || deployment_available(&admin, "kube-system", "coredns"),
+    )
+    .await?;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    health::wait_until(
+        "ServiceAccount default/default",
+        START_TIMEOUT,
+        &mut started,
+        || {
+            let sas = sas.clone();
+            async move { sas.get_opt("default").await.ok().flatten().is_some() }
+        },
+    )
+    .await?;
+    Ok(UpReport {
+        reused: false,
+        elapsed: start.elapsed(),
+        images,
+    })
 }
 
 /// The archives `up` and `load-images` import: the cache's pause and CoreDNS images (only with
@@ -230,13 +357,20 @@ pub fn image_archives(layout: &Layout, with_cache: bool) -> Result<Vec<PathBuf>>
         for name in ["pause.tar", "coredns.tar"] {
             let p = layout.cache_images_dir().join(name);
             if !p.is_file() {
-                return Err(ClusterError::MissingImage { path: p, hint: "build it with tests/cluster/scripts/build-images.sh" });
+                return Err(ClusterError::MissingImage {
+                    path: p,
+                    hint: "build it with `make components` (tests/cluster/scripts/build-components.sh)",
+                });
             }
             archives.push(p);
         }
     }
     if let Ok(entries) = std::fs::read_dir(&layout.images_dir) {
-        let mut repo: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "tar")).collect();
+        let mut repo: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect();
         repo.sort();
         archives.extend(repo);
     }
@@ -247,17 +381,20 @@ pub fn image_archives(layout: &Layout, with_cache: bool) -> Result<Vec<PathBuf>>
 pub fn import_images(layout: &Layout, with_cache: bool) -> Result<usize> {
     let archives = image_archives(layout, with_cache)?;
     for a in &archives {
-        sys::run(layout.bin("ctr"), &[
-            "--address".to_string(),
-            layout.containerd_socket().display().to_string(),
-            "--namespace".into(),
-            "k8s.io".into(),
-            "images".into(),
-            "import".into(),
-            "--platform".into(),
-            "linux/amd64".into(),
-            a.display().to_string(),
-        ])?;
+        sys::run(
+            layout.bin("ctr"),
+            &[
+                "--address".to_string(),
+                layout.containerd_socket().display().to_string(),
+                "--namespace".into(),
+                "k8s.io".into(),
+                "images".into(),
+                "import".into(),
+                "--platform".into(),
+                "linux/amd64".into(),
+                a.display().to_string(),
+            ],
+        )?;
     }
     Ok(archives.len())
 }
@@ -265,23 +402,65 @@ pub fn import_images(layout: &Layout, with_cache: bool) -> Result<usize> {
 /// Stops every process of the cluster and undoes its changes to the host. Idempotent.
 pub fn teardown(layout: &Layout) -> Vec<String> {
     let mut notes = Vec::new();
+    let t = Instant::now();
     // kubelet first, so that it does not restart the pods being removed.
     if let Some(pid) = process::recorded_pid(layout, "kubelet") {
         process::terminate(&[pid], Duration::from_secs(5));
+        notes.push(format!(
+            "stopped kubelet ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ));
     }
     if process::recorded_pid(layout, "containerd").is_some() {
         let endpoint = format!("unix://{}", layout.containerd_socket().display());
-        let ok = sys::try_run(layout.bin("crictl"), &["--runtime-endpoint", &endpoint, "--timeout", "20s", "rmp", "--force", "--all"]);
-        if !ok {
+        let ok = sys::try_run(
+            layout.bin("crictl"),
+            &[
+                "--runtime-endpoint",
+                &endpoint,
+                "--timeout",
+                "20s",
+                "rmp",
+                "--force",
+                "--all",
+            ],
+        );
+        if ok {
+            notes.push(format!("removed pods ({:.1} s)", t.elapsed().as_secs_f64()));
+        } else {
             notes.push("crictl rmp failed; pods are killed through their cgroups".into());
         }
     }
-    let pids: Vec<i32> = layout::COMPONENTS.iter().filter_map(|c| process::recorded_pid(layout, c)).collect();
-    if !pids.is_empty() {
-        process::terminate(&pids, Duration::from_secs(5));
-        notes.push(format!("stopped {} components", pids.len()));
+    // Clients of the API server before it, so it has nothing left to drain; the API server
+    // itself waits up to a minute for in-flight requests on SIGTERM, which a throw-away test
+    // cluster does not need, so it gets one second before SIGKILL.
+    let stages: [(&[&str], u64); 3] = [
+        (
+            &["kube-proxy", "kube-scheduler", "kube-controller-manager"],
+            3,
+        ),
+        (&["kube-apiserver"], 1),
+        (&["etcd", "containerd"], 3),
+    ];
+    let mut stopped = 0;
+    for (names, grace) in stages {
+        let pids: Vec<i32> = names
+            .iter()
+            .filter_map(|c| process::recorded_pid(layout, c))
+            .collect();
+        stopped += pids.len();
+        process::terminate(&pids, Duration::from_secs(grace));
     }
-    let strays: Vec<i32> = process::cluster_processes().into_iter().map(|(pid, _)| pid).collect();
+    if stopped > 0 {
+        notes.push(format!(
+            "stopped {stopped} components ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    let strays: Vec<i32> = process::cluster_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
     if !strays.is_empty() {
         process::terminate(&strays, Duration::from_secs(2));
         notes.push(format!("stopped {} stray cluster processes", strays.len()));
@@ -314,7 +493,13 @@ pub async fn status(layout: &Layout) -> Vec<String> {
         }
     }
     let healthy = is_healthy(layout).await;
-    lines.push(format!("cluster: {}", if healthy { "healthy" } else { "not healthy" }));
-    lines.push(format!("kubeconfig: {}", layout.admin_kubeconfig().display()));
+    lines.push(format!(
+        "cluster: {}",
+        if healthy { "healthy" } else { "not healthy" }
+    ));
+    lines.push(format!(
+        "kubeconfig: {}",
+        layout.admin_kubeconfig().display()
+    ));
     lines
 }

@@ -25,11 +25,26 @@ pub fn args(layout: &Layout, component: &str) -> Vec<String> {
         "etcd" => vec![
             "--name=champion".into(),
             format!("--data-dir={}", layout.etcd_data().display()),
-            format!("--listen-client-urls=https://127.0.0.1:{}", layout::ETCD_CLIENT_PORT),
-            format!("--advertise-client-urls=https://127.0.0.1:{}", layout::ETCD_CLIENT_PORT),
-            format!("--listen-peer-urls=http://127.0.0.1:{}", layout::ETCD_PEER_PORT),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", layout::ETCD_PEER_PORT),
-            format!("--initial-cluster=champion=http://127.0.0.1:{}", layout::ETCD_PEER_PORT),
+            format!(
+                "--listen-client-urls=https://127.0.0.1:{}",
+                layout::ETCD_CLIENT_PORT
+            ),
+            format!(
+                "--advertise-client-urls=https://127.0.0.1:{}",
+                layout::ETCD_CLIENT_PORT
+            ),
+            format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                layout::ETCD_PEER_PORT
+            ),
+            format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                layout::ETCD_PEER_PORT
+            ),
+            format!(
+                "--initial-cluster=champion=http://127.0.0.1:{}",
+                layout::ETCD_PEER_PORT
+            ),
             "--listen-metrics-urls=http://127.0.0.1:2381".into(),
             format!("--cert-file={}", pki("etcd-server.crt")),
             format!("--key-file={}", pki("etcd-server.key")),
@@ -45,26 +60,51 @@ pub fn args(layout: &Layout, component: &str) -> Vec<String> {
             format!("--advertise-address={node_ip}"),
             format!("--bind-address={node_ip}"),
             format!("--secure-port={}", layout::API_PORT),
-            format!("--etcd-servers=https://127.0.0.1:{}", layout::ETCD_CLIENT_PORT),
+            format!(
+                "--etcd-servers=https://127.0.0.1:{}",
+                layout::ETCD_CLIENT_PORT
+            ),
             format!("--etcd-cafile={}", pki("ca.crt")),
             format!("--etcd-certfile={}", pki("apiserver-etcd-client.crt")),
             format!("--etcd-keyfile={}", pki("apiserver-etcd-client.key")),
             format!("--client-ca-file={}", pki("ca.crt")),
             format!("--tls-cert-file={}", pki("apiserver.crt")),
             format!("--tls-private-key-file={}", pki("apiserver.key")),
-            format!("--kubelet-client-certificate={}", pki("apiserver-kubelet-client.crt")),
-            format!("--kubelet-client-key={}", pki("apiserver-kubelet-client.key")),
+            format!(
+                "--kubelet-client-certificate={}",
+                pki("apiserver-kubelet-client.crt")
+            ),
+            format!(
+                "--kubelet-client-key={}",
+                pki("apiserver-kubelet-client.key")
+            ),
             format!("--kubelet-certificate-authority={}", pki("ca.crt")),
             "--kubelet-preferred-address-types=InternalIP".into(),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
             format!("--service-cluster-ip-range={}", layout::SERVICE_CIDR),
-            format!("--service-account-issuer=https://kubernetes.default.svc.{}", layout::CLUSTER_DOMAIN),
+            format!(
+                "--service-account-issuer=https://kubernetes.default.svc.{}",
+                layout::CLUSTER_DOMAIN
+            ),
             format!("--service-account-key-file={}", pki("sa.pub")),
             format!("--service-account-signing-key-file={}", pki("sa.key")),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
             "--event-ttl=1h".into(),
+            format!(
+                "--requestheader-client-ca-file={}",
+                pki("front-proxy-ca.crt")
+            ),
+            format!(
+                "--requestheader-allowed-names={}",
+                super::pki::FRONT_PROXY_CLIENT
+            ),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            format!("--proxy-client-cert-file={}", pki("front-proxy-client.crt")),
+            format!("--proxy-client-key-file={}", pki("front-proxy-client.key")),
         ],
         "kube-controller-manager" => vec![
             format!("--kubeconfig={}", kc("controller-manager")),
@@ -124,7 +164,11 @@ impl Started {
     /// Fails when the component has already exited, naming its log.
     pub fn check_alive(&mut self) -> Result<()> {
         match self.child.try_wait() {
-            Ok(Some(status)) => Err(ClusterError::ComponentExited { component: self.name, status: status.to_string(), log: self.log.clone() }),
+            Ok(Some(status)) => Err(ClusterError::ComponentExited {
+                component: self.name,
+                status: status.to_string(),
+                log: self.log.clone(),
+            }),
             _ => Ok(()),
         }
     }
@@ -140,7 +184,9 @@ pub fn spawn(layout: &Layout, name: &'static str) -> Result<Started> {
     create_dir(&layout.pids())?;
     let log_path = layout.log(name);
     let log = File::create(&log_path).map_err(ClusterError::io("creating log", &log_path))?;
-    let log2 = log.try_clone().map_err(ClusterError::io("duplicating log handle", &log_path))?;
+    let log2 = log
+        .try_clone()
+        .map_err(ClusterError::io("duplicating log handle", &log_path))?;
     let path_env = format!(
         "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         layout.cache.join("bin").display(),
@@ -164,9 +210,16 @@ pub fn spawn(layout: &Layout, name: &'static str) -> Result<Started> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| ClusterError::Spawn { command: bin.display().to_string(), source })?;
+    let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
+        command: bin.display().to_string(),
+        source,
+    })?;
     write_file(&layout.pid_file(name), child.id().to_string(), 0o644)?;
-    Ok(Started { name, child, log: log_path })
+    Ok(Started {
+        name,
+        child,
+        log: log_path,
+    })
 }
 
 /// The executable a live process runs, or None when it is gone (or a zombie).
@@ -186,10 +239,18 @@ pub fn recorded_pid(layout: &Layout, name: &str) -> Option<i32> {
 /// cache dir), whatever started them.
 pub fn cluster_processes() -> Vec<(i32, PathBuf)> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     let me = std::process::id() as i32;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -205,6 +266,20 @@ pub fn cluster_processes() -> Vec<(i32, PathBuf)> {
 fn alive(pid: i32) -> bool {
     // A zombie has no exe link; it is as good as gone.
     exe_of(pid).is_some()
+}
+
+/// When this process started the component (`up` then `down` in one run, as the cleanup
+/// self-test does), collect its exit status so no zombie outlives the teardown. For anyone
+/// else's child waitpid fails at once with ECHILD and changes nothing.
+fn reap(pid: i32) {
+    for _ in 0..100 {
+        // SAFETY: waitpid with WNOHANG and a null status pointer only reaps an exited child.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if r != 0 {
+            return; // reaped, or not our child
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Sends SIGTERM to each pid, waits up to `grace` for all to exit, then SIGKILLs the rest and
@@ -229,6 +304,9 @@ pub fn terminate(pids: &[i32], grace: Duration) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && pids.iter().any(|&p| alive(p)) {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    for &pid in pids {
+        reap(pid);
     }
 }
 

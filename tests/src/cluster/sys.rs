@@ -23,7 +23,10 @@ pub fn output<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S]) -> Result
         .args(&args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| ClusterError::Spawn { command: describe(program, &args), source })
+        .map_err(|source| ClusterError::Spawn {
+            command: describe(program, &args),
+            source,
+        })
 }
 
 /// Runs a command and fails unless it exits 0; returns its stdout.
@@ -45,11 +48,17 @@ pub fn run<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S]) -> Result<St
 /// Runs a command whose failure is expected and harmless during cleanup (deleting what may
 /// already be gone); returns whether it succeeded.
 pub fn try_run<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S]) -> bool {
-    output(program, args).map(|o| o.status.success()).unwrap_or(false)
+    output(program, args)
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Runs a command feeding `stdin`, failing unless it exits 0.
-pub fn run_with_stdin<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S], stdin: &str) -> Result<String> {
+pub fn run_with_stdin<S: AsRef<OsStr>>(
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    stdin: &str,
+) -> Result<String> {
     use std::io::Write;
     let program = program.as_ref();
     let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
@@ -60,15 +69,24 @@ pub fn run_with_stdin<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S], s
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| ClusterError::Spawn { command: command.clone(), source })?;
+        .map_err(|source| ClusterError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
     if let Some(mut input) = child.stdin.take() {
         input
             .write_all(stdin.as_bytes())
-            .map_err(|source| ClusterError::Spawn { command: command.clone(), source })?;
+            .map_err(|source| ClusterError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|source| ClusterError::Spawn { command: command.clone(), source })?;
+        .map_err(|source| ClusterError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

@@ -21,21 +21,35 @@ impl LogisticParams {
     pub fn from_params(p: &Params) -> Result<Self, TrainError> {
         p.only(&["alpha", "max_iterations", "gradient_tolerance"])?;
         Ok(LogisticParams {
-            alpha: p.get("alpha", 1.0, "a number >= 0", |v: f64| v.is_finite() && v >= 0.0)?,
-            max_iterations: p.get("max_iterations", 100, "an integer from 1 to 100000", |v: u64| {
-                (1..=100_000).contains(&v)
+            alpha: p.get("alpha", 1.0, "a number >= 0", |v: f64| {
+                v.is_finite() && v >= 0.0
             })?,
-            gradient_tolerance: p.get("gradient_tolerance", 1e-4, "a positive number", |v: f64| {
-                v.is_finite() && v > 0.0
-            })?,
+            max_iterations: p.get(
+                "max_iterations",
+                100,
+                "an integer from 1 to 100000",
+                |v: u64| (1..=100_000).contains(&v),
+            )?,
+            gradient_tolerance: p.get(
+                "gradient_tolerance",
+                1e-4,
+                "a positive number",
+                |v: f64| v.is_finite() && v > 0.0,
+            )?,
         })
     }
 
     pub fn effective(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("alpha".to_string(), self.alpha.to_string()),
-            ("max_iterations".to_string(), self.max_iterations.to_string()),
-            ("gradient_tolerance".to_string(), self.gradient_tolerance.to_string()),
+            (
+                "max_iterations".to_string(),
+                self.max_iterations.to_string(),
+            ),
+            (
+                "gradient_tolerance".to_string(),
+                self.gradient_tolerance.to_string(),
+            ),
         ])
     }
 }
@@ -58,12 +72,17 @@ pub fn fit(p: &LogisticParams, data: &TrainingSet) -> Result<LogisticModel, Stri
         if class >= k {
             return Err(format!("linfa-logistic returned unknown class {class}"));
         }
-        for f in 0..nf {
-            coefficients[class][f] = fitted.params()[(f, j)];
+        for (f, c) in coefficients[class].iter_mut().enumerate() {
+            *c = fitted.params()[(f, j)];
         }
         intercepts[class] = fitted.intercept()[j];
     }
-    if coefficients.iter().flatten().chain(&intercepts).any(|v| !v.is_finite()) {
+    if coefficients
+        .iter()
+        .flatten()
+        .chain(&intercepts)
+        .any(|v| !v.is_finite())
+    {
         return Err("the optimiser diverged (non-finite coefficients)".into());
     }
     Ok(LogisticModel {

@@ -1,6 +1,7 @@
 //! The classifiers the trainer can fit, their hyper-parameters, and the scaler they share.
 
 mod adaboost;
+mod cart;
 mod forest;
 mod logistic;
 mod naive_bayes;
@@ -121,7 +122,7 @@ pub fn fit(
     match algorithm {
         Algorithm::AdaBoost => {
             let p = adaboost::AdaBoostParams::from_params(&Params::new(algorithm, params)?)?;
-            let model = adaboost::fit(&p, data).map_err(fit_err)?;
+            let model = adaboost::fit(&p, data, seed).map_err(fit_err)?;
             Ok((Model::AdaBoost(model), p.effective()))
         }
         Algorithm::Logistic => {

@@ -59,6 +59,26 @@ impl<'a> Params<'a> {
     }
 }
 
+impl Params<'_> {
+    /// The value of a non-numeric `key` (an enum) or `default`.
+    pub fn get_parsed<T: FromStr>(
+        &self,
+        key: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, TrainError> {
+        match self.values.get(key) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse::<T>().map_err(|_| {
+                TrainError::Config(format!(
+                    "parameter {key}={raw:?} for {}: expected {expected}",
+                    self.algorithm
+                ))
+            }),
+        }
+    }
+}
+
 /// Parses "k=v,k2=v2" or repeated "k=v" items into a map (keys trimmed and lowercased).
 pub fn parse_param_items(items: &[String]) -> Result<BTreeMap<String, String>, TrainError> {
     let mut map = BTreeMap::new();
@@ -72,7 +92,9 @@ pub fn parse_param_items(items: &[String]) -> Result<BTreeMap<String, String>, T
         })?;
         let key = k.trim().to_ascii_lowercase().replace('-', "_");
         if map.insert(key.clone(), v.trim().to_string()).is_some() {
-            return Err(TrainError::Config(format!("parameter {key:?} is given twice")));
+            return Err(TrainError::Config(format!(
+                "parameter {key:?} is given twice"
+            )));
         }
     }
     Ok(map)

@@ -49,8 +49,10 @@ fn export(node: &TreeNode<f64, usize>, tree: &mut DecisionTree) -> u32 {
         _ => (None, None),
     };
     let (feature, threshold, _) = node.split();
-    tree.feature.push(if left.is_some() { feature as i32 } else { -1 });
-    tree.threshold.push(if left.is_some() { threshold } else { 0.0 });
+    tree.feature
+        .push(if left.is_some() { feature as i32 } else { -1 });
+    tree.threshold
+        .push(if left.is_some() { threshold } else { 0.0 });
     tree.left.push(0);
     tree.right.push(0);
     if let (Some(l), Some(r)) = (left, right) {

@@ -1,0 +1,214 @@
+//! The user kit runs against a locally started predictor: the Locust file and the wrk recipe
+//! from the README. Each run is bounded (a few seconds, fixed users/connections) and every
+//! process is killed on failure.
+//!
+//! A load generator that is not installed skips the test with a loud message, unless
+//! CHAMPION_REQUIRE_LOCUST=1 / CHAMPION_REQUIRE_WRK=1 (as `make test` sets) makes that a failure.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{MODEL_VERSION, ModelDir, Predictor};
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+/// The first command of `candidates` that runs `--version` successfully.
+fn find_tool(candidates: &[&[&str]]) -> Option<Vec<String>> {
+    candidates.iter().find_map(|argv| {
+        let ok = Command::new(argv[0])
+            .args(&argv[1..])
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| argv.iter().map(|s| s.to_string()).collect())
+    })
+}
+
+fn skip_or_fail(tool: &str, var: &str, install: &str) {
+    assert!(
+        !required(var),
+        "{tool} is not installed and {var}=1 requires it; install with: {install}"
+    );
+    eprintln!(
+        "\n\n!!!!!!!! SKIPPED: {tool} is not installed ({install}); set {var}=1 to make this a failure !!!!!!!!\n\n"
+    );
+}
+
+/// Runs `cmd` to completion within `deadline`, killing it otherwise; returns (success, stdout, stderr).
+fn run_bounded(mut cmd: Command, deadline: Duration) -> (bool, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let read = |s: Option<std::process::ChildStdout>| {
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            if let Some(mut s) = s {
+                let _ = std::io::Read::read_to_string(&mut s, &mut buf);
+            }
+            buf
+        })
+    };
+    let out = read(out);
+    let err = std::thread::spawn(move || {
+        let mut buf = String::new();
+        if let Some(mut s) = err {
+            let _ = std::io::Read::read_to_string(&mut s, &mut buf);
+        }
+        buf
+    });
+    let end = Instant::now() + deadline;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.success(),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+fn start() -> (ModelDir, Predictor) {
+    let dir = ModelDir::new(MODEL_VERSION, Some(0.8));
+    let p = Predictor::start(&dir.uri(), &[("MODEL_NAME", "wine")]);
+    (dir, p)
+}
+
+#[test]
+fn locust_file_runs_clean_against_a_local_predictor() {
+    let Some(locust) = find_tool(&[&["locust"], &["python3", "-m", "locust"]]) else {
+        skip_or_fail("locust", "CHAMPION_REQUIRE_LOCUST", "pip install locust");
+        return;
+    };
+    let (_dir, p) = start();
+    let tmp = tempfile::tempdir().unwrap();
+    let csv_prefix = tmp.path().join("stats");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(&locust[0]);
+    cmd.args(&locust[1..])
+        .arg("-f")
+        .arg(manifest.join("loadtest/locustfile.py"))
+        .args([
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "3s",
+            "--stop-timeout",
+            "2",
+        ])
+        .args(["--only-summary", "--exit-code-on-error", "1"])
+        .arg("--host")
+        .arg(format!("http://{}", p.addr))
+        .arg("--csv")
+        .arg(&csv_prefix)
+        .env("MODEL_NAME", "wine")
+        .env("PREDICT_CSV", common::wine_data_dir().join("test_data.csv"))
+        .current_dir(tmp.path());
+    let (ok, out, err) = run_bounded(cmd, Duration::from_secs(90));
+    assert!(ok, "locust failed:\n{out}\n{err}");
+    let stats = std::fs::read_to_string(tmp.path().join("stats_stats.csv"))
+        .unwrap_or_else(|e| panic!("locust wrote no stats ({e}):\n{out}\n{err}"));
+    let mut rows = csv_rows(&stats);
+    let header = rows.remove(0);
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} column in {header:?}"))
+    };
+    let (name_c, count_c, fail_c) = (col("Name"), col("Request Count"), col("Failure Count"));
+    let count_of = |name: &str| -> (u64, u64) {
+        let r = rows
+            .iter()
+            .find(|r| r[name_c] == name)
+            .unwrap_or_else(|| panic!("no {name} row in\n{stats}"));
+        (r[count_c].parse().unwrap(), r[fail_c].parse().unwrap())
+    };
+    let (total, failures) = count_of("Aggregated");
+    assert!(total > 20, "only {total} requests in 3 s:\n{stats}");
+    assert_eq!(failures, 0, "{stats}");
+    for route in [
+        "/predict",
+        "/v1/models/[name]:predict",
+        "/v2/models/[name]/infer",
+    ] {
+        assert!(count_of(route).0 > 0, "{route} never ran:\n{stats}");
+    }
+    // The traffic reached this predictor.
+    let metrics = p.get("/metrics").text();
+    assert!(metrics.contains(r#"predictor_requests_total{code="200",route="predict"}"#));
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    // Locust quotes only the Name column when needed; names here have no commas.
+    text.lines()
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.trim_matches('"').to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Parses the RESULT line our wrk scripts print.
+fn wrk_result(out: &str) -> std::collections::HashMap<String, u64> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in wrk output:\n{out}"));
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+#[test]
+fn wrk_recipe_runs_clean_against_a_local_predictor() {
+    // `wrk -v` exits non-zero even when installed; whether it can be spawned is the test.
+    if Command::new("wrk").arg("-v").output().is_err() {
+        skip_or_fail("wrk", "CHAMPION_REQUIRE_WRK", "apt-get install -y wrk");
+        return;
+    }
+    let (_dir, p) = start();
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+    for (script, path, rows) in [
+        ("predict.lua", "/predict".to_string(), "1"),
+        ("v2_batch.lua", "/v2/models/wine/infer".to_string(), "50"),
+    ] {
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t1", "-c4", "-d1s", "--timeout", "5s", "-s"])
+            .arg(bench.join(script))
+            .arg(format!("http://{}{path}", p.addr))
+            .env("BATCH_ROWS", rows);
+        let (ok, out, err) = run_bounded(cmd, Duration::from_secs(30));
+        assert!(ok, "wrk failed:\n{out}\n{err}");
+        let r = wrk_result(&out);
+        assert!(r["requests"] > 10, "{script}: {out}");
+        assert_eq!(r["non2xx"], 0, "{script}: {out}");
+        assert_eq!(r["errors"], 0, "{script}: {out}");
+    }
+    let metrics = p.get("/metrics").text();
+    assert!(metrics.contains(r#"predictor_requests_total{code="200",route="v2_infer"}"#));
+}

@@ -1,0 +1,198 @@
+//! The `trainer-job` binary as the operator runs it: flags or environment, exit code,
+//! stderr and the termination log.
+
+mod common;
+
+use std::process::Command;
+
+use champion_model::{ModelFile, Report};
+use common::{data_dir, file_uri, wine_seed};
+
+fn trainer() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer-job"));
+    // Only what a test sets: no configuration leaks in from the developer's shell.
+    for var in [
+        "DATA_URI",
+        "MODEL_URI",
+        "CHAMPION_URI",
+        "TEST_DATA_URI",
+        "TARGET",
+        "POSITIVE_ABOVE",
+        "DROP",
+        "METRIC",
+        "HOLDOUT_FRACTION",
+        "SEED",
+        "ALGORITHM",
+        "PARAMS",
+        "SKIP_BAD_ROWS",
+        "TERMINATION_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn configured_from_the_environment_it_writes_both_files_and_a_summary() {
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
+    let version_dir = root.path().join("models/wine/v7");
+    let log = root.path().join("termination-log");
+    let out = trainer()
+        .arg("train")
+        .env("DATA_URI", &data)
+        .env("MODEL_URI", file_uri(&version_dir))
+        .env(
+            "TEST_DATA_URI",
+            file_uri(&wine_seed().join("test_data.csv")),
+        )
+        .env("TARGET", "Quality")
+        .env("POSITIVE_ABOVE", "5")
+        .env("DROP", "Id")
+        .env("METRIC", "f1Binary")
+        .env("PARAMS", "n_estimators=50,learning_rate=1")
+        .env("SKIP_BAD_ROWS", "1")
+        .env("TERMINATION_LOG", &log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report =
+        Report::from_json(&std::fs::read(version_dir.join("report.json")).unwrap()).unwrap();
+    ModelFile::from_json_verified(&std::fs::read(version_dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(report.model_version, "v7");
+    assert_eq!(
+        report.params.get("n_estimators").map(String::as_str),
+        Some("50")
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(summary["version"], "v7");
+    assert_eq!(summary["metric"], "f1Binary");
+    assert_eq!(summary["challengerScore"], report.challenger_score);
+    assert!(summary["championScore"].is_null());
+}
+
+#[test]
+fn bad_data_fails_with_one_line_naming_the_object_and_line_on_stderr_and_in_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("slot.csv"), "a,b,quality\n1,2,5\n3,oops,6\n").unwrap();
+    let log = root.path().join("termination-log");
+    let out = trainer()
+        .args(["train", "--target", "quality", "--data-uri"])
+        .arg(format!("{}/", file_uri(&dir)))
+        .arg("--model-uri")
+        .arg(file_uri(&root.path().join("models/p/v1")))
+        .arg("--termination-log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let expected = format!(
+        "{}/slot.csv line 3: column \"b\" is \"oops\", expected a number",
+        file_uri(&dir)
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), expected);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().last(), Some(expected.as_str()), "{stderr}");
+    assert!(!root.path().join("models/p/v1/model.json").exists());
+}
+
+#[test]
+fn a_missing_flag_is_reported_in_the_termination_log() {
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("termination-log");
+    let out = trainer()
+        .args(["train", "--data-uri", "file:///tmp/x/"])
+        .env("TERMINATION_LOG", &log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        message,
+        "error: the following required arguments were not provided: --model-uri <MODEL_URI> --target <TARGET>"
+    );
+}
+
+#[test]
+fn the_wine_dataset_command_writes_slots_that_train() {
+    let root = tempfile::tempdir().unwrap();
+    let slots = root.path().join("wine");
+    let out = trainer()
+        .args(["dataset", "wine", "--slots", "3", "--out"])
+        .arg(&slots)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&slots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["data_1.csv", "data_2.csv", "data_3.csv", "test_data.csv"]
+    );
+    let lines = |name: &str| {
+        std::fs::read_to_string(slots.join(name))
+            .unwrap()
+            .lines()
+            .count()
+            - 1
+    };
+    // linfa-datasets' red wine set has 1,599 rows; every fourth is test data.
+    assert_eq!(lines("test_data.csv"), 399);
+    assert_eq!(
+        lines("data_1.csv") + lines("data_2.csv") + lines("data_3.csv"),
+        1200
+    );
+    let header = std::fs::read_to_string(slots.join("data_1.csv")).unwrap();
+    assert!(
+        header.starts_with("fixed acidity,volatile acidity,"),
+        "{header}"
+    );
+
+    // The slots (the test file moved aside) are a data set the trainer accepts.
+    let test = root.path().join("test_data.csv");
+    std::fs::rename(slots.join("test_data.csv"), &test).unwrap();
+    let out = trainer()
+        .args([
+            "train",
+            "--target",
+            "quality",
+            "--positive-above",
+            "5",
+            "--drop",
+            "Id",
+            "--data-uri",
+        ])
+        .arg(format!("{}/", file_uri(&slots)))
+        .arg("--test-data-uri")
+        .arg(file_uri(&test))
+        .arg("--model-uri")
+        .arg(file_uri(&root.path().join("models/wine/v1")))
+        .arg("--termination-log")
+        .arg(root.path().join("log"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report =
+        Report::from_json(&std::fs::read(root.path().join("models/wine/v1/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report.rows.holdout, 399);
+    assert!(report.challenger_score > 0.6, "{}", report.challenger_score);
+}
