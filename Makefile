@@ -16,8 +16,8 @@ CLUSTER := cargo run -q -p champion-tests --bin champion-cluster --
 IMAGE := tests/cluster/scripts/image.sh
 CRD := crds/modelpipelines.champion.dev.yaml
 
-.PHONY: help components images crds cluster cluster-down test lint unit-test cluster-test demo \
-        bench-trainer bench-predictor bench-operator python-deps
+.PHONY: help components images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
+        bench-trainer bench-predictor bench-operator test-deps
 
 help:
 	@echo "make demo         run the whole system on a local one-node Kubernetes"
@@ -33,8 +33,9 @@ help:
 components:
 	@bash tests/cluster/scripts/build-components.sh
 
-# Python tools the tests drive (locust load tests, moto's S3 server).
-python-deps:
+# Tools the tests drive: wrk and locust load the predictor, moto serves S3 locally.
+test-deps:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	@python3 -c 'import locust, moto' 2>/dev/null || python3 -m pip install -q locust 'moto[server]'
 
 images: components
@@ -48,6 +49,7 @@ images: components
 crds:
 	cargo run -q -p champion-api --bin crdgen > $(CRD).partial
 	mv $(CRD).partial $(CRD)
+	cp $(CRD) charts/champion-operator/crds/modelpipelines.champion.dev.yaml
 
 cluster: components images
 	$(CLUSTER) up
@@ -55,23 +57,28 @@ cluster: components images
 cluster-down:
 	$(CLUSTER) down
 
-lint:
+lint: components
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(CHAMPION_CACHE)/bin/helm lint --quiet charts/champion-operator
 
-unit-test:
-	cargo test --workspace --exclude champion-tests
+unit-test: test-deps
+	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 cargo test --workspace --exclude champion-tests
 
 # Integration tests on the real local cluster; the cluster is always taken down afterwards, also
 # when a test fails, so the host is left as it was found.
-cluster-test: components images python-deps
+cluster-test: components images test-deps
 	@status=0; \
 	$(CLUSTER) up || status=$$?; \
 	if [ $$status -eq 0 ]; then cargo test -p champion-tests -- --test-threads=2 || status=$$?; fi; \
 	$(CLUSTER) down || status=$$?; \
 	exit $$status
 
-test: lint unit-test cluster-test
+# Proves that up + down leave the host as it was found; runs alone, after the shared cluster is gone.
+cluster-selftest:
+	$(CLUSTER) selftest-cleanup
+
+test: lint unit-test cluster-test cluster-selftest
 	@echo "make test: all checks passed"
 
 demo: components images
@@ -79,10 +86,10 @@ demo: components images
 	bash tests/demo/demo.sh
 
 bench-trainer:
-	@echo "bench-trainer: not wired yet" && exit 1
+	cargo bench -p trainer-job --bench train_wine
 
-bench-predictor:
-	@echo "bench-predictor: not wired yet" && exit 1
+bench-predictor: test-deps
+	bash predictor/bench/run.sh
 
 bench-operator:
 	@echo "bench-operator: not wired yet" && exit 1

@@ -27,12 +27,16 @@ mkdir -p "$BIN" "$STAMPS" "$CACHE/src"
 
 log() { printf '[build-components] %s\n' "$*" >&2; }
 
-# built NAME VERSION -> true when the binaries of NAME@VERSION are already in the cache.
-built() { [ -f "$STAMPS/$1-$2" ]; }
+# built NAME VERSION OUTPUT... -> true when NAME@VERSION was built and its outputs are still there.
+built() {
+  local name=$1 version=$2; shift 2
+  [ -f "$STAMPS/$name-$version" ] || return 1
+  local f; for f in "$@"; do [ -e "$f" ] || return 1; done
+}
 stamp() { touch "$STAMPS/$1-$2"; }
-timed() { # timed NAME VERSION FUNCTION
-  local name=$1 version=$2 fn=$3
-  if built "$name" "$version"; then log "$name $version: cached"; return; fi
+timed() { # timed NAME VERSION FUNCTION OUTPUT...
+  local name=$1 version=$2 fn=$3; shift 3
+  if built "$name" "$version" "$@"; then log "$name $version: cached"; return; fi
   log "$name $version: building..."
   local t0=$SECONDS
   "$fn"
@@ -167,20 +171,20 @@ build_coredns_image() {
 
 main() {
   local t0=$SECONDS
-  if ! built kubernetes "$K8S_VERSION"; then
+  if ! built kubernetes "$K8S_VERSION" "$BIN/kubelet"; then
     log "a cold build of every component takes about 10-15 minutes on 2 cores; later runs take seconds"
   fi
   need_debian
-  timed etcd "$ETCD_VERSION" build_etcd
-  timed containerd "$CONTAINERD_VERSION" build_containerd
-  timed cni-plugins "$CNI_VERSION" build_cni
-  timed crictl "$CRICTL_VERSION" build_crictl
-  timed crane "$CRANE_VERSION" build_crane
-  timed coredns "$COREDNS_VERSION" build_coredns
-  timed pause-image "$PAUSE_IMAGE_VERSION" build_pause_image
-  timed coredns-image "$COREDNS_VERSION" build_coredns_image
-  timed helm "$HELM_VERSION" build_helm
-  timed kubernetes "$K8S_VERSION" build_kubernetes
+  timed etcd "$ETCD_VERSION" build_etcd "$BIN/etcd"
+  timed containerd "$CONTAINERD_VERSION" build_containerd "$BIN/containerd" "$BIN/ctr" "$BIN/containerd-shim-runc-v2"
+  timed cni-plugins "$CNI_VERSION" build_cni "$CACHE/cni/bin/bridge" "$CACHE/cni/bin/host-local" "$CACHE/cni/bin/loopback" "$CACHE/cni/bin/portmap"
+  timed crictl "$CRICTL_VERSION" build_crictl "$BIN/crictl"
+  timed crane "$CRANE_VERSION" build_crane "$BIN/crane"
+  timed coredns "$COREDNS_VERSION" build_coredns "$BIN/coredns"
+  timed pause-image "$PAUSE_IMAGE_VERSION" build_pause_image "$CACHE/images/pause.tar"
+  timed coredns-image "$COREDNS_VERSION" build_coredns_image "$CACHE/images/coredns.tar"
+  timed helm "$HELM_VERSION" build_helm "$BIN/helm"
+  timed kubernetes "$K8S_VERSION" build_kubernetes "$BIN/kube-apiserver" "$BIN/kube-controller-manager" "$BIN/kube-scheduler" "$BIN/kubectl" "$BIN/kubelet" "$BIN/kube-proxy"
   log "all components ready in $BIN ($((SECONDS - t0)) s)"
 }
 
