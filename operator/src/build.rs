@@ -172,6 +172,19 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
+/// Trainer and predictor pods are hardened alike: neither talks to the API server (no token)
+/// nor needs service environment variables, and both run under the restricted profile.
+fn pod_spec(container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
 /// The Secrets named by the spec, as envFrom sources (each once).
 fn env_from(names: &[Option<&str>]) -> Option<Vec<EnvFromSource>> {
     let mut seen: Vec<&str> = Vec::new();
@@ -327,12 +340,7 @@ pub fn build_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_string()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context()),
-                    containers: vec![container],
-                    volumes: Some(vols),
-                    ..PodSpec::default()
+                    ..pod_spec(container, vols)
                 }),
             },
             ..JobSpec::default()
@@ -444,14 +452,7 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context()),
-                    containers: vec![container],
-                    volumes: Some(vols),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod_spec(container, vols)),
             },
             ..DeploymentSpec::default()
         }),

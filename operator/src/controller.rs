@@ -685,7 +685,7 @@ pub fn error_policy(mp: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) ->
 mod tests {
     use super::*;
     use crate::build::{job_name, run_version};
-    use crate::fixtures::{expect_request, pipeline, report};
+    use crate::fixtures::{ApiHandle, Seen, expect_request, pipeline, report};
     use champion_api::{ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION};
     use http::Method;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
@@ -721,6 +721,123 @@ mod tests {
             .expect("reconcile finished: no request went unanswered")
     }
 
+    /// Runs one reconcile against the mock API server `server` and waits until the server has
+    /// checked every request it expected.
+    async fn reconcile_then_join(
+        mp: ModelPipeline,
+        ctx: Arc<Context>,
+        server: tokio::task::JoinHandle<()>,
+    ) {
+        reconcile_with_timeout(mp, ctx)
+            .await
+            .expect("reconcile succeeds");
+        server
+            .await
+            .expect("the API server saw exactly the expected requests");
+    }
+
+    fn metrics_text(registry: &prometheus::Registry) -> String {
+        String::from_utf8(crate::metrics::render(registry).expect("metrics")).expect("utf-8")
+    }
+
+    /// Expects the read of the store credentials Secret and answers it with `secret()`.
+    async fn expect_secret_read(handle: &mut ApiHandle) {
+        let seen = expect_request(handle, |_| (200, secret())).await;
+        assert_eq!(
+            (seen.method, seen.uri.as_str()),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/store-creds"
+            )
+        );
+    }
+
+    /// Expects the predictor Deployment apply, then the Service apply, echoing both; returns
+    /// the Deployment request for the caller's own checks.
+    async fn expect_predictor_applied(handle: &mut ApiHandle) -> Seen {
+        let deployment = expect_request(handle, |s| (200, s.body.clone())).await;
+        assert!(
+            deployment
+                .uri
+                .starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"),
+            "{}",
+            deployment.uri
+        );
+        let service = expect_request(handle, |s| (200, s.body.clone())).await;
+        assert!(
+            service
+                .uri
+                .starts_with("/api/v1/namespaces/default/services/wine-predictor?"),
+            "{}",
+            service.uri
+        );
+        deployment
+    }
+
+    /// The cached trainer Job `name` of run `version` of the wine pipeline, finished with the
+    /// condition `condition_type` = True (and `reason`).
+    fn job_fixture(
+        name: &str,
+        version: &str,
+        fingerprint: &str,
+        condition_type: &str,
+        reason: Option<&str>,
+    ) -> Job {
+        Job {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some("default".into()),
+                labels: Some(BTreeMap::from([(
+                    "champion.dev/pipeline".to_string(),
+                    "wine".to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
+                    (
+                        ANNOTATION_DATA_FINGERPRINT.to_string(),
+                        fingerprint.to_string(),
+                    ),
+                ])),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: "uid-wine".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: condition_type.into(),
+                    status: "True".into(),
+                    reason: reason.map(Into::into),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The challenger of a run `version` (Job `job`, data "fp1") that is still training.
+    fn training_challenger(
+        version: &str,
+        job: &str,
+        data_seen_at: Option<Time>,
+    ) -> ChallengerStatus {
+        ChallengerStatus {
+            version: version.into(),
+            job: job.into(),
+            data_fingerprint: "fp1".into(),
+            state: ChallengerState::Training,
+            score: None,
+            champion_score: None,
+            reason: None,
+            started_at: Time(Timestamp::UNIX_EPOCH),
+            data_seen_at,
+        }
+    }
+
     #[tokio::test]
     async fn new_data_launches_one_trainer_job_then_records_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -737,14 +854,7 @@ mod tests {
         let expected_job = job.clone();
         let applied = mp.clone();
         let server = tokio::spawn(async move {
-            let seen = expect_request(&mut handle, |_| (200, secret())).await;
-            assert_eq!(
-                (seen.method, seen.uri.as_str()),
-                (
-                    Method::GET,
-                    "/api/v1/namespaces/default/secrets/store-creds"
-                )
-            );
+            expect_secret_read(&mut handle).await;
 
             let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
             assert_eq!(seen.method, Method::PATCH);
@@ -823,8 +933,7 @@ mod tests {
                 .is_err(),
             "no request after the status patch"
         );
-        let text =
-            String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        let text = metrics_text(&registry);
         assert!(
             text.contains("champion_training_runs_total{outcome=\"started\"} 1"),
             "{text}"
@@ -844,80 +953,24 @@ mod tests {
         std::fs::write(report_dir.join("report.json"), bytes).expect("report written");
         let job = job_name("wine", version);
         mp.status = Some(ModelPipelineStatus {
-            challenger: Some(ChallengerStatus {
-                version: version.into(),
-                job: job.clone(),
-                data_fingerprint: "fp1".into(),
-                state: ChallengerState::Training,
-                score: None,
-                champion_score: None,
-                reason: None,
-                started_at: Time(Timestamp::UNIX_EPOCH),
-                data_seen_at: Some(Time(Timestamp::UNIX_EPOCH)),
-            }),
+            challenger: Some(training_challenger(
+                version,
+                &job,
+                Some(Time(Timestamp::UNIX_EPOCH)),
+            )),
             ..Default::default()
         });
-        let complete = Job {
-            metadata: ObjectMeta {
-                name: Some(job.clone()),
-                namespace: Some("default".into()),
-                labels: Some(BTreeMap::from([(
-                    "champion.dev/pipeline".to_string(),
-                    "wine".to_string(),
-                )])),
-                annotations: Some(BTreeMap::from([
-                    (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
-                    (ANNOTATION_DATA_FINGERPRINT.to_string(), "fp1".to_string()),
-                ])),
-                owner_references: Some(vec![
-                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                        uid: "uid-wine".into(),
-                        ..Default::default()
-                    },
-                ]),
-                ..ObjectMeta::default()
-            },
-            spec: None,
-            status: Some(JobStatus {
-                conditions: Some(vec![JobCondition {
-                    type_: "Complete".into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        };
+        let complete = job_fixture(&job, version, "fp1", "Complete", None);
         let (ctx, mut handle, registry) = Context::test(vec![complete], Vec::new());
         let model_uri = mp.model_uri(version);
         let applied = mp.clone();
         let server = tokio::spawn(async move {
-            let seen = expect_request(&mut handle, |_| (200, secret())).await;
-            assert_eq!(
-                (seen.method, seen.uri.as_str()),
-                (
-                    Method::GET,
-                    "/api/v1/namespaces/default/secrets/store-creds"
-                )
-            );
+            expect_secret_read(&mut handle).await;
 
-            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
+            let seen = expect_predictor_applied(&mut handle).await;
             assert_eq!(seen.method, Method::PATCH);
-            assert!(
-                seen.uri
-                    .starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"),
-                "{}",
-                seen.uri
-            );
             let env = &seen.body["spec"]["template"]["spec"]["containers"][0]["env"];
             assert_eq!(env[0], json!({"name": "MODEL_URI", "value": model_uri}));
-
-            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
-            assert!(
-                seen.uri
-                    .starts_with("/api/v1/namespaces/default/services/wine-predictor?"),
-                "{}",
-                seen.uri
-            );
 
             let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
             assert_eq!(seen.body["reason"], "ModelPromoted");
@@ -944,14 +997,8 @@ mod tests {
             assert_eq!(status["history"][0]["outcome"], "Promoted");
             assert_eq!(status["challenger"]["state"], "Promoted");
         });
-        reconcile_with_timeout(mp, ctx)
-            .await
-            .expect("reconcile succeeds");
-        server
-            .await
-            .expect("the API server saw exactly the expected requests");
-        let text =
-            String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        reconcile_then_join(mp, ctx, server).await;
+        let text = metrics_text(&registry);
         assert!(text.contains("champion_promotions_total 1"), "{text}");
         assert!(
             text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.81"),
@@ -967,50 +1014,10 @@ mod tests {
         mp.status = Some(ModelPipelineStatus {
             champion: Some(crate::fixtures::champion("champ0000001", 0.7)),
             observed_generation: Some(1),
-            challenger: Some(ChallengerStatus {
-                version: version.into(),
-                job: job.clone(),
-                data_fingerprint: "fp1".into(),
-                state: ChallengerState::Training,
-                score: None,
-                champion_score: None,
-                reason: None,
-                started_at: Time(Timestamp::UNIX_EPOCH),
-                data_seen_at: None,
-            }),
+            challenger: Some(training_challenger(version, &job, None)),
             ..Default::default()
         });
-        let failed = Job {
-            metadata: ObjectMeta {
-                name: Some(job.clone()),
-                namespace: Some("default".into()),
-                labels: Some(BTreeMap::from([(
-                    "champion.dev/pipeline".to_string(),
-                    "wine".to_string(),
-                )])),
-                annotations: Some(BTreeMap::from([
-                    (ANNOTATION_MODEL_VERSION.to_string(), version.to_string()),
-                    (ANNOTATION_DATA_FINGERPRINT.to_string(), "fp1".to_string()),
-                ])),
-                owner_references: Some(vec![
-                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                        uid: "uid-wine".into(),
-                        ..Default::default()
-                    },
-                ]),
-                ..ObjectMeta::default()
-            },
-            spec: None,
-            status: Some(JobStatus {
-                conditions: Some(vec![JobCondition {
-                    type_: "Failed".into(),
-                    status: "True".into(),
-                    reason: Some("BackoffLimitExceeded".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        };
+        let failed = job_fixture(&job, version, "fp1", "Failed", Some("BackoffLimitExceeded"));
         let serving = crate::fixtures::serving_deployment(
             &mp,
             &crate::fixtures::champion("champ0000001", 0.7),
@@ -1062,12 +1069,7 @@ mod tests {
                 "{reason}"
             );
         });
-        reconcile_with_timeout(mp, ctx)
-            .await
-            .expect("reconcile succeeds");
-        server
-            .await
-            .expect("the API server saw exactly the expected requests");
+        reconcile_then_join(mp, ctx, server).await;
     }
 
     #[tokio::test]
@@ -1114,24 +1116,10 @@ mod tests {
                 seen.body["note"]
             );
 
-            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
-            assert!(
-                seen.uri
-                    .starts_with("/apis/apps/v1/namespaces/default/deployments/wine-predictor?"),
-                "{}",
-                seen.uri
-            );
+            let seen = expect_predictor_applied(&mut handle).await;
             assert_eq!(
                 seen.body["metadata"]["annotations"]["champion.dev/model-version"],
                 "old000000001"
-            );
-
-            let seen = expect_request(&mut handle, |s| (200, s.body.clone())).await;
-            assert!(
-                seen.uri
-                    .starts_with("/api/v1/namespaces/default/services/wine-predictor?"),
-                "{}",
-                seen.uri
             );
 
             let seen = expect_request(&mut handle, |s| (201, s.body.clone())).await;
@@ -1163,14 +1151,8 @@ mod tests {
                 Some((json!("True"), json!("RolloutFailed")))
             );
         });
-        reconcile_with_timeout(mp, ctx)
-            .await
-            .expect("reconcile succeeds");
-        server
-            .await
-            .expect("the API server saw exactly the expected requests");
-        let text =
-            String::from_utf8(crate::metrics::render(&registry).expect("metrics")).expect("utf-8");
+        reconcile_then_join(mp, ctx, server).await;
+        let text = metrics_text(&registry);
         assert!(
             text.contains("champion_rollbacks_total{cause=\"rollout_failed\"} 1"),
             "{text}"
@@ -1183,17 +1165,7 @@ mod tests {
         let job = job_name("wine", "0123456789ab");
         mp.status = Some(ModelPipelineStatus {
             observed_generation: Some(1),
-            challenger: Some(ChallengerStatus {
-                version: "0123456789ab".into(),
-                job: job.clone(),
-                data_fingerprint: "fp1".into(),
-                state: ChallengerState::Training,
-                score: None,
-                champion_score: None,
-                reason: None,
-                started_at: Time(Timestamp::UNIX_EPOCH),
-                data_seen_at: None,
-            }),
+            challenger: Some(training_challenger("0123456789ab", &job, None)),
             ..Default::default()
         });
         let running = crate::build::build_job(&mp, "0123456789ab", "fp1", None);
@@ -1215,11 +1187,6 @@ mod tests {
             assert_eq!(seen.body["status"]["challenger"]["state"], "Training");
             assert_eq!(seen.body["status"]["phase"], "Training");
         });
-        reconcile_with_timeout(mp, ctx)
-            .await
-            .expect("reconcile succeeds");
-        server
-            .await
-            .expect("the API server saw exactly the expected requests");
+        reconcile_then_join(mp, ctx, server).await;
     }
 }

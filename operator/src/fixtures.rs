@@ -148,6 +148,17 @@ pub struct Seen {
     pub body: serde_json::Value,
 }
 
+/// The JSON body of a request the client sent; `Null` when it has none (a GET).
+pub async fn body_json(req: Request<Body>) -> serde_json::Value {
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+}
+
 /// Receives the next request, answers it with `respond(&seen)` and returns it.
 pub async fn expect_request(
     handle: &mut ApiHandle,
@@ -159,13 +170,7 @@ pub async fn expect_request(
         .expect("the reconcile sent another request");
     let method = req.method().clone();
     let uri = req.uri().to_string();
-    let bytes = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    let body = body_json(req).await;
     let seen = Seen { method, uri, body };
     let (status, reply) = respond(&seen);
     let response = Response::builder()

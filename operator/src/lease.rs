@@ -263,6 +263,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::body_json;
     use http::{Method, Request, Response};
     use kube::client::Body;
     use tower_test::mock;
@@ -365,17 +366,6 @@ mod tests {
             lease_duration: Duration::from_secs(15),
             retry_period: Duration::from_secs(2),
         }
-    }
-
-    async fn body_json(req: Request<Body>) -> serde_json::Value {
-        use http_body_util::BodyExt;
-        let bytes = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
     }
 
     fn json_response(status: u16, v: serde_json::Value) -> Response<Body> {

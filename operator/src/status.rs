@@ -73,40 +73,30 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
     let generation = mp.metadata.generation;
     let now = obs.now;
     let conds = &mut status.conditions;
+    // Every condition here is stamped with the same generation and time.
+    let mut set = |type_: &str, on: bool, reason: &str, message: &str| {
+        set_condition(conds, type_, on, reason, message, generation, now)
+    };
 
     match &obs.data {
         Some(Ok(l)) if l.objects > 0 => {
-            set_condition(
-                conds,
+            set(
                 condition::DATA_AVAILABLE,
                 true,
                 "DataListed",
                 &format!("{} objects under {}", l.objects, mp.spec.data.uri),
-                generation,
-                now,
             );
         }
         Some(Ok(_)) => {
-            set_condition(
-                conds,
+            set(
                 condition::DATA_AVAILABLE,
                 false,
                 "NoData",
                 &format!("no objects under {}", mp.spec.data.uri),
-                generation,
-                now,
             );
         }
         Some(Err(e)) => {
-            set_condition(
-                conds,
-                condition::DATA_AVAILABLE,
-                false,
-                "ListFailed",
-                e,
-                generation,
-                now,
-            );
+            set(condition::DATA_AVAILABLE, false, "ListFailed", e);
         }
         None => {}
     }
@@ -117,123 +107,80 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
         .as_ref()
         .filter(|c| c.state == ChallengerState::Training);
     match training {
-        Some(c) => set_condition(
-            conds,
+        Some(c) => set(
             condition::TRAINING,
             true,
             "JobRunning",
             &format!("Job {} trains version {}", c.job, c.version),
-            generation,
-            now,
         ),
-        None => set_condition(
-            conds,
+        None => set(
             condition::TRAINING,
             false,
             "Idle",
             "no training run in progress",
-            generation,
-            now,
         ),
     };
 
     let serving = |d: &Option<DeploymentView>, v: &str| matches!(d, Some(DeploymentView { version: Some(dv), rollout: RolloutState::Complete }) if dv == v);
     match (&status.champion, &status.rollout) {
         (None, _) => {
-            set_condition(
-                conds,
+            set(
                 condition::PROMOTED,
                 false,
                 "NoChampion",
                 "no model has been promoted yet",
-                generation,
-                now,
             );
-            set_condition(
-                conds,
+            set(
                 condition::READY,
                 false,
                 "NoChampion",
                 "no model has been promoted yet",
-                generation,
-                now,
             );
         }
         (Some(_), Some(r)) => {
             let msg = format!("rolling out version {}", r.version);
             match (&r.previous, r.cause) {
-                (Some(p), _) => set_condition(
-                    conds,
+                (Some(p), _) => set(
                     condition::PROMOTED,
                     true,
                     "RollingOut",
                     &format!("{msg}; version {} serves meanwhile", p.version),
-                    generation,
-                    now,
                 ),
                 // Reverting: the version being restored never stopped serving (maxUnavailable 0).
-                (None, Outcome::RolledBack) => set_condition(
-                    conds,
+                (None, Outcome::RolledBack) => set(
                     condition::PROMOTED,
                     true,
                     "RollingBack",
                     &format!("rolling back to version {}", r.version),
-                    generation,
-                    now,
                 ),
-                (None, _) => set_condition(
-                    conds,
-                    condition::PROMOTED,
-                    false,
-                    "RollingOut",
-                    &msg,
-                    generation,
-                    now,
-                ),
+                (None, _) => set(condition::PROMOTED, false, "RollingOut", &msg),
             };
-            set_condition(
-                conds,
-                condition::READY,
-                false,
-                "RollingOut",
-                &msg,
-                generation,
-                now,
-            );
+            set(condition::READY, false, "RollingOut", &msg);
         }
         (Some(c), None) => {
             let reason = match status.last_outcome {
                 Some(Outcome::RolledBack) => "RolledBack",
                 _ => "ModelPromoted",
             };
-            set_condition(
-                conds,
+            set(
                 condition::PROMOTED,
                 true,
                 reason,
                 &format!("version {} serves ({})", c.version, c.model_uri),
-                generation,
-                now,
             );
             if serving(&obs.deployment, &c.version) {
-                set_condition(
-                    conds,
+                set(
                     condition::READY,
                     true,
                     "PredictorAvailable",
                     &format!("version {} is available", c.version),
-                    generation,
-                    now,
                 );
             } else {
-                set_condition(
-                    conds,
+                set(
                     condition::READY,
                     false,
                     "PredictorUnavailable",
                     &format!("the predictor of version {} is not available", c.version),
-                    generation,
-                    now,
                 );
             }
         }
@@ -256,24 +203,8 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
         }
     };
     match &degraded {
-        Some((reason, msg)) => set_condition(
-            conds,
-            condition::DEGRADED,
-            true,
-            reason,
-            msg,
-            generation,
-            now,
-        ),
-        None => set_condition(
-            conds,
-            condition::DEGRADED,
-            false,
-            "AsExpected",
-            "no failures",
-            generation,
-            now,
-        ),
+        Some((reason, msg)) => set(condition::DEGRADED, true, reason, msg),
+        None => set(condition::DEGRADED, false, "AsExpected", "no failures"),
     };
 
     status.phase = Some(if mp.spec.suspend {

@@ -12,7 +12,12 @@ use std::time::Instant;
 use champion_model::MetricName;
 use ndarray::Array1;
 use trainer_job::algorithms::{self, Algorithm, TrainingSet, fit_scaler, scale_rows};
-use trainer_job::{ReadOptions, Table, TableReader, TrainConfig, train};
+use trainer_job::{Table, TableReader, TrainConfig, train};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::wine_read_options as options;
 
 const RUNS: usize = 31;
 
@@ -24,15 +29,6 @@ fn seed_dir() -> Result<PathBuf> {
         return Err(format!("wine-seed data missing: expected {}", dir.display()).into());
     }
     Ok(dir)
-}
-
-fn options() -> ReadOptions {
-    ReadOptions {
-        target: "quality".into(),
-        positive_above: Some(5.0),
-        drop: vec!["Id".into()],
-        skip_bad_rows: false,
-    }
 }
 
 fn read(files: &[&str]) -> Result<Table> {

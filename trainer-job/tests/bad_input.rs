@@ -1,18 +1,12 @@
 //! Every kind of bad input, with the exact message a user sees.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use champion_model::MetricName;
+use common::wine_read_options as options;
 use trainer_job::{Algorithm, ReadOptions, TableReader, TrainConfig, TrainError, train};
-
-fn options() -> ReadOptions {
-    ReadOptions {
-        target: "quality".into(),
-        positive_above: Some(5.0),
-        drop: vec!["Id".into()],
-        skip_bad_rows: false,
-    }
-}
 
 fn read(csv: &str) -> Result<trainer_job::Table, TrainError> {
     read_with(options(), csv)

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use champion_model::{ModelFile, Report};
@@ -33,36 +34,45 @@ fn trainer() -> Command {
     cmd
 }
 
+/// Runs `cmd` and insists it exits 0, showing its stderr otherwise.
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The checked report.json a finished run left in `version_dir`.
+fn report_in(version_dir: &Path) -> Report {
+    Report::from_json(&std::fs::read(version_dir.join("report.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn configured_from_the_environment_it_writes_both_files_and_a_summary() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
     let version_dir = root.path().join("models/wine/v7");
     let log = root.path().join("termination-log");
-    let out = trainer()
-        .arg("train")
-        .env("DATA_URI", &data)
-        .env("MODEL_URI", file_uri(&version_dir))
-        .env(
-            "TEST_DATA_URI",
-            file_uri(&wine_seed().join("test_data.csv")),
-        )
-        .env("TARGET", "Quality")
-        .env("POSITIVE_ABOVE", "5")
-        .env("DROP", "Id")
-        .env("METRIC", "f1Binary")
-        .env("PARAMS", "n_estimators=50,learning_rate=1")
-        .env("SKIP_BAD_ROWS", "1")
-        .env("TERMINATION_LOG", &log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        trainer()
+            .arg("train")
+            .env("DATA_URI", &data)
+            .env("MODEL_URI", file_uri(&version_dir))
+            .env(
+                "TEST_DATA_URI",
+                file_uri(&wine_seed().join("test_data.csv")),
+            )
+            .env("TARGET", "Quality")
+            .env("POSITIVE_ABOVE", "5")
+            .env("DROP", "Id")
+            .env("METRIC", "f1Binary")
+            .env("PARAMS", "n_estimators=50,learning_rate=1")
+            .env("SKIP_BAD_ROWS", "1")
+            .env("TERMINATION_LOG", &log),
     );
-    let report =
-        Report::from_json(&std::fs::read(version_dir.join("report.json")).unwrap()).unwrap();
+    let report = report_in(&version_dir);
     ModelFile::from_json_verified(&std::fs::read(version_dir.join("model.json")).unwrap()).unwrap();
     assert_eq!(report.model_version, "v7");
     assert_eq!(
@@ -124,15 +134,10 @@ fn a_missing_flag_is_reported_in_the_termination_log() {
 fn the_wine_dataset_command_writes_slots_that_train() {
     let root = tempfile::tempdir().unwrap();
     let slots = root.path().join("wine");
-    let out = trainer()
-        .args(["dataset", "wine", "--slots", "3", "--out"])
-        .arg(&slots)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        trainer()
+            .args(["dataset", "wine", "--slots", "3", "--out"])
+            .arg(&slots),
     );
     let mut names: Vec<String> = std::fs::read_dir(&slots)
         .unwrap()
@@ -165,34 +170,27 @@ fn the_wine_dataset_command_writes_slots_that_train() {
     // The slots (the test file moved aside) are a data set the trainer accepts.
     let test = root.path().join("test_data.csv");
     std::fs::rename(slots.join("test_data.csv"), &test).unwrap();
-    let out = trainer()
-        .args([
-            "train",
-            "--target",
-            "quality",
-            "--positive-above",
-            "5",
-            "--drop",
-            "Id",
-            "--data-uri",
-        ])
-        .arg(format!("{}/", file_uri(&slots)))
-        .arg("--test-data-uri")
-        .arg(file_uri(&test))
-        .arg("--model-uri")
-        .arg(file_uri(&root.path().join("models/wine/v1")))
-        .arg("--termination-log")
-        .arg(root.path().join("log"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        trainer()
+            .args([
+                "train",
+                "--target",
+                "quality",
+                "--positive-above",
+                "5",
+                "--drop",
+                "Id",
+                "--data-uri",
+            ])
+            .arg(format!("{}/", file_uri(&slots)))
+            .arg("--test-data-uri")
+            .arg(file_uri(&test))
+            .arg("--model-uri")
+            .arg(file_uri(&root.path().join("models/wine/v1")))
+            .arg("--termination-log")
+            .arg(root.path().join("log")),
     );
-    let report =
-        Report::from_json(&std::fs::read(root.path().join("models/wine/v1/report.json")).unwrap())
-            .unwrap();
+    let report = report_in(&root.path().join("models/wine/v1"));
     assert_eq!(report.rows.holdout, 399);
     assert!(report.challenger_score > 0.6, "{}", report.challenger_score);
 }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -10,9 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use champion_model::MetricName;
-use common::{file_uri, wine_seed};
-use trainer_job::{Algorithm, ReadOptions, TrainConfig, train};
+use common::{file_uri, wine_config, wine_seed};
+use trainer_job::train;
 
 /// Serves one file at one path (HEAD and GET); stopped and joined when dropped, so a failing
 /// test leaves no server behind.
@@ -97,23 +95,10 @@ async fn training_data_can_come_from_an_http_url() {
     let body = std::fs::read(wine_seed().join("data_1.csv")).unwrap();
     let server = FileServer::start("/wine/data_1.csv", body);
     let root = tempfile::tempdir().unwrap();
-    let config = TrainConfig {
-        data_uri: format!("http://127.0.0.1:{}/wine/data_1.csv", server.port),
-        model_uri: file_uri(&root.path().join("models/wine/v1")),
-        champion_uri: None,
-        test_data_uri: Some(file_uri(&wine_seed().join("test_data.csv"))),
-        read: ReadOptions {
-            target: "quality".into(),
-            positive_above: Some(5.0),
-            drop: vec!["Id".into()],
-            skip_bad_rows: false,
-        },
-        metric: MetricName::F1Binary,
-        holdout_fraction: 0.2,
-        seed: 42,
-        algorithm: Algorithm::AdaBoost,
-        params: BTreeMap::new(),
-    };
+    let config = wine_config(
+        format!("http://127.0.0.1:{}/wine/data_1.csv", server.port),
+        file_uri(&root.path().join("models/wine/v1")),
+    );
     let report = train(&config).await.unwrap().report;
     assert_eq!(report.rows.train, 381);
     assert_eq!(report.rows.holdout, 381);

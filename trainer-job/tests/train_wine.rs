@@ -5,37 +5,17 @@ mod common;
 use std::collections::BTreeMap;
 
 use champion_model::{MetricName, Metrics, ModelFile, Report};
-use common::{data_dir, file_uri, wine_seed};
+use common::{data_dir, file_uri, wine_config, wine_read_options, wine_seed};
 use trainer_job::data::sort_labels;
 use trainer_job::split::{in_holdout, name_order};
-use trainer_job::{Algorithm, ReadOptions, TableReader, TrainConfig, train};
-
-fn config(data_uri: String, model_uri: String) -> TrainConfig {
-    TrainConfig {
-        data_uri,
-        model_uri,
-        champion_uri: None,
-        test_data_uri: Some(file_uri(&wine_seed().join("test_data.csv"))),
-        read: ReadOptions {
-            target: "quality".into(),
-            positive_above: Some(5.0),
-            drop: vec!["Id".into()],
-            skip_bad_rows: false,
-        },
-        metric: MetricName::F1Binary,
-        holdout_fraction: 0.2,
-        seed: 42,
-        algorithm: Algorithm::AdaBoost,
-        params: BTreeMap::new(),
-    }
-}
+use trainer_job::{Algorithm, TableReader, train};
 
 #[tokio::test]
 async fn default_adaboost_on_the_original_split_reaches_scikit_learns_f1() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
     let models = root.path().join("models/wine/v1");
-    let outcome = train(&config(data, format!("{}/", file_uri(&models))))
+    let outcome = train(&wine_config(data, format!("{}/", file_uri(&models))))
         .await
         .unwrap();
     let report = &outcome.report;
@@ -78,7 +58,7 @@ async fn a_saved_model_predicts_exactly_as_the_trained_one() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
     let test = {
-        let mut r = TableReader::new(config(String::new(), String::new()).read).unwrap();
+        let mut r = TableReader::new(wine_read_options()).unwrap();
         r.read_object(
             "test_data.csv",
             &std::fs::read(wine_seed().join("test_data.csv")).unwrap(),
@@ -93,7 +73,7 @@ async fn a_saved_model_predicts_exactly_as_the_trained_one() {
         Algorithm::GaussianNb,
     ] {
         let models = root.path().join(format!("models/wine/{algorithm}"));
-        let mut c = config(data.clone(), file_uri(&models));
+        let mut c = wine_config(data.clone(), file_uri(&models));
         c.algorithm = algorithm;
         c.metric = MetricName::F1Macro;
         let outcome = train(&c).await.unwrap();
@@ -134,12 +114,12 @@ async fn the_champion_is_scored_on_the_same_holdout() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
     let v1 = file_uri(&root.path().join("models/wine/v1"));
-    let mut c1 = config(data.clone(), v1.clone());
+    let mut c1 = wine_config(data.clone(), v1.clone());
     c1.algorithm = Algorithm::Logistic;
     let first = train(&c1).await.unwrap().report;
     assert_eq!(first.champion_score, None);
 
-    let mut c2 = config(data, file_uri(&root.path().join("models/wine/v2")));
+    let mut c2 = wine_config(data, file_uri(&root.path().join("models/wine/v2")));
     c2.champion_uri = Some(v1);
     let second = train(&c2).await.unwrap().report;
     assert_eq!(second.champion_version.as_deref(), Some("v1"));
@@ -156,7 +136,7 @@ async fn the_champion_is_scored_on_the_same_holdout() {
 async fn a_missing_champion_is_an_error_naming_it() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv"]);
-    let mut c = config(data, file_uri(&root.path().join("models/wine/v2")));
+    let mut c = wine_config(data, file_uri(&root.path().join("models/wine/v2")));
     let champion = file_uri(&root.path().join("models/wine/v1"));
     c.champion_uri = Some(champion.clone());
     let err = train(&c).await.unwrap_err().to_string();
@@ -170,7 +150,7 @@ async fn a_missing_champion_is_an_error_naming_it() {
 #[tokio::test]
 async fn without_test_data_the_holdout_is_by_content_and_new_data_moves_no_old_row() {
     let root = tempfile::tempdir().unwrap();
-    let options = config(String::new(), String::new()).read;
+    let options = wine_read_options();
     let read = |files: &[&str]| {
         let mut r = TableReader::new(options.clone()).unwrap();
         for f in files {
@@ -205,7 +185,7 @@ async fn without_test_data_the_holdout_is_by_content_and_new_data_moves_no_old_r
 
     // And a whole run on content split works and reports it.
     let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
-    let mut c = config(data, file_uri(&root.path().join("models/wine/v1")));
+    let mut c = wine_config(data, file_uri(&root.path().join("models/wine/v1")));
     c.test_data_uri = None;
     let report = train(&c).await.unwrap().report;
     assert_eq!(report.rows.holdout as usize, holdout);
@@ -216,7 +196,7 @@ async fn without_test_data_the_holdout_is_by_content_and_new_data_moves_no_old_r
 async fn a_multiclass_target_uses_its_values_as_labels_and_boosts_like_scikit_learn() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv", "data_2.csv"]);
-    let mut c = config(data, file_uri(&root.path().join("models/wine/v1")));
+    let mut c = wine_config(data, file_uri(&root.path().join("models/wine/v1")));
     c.read.positive_above = None;
     c.metric = MetricName::F1Weighted;
     c.params.insert("max_depth".into(), "3".into());

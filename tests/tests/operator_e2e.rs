@@ -1,0 +1,525 @@
+//! The operator end to end on the real local cluster: the operator image installed from the
+//! chart into the test's own namespace (namespaced RBAC, leader election, a hostPath `file://`
+//! store), a `wine` ModelPipeline with the original recipe (target quality, good when above 5,
+//! Id dropped, the fixed test_data.csv as holdout, poll every 2 s), and data dropped into the
+//! store the way a user's pipeline would. Each test asserts what its name says on the objects
+//! the operator produced: status, history, conditions, Events, Jobs, the predictor Deployment,
+//! and the answers of the predictor pods themselves.
+//!
+//! Needs `make images` and the cluster (`champion-cluster up`, which imports build/images).
+//! Run: `cargo test -p champion-tests --test operator_e2e -- --test-threads=2`.
+//! A failing test prints the pipeline YAML, the objects, Events, and operator/trainer/predictor
+//! logs of its namespace.
+
+use std::time::Duration;
+
+use champion_tests::operator::{
+    Stage, condition, condition_true, csv_row_as_request, history, http_post_json, model_uri_of,
+    str_at, wine_file,
+};
+use champion_tests::{ClusterError, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+/// Deadline of each wait: training, rollout and GC take seconds here; this is the bound for a
+/// loaded two-core machine.
+const WAIT: Duration = Duration::from_secs(120);
+const PIPELINE: &str = "wine";
+
+fn entry_outcome(e: &Value) -> &str {
+    e.get("outcome").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn f64_at(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+/// Waits until the pipeline has a champion that is fully promoted (rollout finished, condition
+/// Promoted=True/ModelPromoted) other than `not`, and its predictor serves it; returns the
+/// status and the Deployment.
+async fn wait_champion(stage: &Stage, not: Option<&str>) -> Result<(Value, Deployment)> {
+    let status = stage
+        .wait_status(PIPELINE, "a promoted champion", WAIT, |s| {
+            let version = str_at(s, "/champion/version")?;
+            let promoted = condition(s, "Promoted")
+                .is_some_and(|c| c["status"] == "True" && c["reason"] == "ModelPromoted");
+            (promoted && s.get("rollout").is_none() && Some(version) != not).then(|| s.clone())
+        })
+        .await?;
+    let version = str_at(&status, "/champion/version").unwrap_or_default();
+    let deployment = stage
+        .wait_predictor_serving(PIPELINE, version, WAIT)
+        .await?;
+    Ok((status, deployment))
+}
+
+/// POSTs the first row of test_data.csv to /predict on every ready predictor pod serving
+/// `version`; asserts each answers 200 with that version in the header and the body.
+async fn assert_predictor_answers_with(stage: &Stage, port: i64, version: &str) -> Result<()> {
+    let ips = stage.predictor_ips(PIPELINE, version).await?;
+    assert!(
+        !ips.is_empty(),
+        "no ready predictor pod serves version {version}"
+    );
+    let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
+    for ip in ips {
+        let reply = http_post_json(&format!("{ip}:{port}"), "/predict", &request).await?;
+        assert_eq!(reply.status, 200, "POST /predict to {ip}: {reply:?}");
+        assert_eq!(
+            reply.headers.get("x-model-version").map(String::as_str),
+            Some(version),
+            "x-model-version of {ip}: {reply:?}"
+        );
+        let body: Value = serde_json::from_str(&reply.body).map_err(|e| {
+            ClusterError::Invalid(format!("/predict on {ip} answered non-JSON: {e}: {reply:?}"))
+        })?;
+        assert_eq!(body["modelVersion"], version, "body of {ip}: {body}");
+        let probabilities = body["probabilities"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let label = body["label"].as_str().unwrap_or_default();
+        assert!(
+            probabilities.contains_key(label),
+            "the label {label:?} is one of the classes {probabilities:?}"
+        );
+        let total: f64 = probabilities.values().filter_map(Value::as_f64).sum();
+        assert!(
+            (total - 1.0).abs() < 1e-6,
+            "probabilities sum to 1: {body}"
+        );
+    }
+    Ok(())
+}
+
+/// Rows that contradict `csv`: every row twice, each feature nudged by a distinct small factor
+/// (so no row is an exact duplicate of another, which the trainer would drop), with its label
+/// flipped around the threshold 5 and a fresh Id. Trained on, they outvote the true labels.
+fn contradicting_rows(csv: &str) -> Result<String> {
+    let mut lines = csv.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| ClusterError::Invalid("CSV without a header".into()))?;
+    let cols: Vec<&str> = header.split(',').collect();
+    let quality = cols.iter().position(|c| *c == "quality");
+    let id = cols.iter().position(|c| *c == "Id");
+    let (Some(quality), Some(id)) = (quality, id) else {
+        return Err(ClusterError::Invalid(format!(
+            "expected quality and Id columns in {header}"
+        )));
+    };
+    let mut out = format!("{header}\n");
+    for (n, line) in lines.enumerate() {
+        for copy in 1..=2u32 {
+            let mut cells = Vec::with_capacity(cols.len());
+            for (i, cell) in line.split(',').enumerate() {
+                let v: f64 = cell.trim().parse().map_err(|_| {
+                    ClusterError::Invalid(format!("line {}: {cell:?} is not a number", n + 2))
+                })?;
+                cells.push(if i == quality {
+                    if v > 5.0 { "5".into() } else { "6".into() }
+                } else if i == id {
+                    format!("{}", 100_000 * copy as usize + n)
+                } else {
+                    format!("{}", v * (1.0 + 0.001 * f64::from(copy)))
+                });
+            }
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// (a) First data → trainer Job → Promoted → predictor Deployment Available → the predictor
+/// pods answer /predict with the promoted version.
+#[tokio::test]
+async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<()> {
+    let stage = Stage::deploy("e2e-first").await?;
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+
+    let (status, deployment) = wait_champion(&stage, None).await?;
+    let version = str_at(&status, "/champion/version").unwrap_or_default();
+    let root = stage.store.path.display().to_string();
+    let model_uri = format!("file://{root}/models/{PIPELINE}/{version}/");
+    assert_eq!(str_at(&status, "/champion/modelUri"), Some(model_uri.as_str()));
+    assert_eq!(str_at(&status, "/lastOutcome"), Some("Promoted"));
+    assert_eq!(
+        str_at(&status, "/champion/dataFingerprint"),
+        str_at(&status, "/data/fingerprint"),
+        "the champion was trained on the data the operator listed"
+    );
+
+    // One run: its Job completed and wrote the model the predictor loads.
+    let jobs = stage.jobs(PIPELINE).await?;
+    assert_eq!(jobs.len(), 1, "one Job for one data fingerprint: {jobs:?}");
+    let job = &jobs[0];
+    assert_eq!(
+        job.labels().get("champion.dev/model-version").map(String::as_str),
+        Some(version)
+    );
+    assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
+    let model_dir = stage.store.path.join(format!("models/{PIPELINE}/{version}"));
+    for file in ["model.json", "report.json"] {
+        assert!(
+            model_dir.join(file).is_file(),
+            "{file} missing in {}",
+            model_dir.display()
+        );
+    }
+
+    // History and Events tell the same story.
+    let h = history(&status);
+    assert_eq!(h.len(), 1, "one history entry: {h:?}");
+    assert_eq!(h[0]["version"], version);
+    assert_eq!(entry_outcome(&h[0]), "Promoted");
+    let score = f64_at(&h[0], "score").unwrap_or(-1.0);
+    assert!(score > 0.5 && score <= 1.0, "first model score {score}");
+    assert_eq!(status.pointer("/champion/score").and_then(Value::as_f64), Some(score));
+    let started = stage.events(PIPELINE, "TrainingStarted").await?;
+    assert!(
+        started
+            .iter()
+            .any(|e| e.note.as_deref().unwrap_or_default().contains(&job.name_any())),
+        "a TrainingStarted Event names the Job: {started:?}"
+    );
+    let promoted = stage.events(PIPELINE, "ModelPromoted").await?;
+    assert!(
+        promoted
+            .iter()
+            .any(|e| e.note.as_deref().unwrap_or_default().contains(version)),
+        "a ModelPromoted Event names version {version}: {promoted:?}"
+    );
+
+    // The Deployment serves exactly that model, and Ready follows.
+    assert_eq!(model_uri_of(&deployment).as_deref(), Some(model_uri.as_str()));
+    let ready = stage
+        .wait_status(PIPELINE, "Ready=True", WAIT, |s| {
+            condition_true(s, "Ready").then(|| s.clone())
+        })
+        .await?;
+    assert_eq!(str_at(&ready, "/phase"), Some("Serving"));
+
+    let port = stage
+        .pipeline(PIPELINE)
+        .await?
+        .and_then(|p| p.pointer("/spec/predictor/port").and_then(Value::as_i64))
+        .unwrap_or(8080);
+    assert_eq!(port, 8080, "the CRD defaults the predictor port");
+    assert_predictor_answers_with(&stage, port, version).await?;
+    stage.passed();
+    Ok(())
+}
+
+/// (d) A CSV with a word in a numeric column: the run fails with a message naming the object
+/// and the line (history, Degraded condition, Event); the champion and the predictor stay.
+#[tokio::test]
+async fn corrupt_data_fails_the_run_naming_object_and_line_and_keeps_the_champion() -> Result<()>
+{
+    let stage = Stage::deploy("e2e-corrupt").await?;
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let (before, deployment) = wait_champion(&stage, None).await?;
+    let champion = str_at(&before, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+    let served_uri = model_uri_of(&deployment);
+    assert!(served_uri.is_some(), "the predictor has a MODEL_URI");
+
+    // Line 1 header, lines 2-3 good rows, line 4 has "abc" as its alcohol.
+    let data_2 = wine_file("data_2.csv")?;
+    let rows: Vec<&str> = data_2.lines().take(3).collect();
+    let mut bad: Vec<String> = rows[2].split(',').map(str::to_string).collect();
+    bad[10] = "abc".into();
+    let corrupt = format!("{}\n{}\n{}\n{}\n", rows[0], rows[1], rows[2], bad.join(","));
+    stage.put_data("corrupt.csv", &corrupt)?;
+
+    let status = stage
+        .wait_status(PIPELINE, "a Failed run in history", WAIT, |s| {
+            history(s)
+                .iter()
+                .any(|e| entry_outcome(e) == "Failed")
+                .then(|| s.clone())
+        })
+        .await?;
+    let failed = history(&status)
+        .into_iter()
+        .find(|e| entry_outcome(e) == "Failed")
+        .unwrap_or_default();
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("corrupt.csv line 4") && reason.contains("alcohol"),
+        "the failure names object, line and column: {reason}"
+    );
+    assert_eq!(str_at(&status, "/lastOutcome"), Some("Failed"));
+    let degraded = condition(&status, "Degraded").cloned().unwrap_or_default();
+    assert_eq!(degraded["status"], "True", "{degraded}");
+    assert_eq!(degraded["reason"], "TrainingFailed", "{degraded}");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("corrupt.csv line 4"),
+        "{degraded}"
+    );
+    // The operator publishes the Event before it writes the status that records the failure.
+    let events = stage.events(PIPELINE, "TrainingFailed").await?;
+    assert!(
+        events.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("corrupt.csv line 4")
+        }),
+        "a Warning Event TrainingFailed names object and line: {events:?}"
+    );
+    let failed_version = failed["version"].as_str().unwrap_or_default();
+    let failed_job = stage
+        .jobs(PIPELINE)
+        .await?
+        .into_iter()
+        .find(|j| j.labels().get("champion.dev/model-version").map(String::as_str) == Some(failed_version));
+    let job_failed = failed_job
+        .as_ref()
+        .and_then(|j| j.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+    assert!(job_failed, "the Job of version {failed_version} is Failed: {failed_job:?}");
+
+    // Untouched: champion, predictor Deployment, and what the predictor answers.
+    assert_eq!(str_at(&status, "/champion/version"), Some(champion.as_str()));
+    assert_eq!(status["champion"], before["champion"]);
+    let now = stage.predictor(PIPELINE).await?;
+    assert_eq!(now.as_ref().and_then(model_uri_of), served_uri);
+    assert!(
+        now.as_ref().is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
+        "the predictor still serves {champion}: {now:?}"
+    );
+    assert_predictor_answers_with(&stage, 8080, &champion).await?;
+    stage.passed();
+    Ok(())
+}
+
+/// (b) New data that makes the model worse: CandidateRejected, both scores in the history, the
+/// predictor untouched.
+#[tokio::test]
+async fn data_that_scores_lower_is_rejected_and_the_predictor_is_untouched() -> Result<()> {
+    let stage = Stage::deploy("e2e-reject").await?;
+    let (data_1, data_2) = (wine_file("data_1.csv")?, wine_file("data_2.csv")?);
+    stage.put_data("data_1.csv", &data_1)?;
+    stage.put_data("data_2.csv", &data_2)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let (before, deployment) = wait_champion(&stage, None).await?;
+    let champion = str_at(&before, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+    let champion_score = before
+        .pointer("/champion/score")
+        .and_then(Value::as_f64)
+        .unwrap_or(-1.0);
+    let served_uri = model_uri_of(&deployment);
+
+    let data_2_rows = data_2.split_once('\n').map(|(_, r)| r).unwrap_or_default();
+    stage.put_data(
+        "noise.csv",
+        &contradicting_rows(&format!("{data_1}{data_2_rows}"))?,
+    )?;
+    let status = stage
+        .wait_status(PIPELINE, "a Rejected run in history", WAIT, |s| {
+            history(s)
+                .iter()
+                .any(|e| entry_outcome(e) == "Rejected")
+                .then(|| s.clone())
+        })
+        .await?;
+    let h = history(&status);
+    assert_eq!(h.len(), 2, "one promoted and one rejected run: {h:?}");
+    assert_eq!(entry_outcome(&h[0]), "Promoted");
+    assert_eq!(h[0]["version"], champion.as_str());
+    assert_eq!(f64_at(&h[0], "score"), Some(champion_score));
+    let rejected = &h[1];
+    assert_eq!(entry_outcome(rejected), "Rejected");
+    let score = f64_at(rejected, "score").unwrap_or(f64::NAN);
+    let against = f64_at(rejected, "championScore").unwrap_or(f64::NAN);
+    assert!(
+        score < against,
+        "the challenger scores lower than the champion: {rejected}"
+    );
+    assert!(
+        (against - champion_score).abs() < 1e-9,
+        "the champion was re-scored on the same fixed holdout ({against} vs {champion_score})"
+    );
+    assert_eq!(str_at(&status, "/lastOutcome"), Some("Rejected"));
+    assert_eq!(str_at(&status, "/challenger/state"), Some("Rejected"));
+    let version = rejected["version"].as_str().unwrap_or_default();
+    let events = stage.events(PIPELINE, "CandidateRejected").await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.note.as_deref().unwrap_or_default().contains(version)),
+        "a CandidateRejected Event names version {version}: {events:?}"
+    );
+
+    // The champion and its predictor stay.
+    assert_eq!(status["champion"], before["champion"]);
+    let now = stage.predictor(PIPELINE).await?;
+    assert_eq!(now.as_ref().and_then(model_uri_of), served_uri);
+    assert!(
+        now.as_ref().is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
+        "the predictor still serves {champion}: {now:?}"
+    );
+    assert_predictor_answers_with(&stage, 8080, &champion).await?;
+    stage.passed();
+    Ok(())
+}
+
+/// (e) Deleting the ModelPipeline garbage-collects its Jobs (and their pods), the predictor
+/// Deployment (and its pods) and the Service.
+#[tokio::test]
+async fn deleting_the_pipeline_garbage_collects_jobs_deployment_and_service() -> Result<()> {
+    let stage = Stage::deploy("e2e-gc").await?;
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let _ = wait_champion(&stage, None).await?;
+    let services: Api<Service> = stage.api();
+    let service = format!("{PIPELINE}-predictor");
+    assert!(
+        services
+            .get_opt(&service)
+            .await
+            .map_err(ClusterError::kube("get the predictor Service"))?
+            .is_some(),
+        "the predictor Service exists before the deletion"
+    );
+    assert_eq!(stage.jobs(PIPELINE).await?.len(), 1);
+
+    stage
+        .pipelines()
+        .delete(PIPELINE, &DeleteParams::background())
+        .await
+        .map_err(ClusterError::kube("delete the ModelPipeline"))?;
+    let pods: Api<Pod> = stage.api();
+    let owned = ListParams::default().labels(&format!("champion.dev/pipeline={PIPELINE}"));
+    let jobs: Api<Job> = stage.api();
+    let deployments: Api<Deployment> = stage.api();
+    champion_tests::testing::wait_for("the pipeline's objects to be collected", WAIT, || async {
+        let left = (
+            stage.pipeline(PIPELINE).await?.is_some(),
+            jobs.list(&owned).await.map_err(ClusterError::kube("list Jobs"))?.items.len(),
+            deployments
+                .list(&owned)
+                .await
+                .map_err(ClusterError::kube("list Deployments"))?
+                .items
+                .len(),
+            services
+                .list(&owned)
+                .await
+                .map_err(ClusterError::kube("list Services"))?
+                .items
+                .len(),
+            pods.list(&owned).await.map_err(ClusterError::kube("list Pods"))?.items.len(),
+        );
+        Ok((left == (false, 0, 0, 0, 0)).then_some(()))
+    })
+    .await?;
+    // The operator is still running and did not resurrect anything for the deleted pipeline.
+    assert!(stage.operator_pod().await?.is_some());
+    assert!(stage.predictor(PIPELINE).await?.is_none());
+    stage.passed();
+    Ok(())
+}
+
+/// (f) The operator pod killed while its trainer Job runs: the Deployment's replacement adopts
+/// the run — still exactly one Job for that data fingerprint — and judges it.
+#[tokio::test]
+async fn an_operator_killed_mid_training_adopts_the_run_without_a_second_job() -> Result<()> {
+    let stage = Stage::deploy("e2e-restart").await?;
+    // A CPU limit stretches the run to seconds, so the kill lands while the Job is running.
+    stage
+        .create_pipeline(
+            PIPELINE,
+            json!({"trainer": {
+                "algorithm": "adaboost",
+                "imagePullPolicy": "IfNotPresent",
+                "resources": {"limits": {"cpu": "100m", "memory": "256Mi"}},
+            }}),
+        )
+        .await?;
+    let old = stage
+        .operator_pod()
+        .await?
+        .map(|p| p.name_any())
+        .unwrap_or_default();
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    let job = champion_tests::testing::wait_for("the trainer Job", WAIT, || async {
+        Ok(stage.jobs(PIPELINE).await?.into_iter().next())
+    })
+    .await?;
+    let pods: Api<Pod> = stage.api();
+    pods.delete(&old, &DeleteParams::default().grace_period(0))
+        .await
+        .map_err(ClusterError::kube(format!("delete operator pod {old}")))?;
+    let jobs: Api<Job> = stage.api();
+    let at_kill = jobs
+        .get(&job.name_any())
+        .await
+        .map_err(ClusterError::kube("get the trainer Job"))?;
+    let finished = at_kill
+        .status
+        .as_ref()
+        .is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0);
+    assert!(!finished, "the Job was still running when the operator died: {at_kill:?}");
+
+    let new = champion_tests::testing::wait_for("a replacement operator pod", WAIT, || async {
+        Ok(stage.operator_pod().await?.filter(|p| p.name_any() != old))
+    })
+    .await?;
+    let (status, _) = wait_champion(&stage, None).await?;
+    let version = job
+        .labels()
+        .get("champion.dev/model-version")
+        .cloned()
+        .unwrap_or_default();
+    let fingerprint = job
+        .annotations()
+        .get("champion.dev/data-fingerprint")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(str_at(&status, "/champion/version"), Some(version.as_str()));
+    assert_eq!(
+        str_at(&status, "/champion/dataFingerprint"),
+        Some(fingerprint.as_str())
+    );
+    let judged: Vec<Value> = history(&status)
+        .into_iter()
+        .filter(|e| e["version"] == version.as_str())
+        .collect();
+    assert_eq!(judged.len(), 1, "the run is judged once: {judged:?}");
+    assert!(matches!(entry_outcome(&judged[0]), "Promoted" | "Rejected"));
+
+    let all = stage.jobs(PIPELINE).await?;
+    let same: Vec<String> = all
+        .iter()
+        .filter(|j| j.annotations().get("champion.dev/data-fingerprint") == Some(&fingerprint))
+        .map(|j| j.name_any())
+        .collect();
+    assert_eq!(same, vec![job.name_any()], "exactly one Job for the fingerprint");
+    assert_eq!(all.len(), 1, "no other Job either: {all:?}");
+    assert!(
+        pods.get_opt(&old)
+            .await
+            .map_err(ClusterError::kube("get the old operator pod"))?
+            .is_none(),
+        "the killed operator pod {old} is gone; {} replaced it",
+        new.name_any()
+    );
+    stage.passed();
+    Ok(())
+}
