@@ -17,7 +17,7 @@ IMAGE := tests/cluster/scripts/image.sh
 CRD := crds/modelpipelines.champion.dev.yaml
 
 .PHONY: help components images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
-        bench-trainer bench-predictor bench-operator test-deps
+        bench-trainer bench-predictor test-deps
 
 help:
 	@echo "make demo         run the whole system on a local one-node Kubernetes"
@@ -26,7 +26,7 @@ help:
 	@echo "make images       build champion/{operator,trainer-job,predictor,probe}:dev archives"
 	@echo "make cluster      start (or reuse) the local cluster; make cluster-down removes it"
 	@echo "make crds         regenerate $(CRD) from the Rust types"
-	@echo "make bench-trainer | bench-predictor | bench-operator"
+	@echo "make bench-trainer | bench-predictor"
 
 # The real Kubernetes parts, built from the package registries into $(CHAMPION_CACHE), keyed by
 # version: about 10-15 minutes cold on 2 cores, seconds afterwards.
@@ -90,6 +90,3 @@ bench-trainer:
 
 bench-predictor: test-deps
 	bash predictor/bench/run.sh
-
-bench-operator:
-	@echo "bench-operator: not wired yet" && exit 1

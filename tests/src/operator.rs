@@ -350,8 +350,7 @@ impl Stage {
             .filter(|e| {
                 e.reason.as_deref() == Some(reason)
                     && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pipeline)
-                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref())
-                        == Some("ModelPipeline")
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ModelPipeline")
             })
             .collect();
         events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
@@ -363,7 +362,9 @@ impl Stage {
         self.api::<Deployment>()
             .get_opt(&format!("{pipeline}-predictor"))
             .await
-            .map_err(ClusterError::kube(format!("get Deployment {pipeline}-predictor")))
+            .map_err(ClusterError::kube(format!(
+                "get Deployment {pipeline}-predictor"
+            )))
     }
 
     /// Waits until the predictor Deployment of `pipeline` serves `version` on all its replicas
@@ -393,13 +394,17 @@ impl Stage {
             .api::<Pod>()
             .list(&lp)
             .await
-            .map_err(ClusterError::kube(format!("list predictor pods of {pipeline}")))?;
+            .map_err(ClusterError::kube(format!(
+                "list predictor pods of {pipeline}"
+            )))?;
         Ok(pods
             .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter(|p| {
-                p.annotations().get("champion.dev/model-version").map(String::as_str)
+                p.annotations()
+                    .get("champion.dev/model-version")
+                    .map(String::as_str)
                     == Some(version)
             })
             .filter(|p| {
@@ -442,7 +447,11 @@ impl Stage {
             ),
             (
                 "events",
-                vec!["get", "events.events.k8s.io", "--sort-by=.metadata.creationTimestamp"],
+                vec![
+                    "get",
+                    "events.events.k8s.io",
+                    "--sort-by=.metadata.creationTimestamp",
+                ],
             ),
             (
                 "operator log",
@@ -515,10 +524,10 @@ pub fn deployment_serves(d: &Deployment, version: &str) -> bool {
     let Some(st) = d.status.as_ref() else {
         return false;
     };
-    let available = st
-        .conditions
-        .as_ref()
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"));
+    let available = st.conditions.as_ref().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+    });
     available
         && st.observed_generation == d.metadata.generation
         && st.updated_replicas.unwrap_or(0) == want
@@ -555,7 +564,10 @@ pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
 
 /// True when condition `type_` is "True".
 pub fn condition_true(status: &Value, type_: &str) -> bool {
-    condition(status, type_).and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True")
+    condition(status, type_)
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        == Some("True")
 }
 
 /// A string at a JSON pointer (`/champion/version`).
@@ -589,7 +601,9 @@ pub fn csv_row_as_request(csv: &str, row: usize, skip: &[&str]) -> Result<Value>
             continue;
         }
         let v: f64 = cell.trim().parse().map_err(|_| {
-            ClusterError::Invalid(format!("CSV row {row}, column {name}: {cell:?} is not a number"))
+            ClusterError::Invalid(format!(
+                "CSV row {row}, column {name}: {cell:?} is not a number"
+            ))
         })?;
         obj.insert(name.to_string(), json!(v));
     }

@@ -75,7 +75,9 @@ async fn assert_predictor_answers_with(stage: &Stage, port: i64, version: &str) 
             "x-model-version of {ip}: {reply:?}"
         );
         let body: Value = serde_json::from_str(&reply.body).map_err(|e| {
-            ClusterError::Invalid(format!("/predict on {ip} answered non-JSON: {e}: {reply:?}"))
+            ClusterError::Invalid(format!(
+                "/predict on {ip} answered non-JSON: {e}: {reply:?}"
+            ))
         })?;
         assert_eq!(body["modelVersion"], version, "body of {ip}: {body}");
         let probabilities = body["probabilities"]
@@ -88,10 +90,7 @@ async fn assert_predictor_answers_with(stage: &Stage, port: i64, version: &str) 
             "the label {label:?} is one of the classes {probabilities:?}"
         );
         let total: f64 = probabilities.values().filter_map(Value::as_f64).sum();
-        assert!(
-            (total - 1.0).abs() < 1e-6,
-            "probabilities sum to 1: {body}"
-        );
+        assert!((total - 1.0).abs() < 1e-6, "probabilities sum to 1: {body}");
     }
     Ok(())
 }
@@ -147,7 +146,10 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     let version = str_at(&status, "/champion/version").unwrap_or_default();
     let root = stage.store.path.display().to_string();
     let model_uri = format!("file://{root}/models/{PIPELINE}/{version}/");
-    assert_eq!(str_at(&status, "/champion/modelUri"), Some(model_uri.as_str()));
+    assert_eq!(
+        str_at(&status, "/champion/modelUri"),
+        Some(model_uri.as_str())
+    );
     assert_eq!(str_at(&status, "/lastOutcome"), Some("Promoted"));
     assert_eq!(
         str_at(&status, "/champion/dataFingerprint"),
@@ -160,11 +162,16 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     assert_eq!(jobs.len(), 1, "one Job for one data fingerprint: {jobs:?}");
     let job = &jobs[0];
     assert_eq!(
-        job.labels().get("champion.dev/model-version").map(String::as_str),
+        job.labels()
+            .get("champion.dev/model-version")
+            .map(String::as_str),
         Some(version)
     );
     assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
-    let model_dir = stage.store.path.join(format!("models/{PIPELINE}/{version}"));
+    let model_dir = stage
+        .store
+        .path
+        .join(format!("models/{PIPELINE}/{version}"));
     for file in ["model.json", "report.json"] {
         assert!(
             model_dir.join(file).is_file(),
@@ -180,12 +187,17 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     assert_eq!(entry_outcome(&h[0]), "Promoted");
     let score = f64_at(&h[0], "score").unwrap_or(-1.0);
     assert!(score > 0.5 && score <= 1.0, "first model score {score}");
-    assert_eq!(status.pointer("/champion/score").and_then(Value::as_f64), Some(score));
+    assert_eq!(
+        status.pointer("/champion/score").and_then(Value::as_f64),
+        Some(score)
+    );
     let started = stage.events(PIPELINE, "TrainingStarted").await?;
     assert!(
-        started
-            .iter()
-            .any(|e| e.note.as_deref().unwrap_or_default().contains(&job.name_any())),
+        started.iter().any(|e| e
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&job.name_any())),
         "a TrainingStarted Event names the Job: {started:?}"
     );
     let promoted = stage.events(PIPELINE, "ModelPromoted").await?;
@@ -197,7 +209,10 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     );
 
     // The Deployment serves exactly that model, and Ready follows.
-    assert_eq!(model_uri_of(&deployment).as_deref(), Some(model_uri.as_str()));
+    assert_eq!(
+        model_uri_of(&deployment).as_deref(),
+        Some(model_uri.as_str())
+    );
     let ready = stage
         .wait_status(PIPELINE, "Ready=True", WAIT, |s| {
             condition_true(s, "Ready").then(|| s.clone())
@@ -219,8 +234,7 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
 /// (d) A CSV with a word in a numeric column: the run fails with a message naming the object
 /// and the line (history, Degraded condition, Event); the champion and the predictor stay.
 #[tokio::test]
-async fn corrupt_data_fails_the_run_naming_object_and_line_and_keeps_the_champion() -> Result<()>
-{
+async fn corrupt_data_fails_the_run_naming_object_and_line_and_keeps_the_champion() -> Result<()> {
     let stage = Stage::deploy("e2e-corrupt").await?;
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
     stage.create_pipeline(PIPELINE, json!({})).await?;
@@ -280,25 +294,33 @@ async fn corrupt_data_fails_the_run_naming_object_and_line_and_keeps_the_champio
         "a Warning Event TrainingFailed names object and line: {events:?}"
     );
     let failed_version = failed["version"].as_str().unwrap_or_default();
-    let failed_job = stage
-        .jobs(PIPELINE)
-        .await?
-        .into_iter()
-        .find(|j| j.labels().get("champion.dev/model-version").map(String::as_str) == Some(failed_version));
+    let failed_job = stage.jobs(PIPELINE).await?.into_iter().find(|j| {
+        j.labels()
+            .get("champion.dev/model-version")
+            .map(String::as_str)
+            == Some(failed_version)
+    });
     let job_failed = failed_job
         .as_ref()
         .and_then(|j| j.status.as_ref())
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
-    assert!(job_failed, "the Job of version {failed_version} is Failed: {failed_job:?}");
+    assert!(
+        job_failed,
+        "the Job of version {failed_version} is Failed: {failed_job:?}"
+    );
 
     // Untouched: champion, predictor Deployment, and what the predictor answers.
-    assert_eq!(str_at(&status, "/champion/version"), Some(champion.as_str()));
+    assert_eq!(
+        str_at(&status, "/champion/version"),
+        Some(champion.as_str())
+    );
     assert_eq!(status["champion"], before["champion"]);
     let now = stage.predictor(PIPELINE).await?;
     assert_eq!(now.as_ref().and_then(model_uri_of), served_uri);
     assert!(
-        now.as_ref().is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
+        now.as_ref()
+            .is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
         "the predictor still serves {champion}: {now:?}"
     );
     assert_predictor_answers_with(&stage, 8080, &champion).await?;
@@ -371,7 +393,8 @@ async fn data_that_scores_lower_is_rejected_and_the_predictor_is_untouched() -> 
     let now = stage.predictor(PIPELINE).await?;
     assert_eq!(now.as_ref().and_then(model_uri_of), served_uri);
     assert!(
-        now.as_ref().is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
+        now.as_ref()
+            .is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
         "the predictor still serves {champion}: {now:?}"
     );
     assert_predictor_answers_with(&stage, 8080, &champion).await?;
@@ -411,7 +434,11 @@ async fn deleting_the_pipeline_garbage_collects_jobs_deployment_and_service() ->
     champion_tests::testing::wait_for("the pipeline's objects to be collected", WAIT, || async {
         let left = (
             stage.pipeline(PIPELINE).await?.is_some(),
-            jobs.list(&owned).await.map_err(ClusterError::kube("list Jobs"))?.items.len(),
+            jobs.list(&owned)
+                .await
+                .map_err(ClusterError::kube("list Jobs"))?
+                .items
+                .len(),
             deployments
                 .list(&owned)
                 .await
@@ -424,7 +451,11 @@ async fn deleting_the_pipeline_garbage_collects_jobs_deployment_and_service() ->
                 .map_err(ClusterError::kube("list Services"))?
                 .items
                 .len(),
-            pods.list(&owned).await.map_err(ClusterError::kube("list Pods"))?.items.len(),
+            pods.list(&owned)
+                .await
+                .map_err(ClusterError::kube("list Pods"))?
+                .items
+                .len(),
         );
         Ok((left == (false, 0, 0, 0, 0)).then_some(()))
     })
@@ -475,7 +506,10 @@ async fn an_operator_killed_mid_training_adopts_the_run_without_a_second_job() -
         .status
         .as_ref()
         .is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0);
-    assert!(!finished, "the Job was still running when the operator died: {at_kill:?}");
+    assert!(
+        !finished,
+        "the Job was still running when the operator died: {at_kill:?}"
+    );
 
     let new = champion_tests::testing::wait_for("a replacement operator pod", WAIT, || async {
         Ok(stage.operator_pod().await?.filter(|p| p.name_any() != old))
@@ -510,7 +544,11 @@ async fn an_operator_killed_mid_training_adopts_the_run_without_a_second_job() -
         .filter(|j| j.annotations().get("champion.dev/data-fingerprint") == Some(&fingerprint))
         .map(|j| j.name_any())
         .collect();
-    assert_eq!(same, vec![job.name_any()], "exactly one Job for the fingerprint");
+    assert_eq!(
+        same,
+        vec![job.name_any()],
+        "exactly one Job for the fingerprint"
+    );
     assert_eq!(all.len(), 1, "no other Job either: {all:?}");
     assert!(
         pods.get_opt(&old)
