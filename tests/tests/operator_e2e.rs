@@ -561,3 +561,241 @@ async fn an_operator_killed_mid_training_adopts_the_run_without_a_second_job() -
     stage.passed();
     Ok(())
 }
+
+/// (c) New data that makes the model better: promoted, and the predictor rolls to the new
+/// version while answering every request — old version until the new pods are ready, then the
+/// new one, never an error.
+#[tokio::test]
+async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_requests() -> Result<()>
+{
+    let stage = Stage::deploy("e2e-better").await?;
+    // A weak first champion: a few dozen rows, every label contradicted.
+    let data_1 = wine_file("data_1.csv")?;
+    let few: String = data_1.lines().take(61).map(|l| format!("{l}\n")).collect();
+    stage.put_data("a_weak.csv", &contradicting_rows(&few)?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let (before, _) = wait_champion(&stage, None).await?;
+    let old = str_at(&before, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+    let old_score = before
+        .pointer("/champion/score")
+        .and_then(Value::as_f64)
+        .unwrap_or(-1.0);
+
+    // Requests through the Service for the whole rollout, from before the new data lands.
+    let services: Api<Service> = stage.api();
+    let cluster_ip = services
+        .get(&format!("{PIPELINE}-predictor"))
+        .await
+        .map_err(ClusterError::kube("get the predictor Service"))?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap_or_default();
+    let target = format!("{cluster_ip}:8080");
+    let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
+    champion_tests::testing::wait_for("the predictor Service to answer", WAIT, || async {
+        Ok(http_post_json(&target, "/predict", &request)
+            .await
+            .ok()
+            .filter(|r| r.status == 200))
+    })
+    .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = {
+        let (target, request) = (target.clone(), request.clone());
+        tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            let mut failures: Vec<String> = Vec::new();
+            let mut sent = 0u32;
+            // Paced, so the loop neither starves the node's two cores nor runs out of ports.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while !*stop_rx.borrow() {
+                tick.tick().await;
+                sent += 1;
+                match http_post_json(&target, "/predict", &request).await {
+                    Ok(r) if r.status == 200 => {
+                        let v = r
+                            .headers
+                            .get("x-model-version")
+                            .cloned()
+                            .unwrap_or_default();
+                        if seen.last() != Some(&v) {
+                            seen.push(v);
+                        }
+                    }
+                    Ok(r) => failures.push(format!("{} {}", r.status, r.body)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (sent, seen, failures)
+        })
+    };
+
+    let data_2 = wine_file("data_2.csv")?;
+    stage.put_data("data_1.csv", &data_1)?;
+    stage.put_data("data_2.csv", &data_2)?;
+    // Returns once the Deployment reports only updated replicas: the old pods are gone.
+    let rolled = wait_champion(&stage, Some(&old)).await;
+    let _ = stop_tx.send(true);
+    let (sent, seen, failures) = load
+        .await
+        .map_err(|e| ClusterError::Invalid(format!("the request loop panicked: {e}")))?;
+    let (status, deployment) = rolled?;
+    let new = str_at(&status, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+
+    let h = history(&status);
+    assert_eq!(h.len(), 2, "two promoted runs: {h:?}");
+    assert_eq!(entry_outcome(&h[1]), "Promoted", "{h:?}");
+    assert_eq!(h[1]["version"], new.as_str());
+    let score = f64_at(&h[1], "score").unwrap_or(f64::NAN);
+    let against = f64_at(&h[1], "championScore").unwrap_or(f64::NAN);
+    assert!(
+        score > against && (against - old_score).abs() < 1e-9,
+        "the challenger beat the champion's {old_score} on the same holdout: {}",
+        h[1]
+    );
+    let root = stage.store.path.display().to_string();
+    assert_eq!(
+        model_uri_of(&deployment),
+        Some(format!("file://{root}/models/{PIPELINE}/{new}/"))
+    );
+    let promoted = stage.events(PIPELINE, "ModelPromoted").await?;
+    assert!(
+        promoted
+            .iter()
+            .any(|e| e.note.as_deref().unwrap_or_default().contains(&new)),
+        "a ModelPromoted Event names version {new}: {promoted:?}"
+    );
+    let promotions = promoted
+        .iter()
+        .filter(|e| e.note.as_deref().unwrap_or_default().contains(&new))
+        .count();
+    assert_eq!(
+        promotions, 1,
+        "version {new} is promoted once: {promoted:?}"
+    );
+
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed during the rollout: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(
+        seen.first(),
+        Some(&old),
+        "answers start with the old version: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|v| *v == old || *v == new),
+        "only the two versions answer: {seen:?}"
+    );
+    assert_predictor_answers_with(&stage, 8080, &new).await?;
+    stage.passed();
+    Ok(())
+}
+
+/// (g) A promoted version whose rollout cannot progress (its surge pod does not fit on the
+/// node) is reverted automatically: the previous champion keeps serving, and status, history
+/// and Events say what happened.
+#[tokio::test]
+async fn a_rollout_that_cannot_progress_is_reverted_to_the_previous_champion() -> Result<()> {
+    let stage = Stage::deploy("e2e-revert").await?;
+    // Each predictor pod requests over half the node's memory: one fits, a second (the surge
+    // pod of the next version, maxUnavailable 0) stays Pending.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(stage.cluster.client.clone());
+    let node = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(ClusterError::kube("list nodes"))?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| ClusterError::Invalid("the cluster has no node".into()))?;
+    let allocatable = node
+        .status
+        .and_then(|s| s.allocatable)
+        .and_then(|a| a.get("memory").map(|q| q.0.clone()))
+        .unwrap_or_default();
+    let kib: u64 = allocatable
+        .strip_suffix("Ki")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            ClusterError::Invalid(format!("node memory {allocatable:?} is not in Ki"))
+        })?;
+    let request = format!("{}Ki", kib * 55 / 100);
+    stage
+        .create_pipeline(
+            PIPELINE,
+            json!({
+                "predictor": {
+                    "replicas": 1,
+                    "imagePullPolicy": "IfNotPresent",
+                    "resources": {"requests": {"memory": request}},
+                },
+                "promotion": {"rolloutDeadlineSeconds": 10},
+            }),
+        )
+        .await?;
+    let data_1 = wine_file("data_1.csv")?;
+    let few: String = data_1.lines().take(61).map(|l| format!("{l}\n")).collect();
+    stage.put_data("a_weak.csv", &contradicting_rows(&few)?)?;
+    let (before, deployment) = wait_champion(&stage, None).await?;
+    let old = str_at(&before, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+    let old_uri = model_uri_of(&deployment);
+
+    stage.put_data("data_1.csv", &data_1)?;
+    stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
+    let status = stage
+        .wait_status(PIPELINE, "a RolledBack run, rollout over", WAIT, |s| {
+            let back = history(s).iter().any(|e| entry_outcome(e) == "RolledBack");
+            (back && s.get("rollout").is_none()).then(|| s.clone())
+        })
+        .await?;
+    let h = history(&status);
+    let outcomes: Vec<&str> = h.iter().map(entry_outcome).collect();
+    assert_eq!(outcomes, ["Promoted", "Promoted", "RolledBack"], "{h:?}");
+    let new = h[1]["version"].as_str().unwrap_or_default().to_string();
+    assert_eq!(h[2]["version"], new.as_str());
+    let note = h[2]["reason"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("did not progress") && note.contains(&old),
+        "the history says the rollout stalled and what it reverted to: {note}"
+    );
+    // The stall is the Deployment controller's verdict (its progress deadline, set from
+    // rolloutDeadlineSeconds), not the operator's last-resort timer.
+    assert!(
+        note.contains("timed out progressing"),
+        "reverted because the Deployment reported ProgressDeadlineExceeded: {note}"
+    );
+    assert_eq!(str_at(&status, "/champion/version"), Some(old.as_str()));
+    assert_eq!(str_at(&status, "/lastOutcome"), Some("RolledBack"));
+    let degraded = condition(&status, "Degraded").cloned().unwrap_or_default();
+    assert_eq!(degraded["status"], "True", "{degraded}");
+    assert_eq!(degraded["reason"], "RolloutFailed", "{degraded}");
+    let failed = stage.events(PIPELINE, "RolloutFailed").await?;
+    assert!(
+        failed.iter().any(|e| e.type_.as_deref() == Some("Warning")
+            && e.note.as_deref().unwrap_or_default().contains(&new)),
+        "a Warning Event RolloutFailed names version {new}: {failed:?}"
+    );
+    let back = stage.events(PIPELINE, "RolledBack").await?;
+    assert!(
+        back.iter().any(|e| {
+            let n = e.note.as_deref().unwrap_or_default();
+            n.contains(&new) && n.contains(&old)
+        }),
+        "a RolledBack Event names both versions: {back:?}"
+    );
+
+    // The predictor is back on the old version, and that version answers.
+    let deployment = stage.wait_predictor_serving(PIPELINE, &old, WAIT).await?;
+    assert_eq!(model_uri_of(&deployment), old_uri);
+    assert_predictor_answers_with(&stage, 8080, &old).await?;
+    stage.passed();
+    Ok(())
+}
