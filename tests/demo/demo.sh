@@ -162,8 +162,9 @@ step "history of $PIPELINE"
     k get modelpipeline "$PIPELINE" -o jsonpath='{range .status.history[*]}{.version}{"\t"}{.outcome}{"\t"}{.score}{"\t"}{.championScore}{"\t"}{.reason}{"\n"}{end}'
 } | column -t -s $'\t'
 
-step "events"
-k get events.events.k8s.io --sort-by=.metadata.creationTimestamp \
-    -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note | tail -n 12
+step "events of $PIPELINE"
+UID_=$(k get modelpipeline "$PIPELINE" -o jsonpath='{.metadata.uid}')
+k get events --field-selector "involvedObject.kind=ModelPipeline,involvedObject.uid=$UID_" \
+    --sort-by=.metadata.creationTimestamp -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
 printf '\nDemo done. Try: %s -n %s get mlp -w   (kubeconfig %s)\n' "$KUBECTL" "$NS" "$KUBECONFIG"
