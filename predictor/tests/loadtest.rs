@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{MODEL_VERSION, ModelDir, Predictor};
 
@@ -67,18 +67,7 @@ fn run_bounded(mut cmd: Command, deadline: Duration) -> (bool, String, String) {
         }
         buf
     });
-    let end = Instant::now() + deadline;
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::wait_exit(&mut child, deadline, &format!("{cmd:?}"));
     (
         status.success(),
         out.join().unwrap_or_default(),

@@ -156,6 +156,22 @@ impl Drop for Predictor {
 }
 
 /// Runs the binary expecting it to fail at start; returns (exit status, stderr), deadline 30 s.
+/// Polls `child` until it exits; past `deadline` it is killed and the test fails naming `what`.
+pub fn wait_exit(child: &mut Child, deadline: Duration, what: &str) -> ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn run_expecting_exit(uri: &str) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_predictor"))
         .env("MODEL_URI", uri)
@@ -165,18 +181,11 @@ pub fn run_expecting_exit(uri: &str) -> (ExitStatus, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn predictor: {e}"));
-    let end = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("predictor with a bad model did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(30),
+        "predictor with a bad model",
+    );
     let mut err = String::new();
     if let Some(mut s) = child.stderr.take() {
         let _ = s.read_to_string(&mut err);
