@@ -4,8 +4,9 @@
 //! something writes the status, and the status write itself triggers the next reconcile, so a
 //! run flows launch → evaluate → promote → rollout without waiting for the poll timer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use champion_api::{
@@ -38,6 +39,11 @@ pub enum Error {
     MissingNamespace(String),
     #[error("reading the credentials Secret {name}: {source}")]
     ReadSecret {
+        name: String,
+        source: Box<kube::Error>,
+    },
+    #[error("reading ModelPipeline {name}: {source}")]
+    ReadPipeline {
         name: String,
         source: Box<kube::Error>,
     },
@@ -74,6 +80,7 @@ impl Error {
         match self {
             Error::MissingNamespace(_) => "missing_namespace",
             Error::ReadSecret { .. } => "read_secret",
+            Error::ReadPipeline { .. } => "read_pipeline",
             Error::ReadJob { .. } => "read_job",
             Error::ApplyJob { .. } => "apply_job",
             Error::ApplyDeployment { .. } => "apply_deployment",
@@ -99,6 +106,81 @@ pub struct Context {
     pub max_runs: Option<usize>,
     pub events: Publisher,
     pub metrics: Metrics,
+    /// Which copy of each pipeline is the newest the operator has seen.
+    pub fresh: Freshness,
+}
+
+/// The resourceVersion of the newest copy of each pipeline this operator has seen from the API
+/// server: the answer to its own status writes, or a read.
+///
+/// The controller's cache lags behind a status write, and the write's own watch event, or an
+/// owned Job or Deployment changing, can start the next reconcile before the cache has the new
+/// status. Reconciling on the old status would take a step twice (a promotion judged again, or
+/// the previous champion's Deployment applied in the middle of a rollout), so a cached copy
+/// whose resourceVersion is not the one last seen is read again from the API server first. The
+/// cache catches up within milliseconds, so this costs one GET per status write at most.
+#[derive(Debug, Default)]
+pub struct Freshness(Mutex<HashMap<(String, String), String>>);
+
+impl Freshness {
+    fn key(mp: &ModelPipeline) -> (String, String) {
+        (mp.namespace().unwrap_or_default(), mp.name_any())
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        // The map holds plain strings: a panic elsewhere cannot leave it inconsistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remembers `mp`'s resourceVersion as the newest seen.
+    pub fn saw(&self, mp: &ModelPipeline) {
+        if let Some(rv) = mp.resource_version() {
+            self.map().insert(Self::key(mp), rv);
+        }
+    }
+
+    /// Forgets a pipeline that no longer exists.
+    pub fn forget(&self, mp: &ModelPipeline) {
+        self.map().remove(&Self::key(mp));
+    }
+
+    /// Whether `mp` is older or newer than the copy last seen, so it must be read again.
+    pub fn is_stale(&self, mp: &ModelPipeline) -> bool {
+        match self.map().get(&Self::key(mp)) {
+            None => false,
+            Some(rv) => mp.resource_version().as_ref() != Some(rv),
+        }
+    }
+}
+
+/// `mp` itself when the cache is up to date, else the API server's copy; `None` when the
+/// pipeline is gone.
+async fn fresh_copy(
+    ctx: &Context,
+    ns: &str,
+    mp: Arc<ModelPipeline>,
+) -> Result<Option<Arc<ModelPipeline>>, Error> {
+    if !ctx.fresh.is_stale(&mp) {
+        return Ok(Some(mp));
+    }
+    let api: Api<ModelPipeline> = Api::namespaced(ctx.client.clone(), ns);
+    let name = mp.name_any();
+    match api.get_opt(&name).await {
+        Ok(Some(current)) => {
+            ctx.fresh.saw(&current);
+            Ok(Some(Arc::new(current)))
+        }
+        Ok(None) => {
+            ctx.fresh.forget(&mp);
+            Ok(None)
+        }
+        Err(source) => Err(Error::ReadPipeline {
+            name,
+            source: Box::new(source),
+        }),
+    }
 }
 
 fn poll_interval(mp: &ModelPipeline) -> Duration {
@@ -136,6 +218,9 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
     if !ctx.caches_ready.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    let Some(mp) = fresh_copy(&ctx, &ns, mp).await? else {
+        return Ok(Action::await_change());
+    };
     let now = Timestamp::now();
     let before = mp.status.clone().unwrap_or_default();
 
@@ -203,12 +288,13 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
     derive(&mp, &mut status, &obs);
     record_scores(&ctx.metrics, &ns, &name, &status);
     if status != before {
-        apply_status(&ctx.client, &mp, &status)
+        let written = apply_status(&ctx.client, &mp, &status)
             .await
             .map_err(|source| Error::PatchStatus {
                 name: name.clone(),
                 source: Box::new(source),
             })?;
+        ctx.fresh.saw(&written);
     }
     ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
     Ok(Action::requeue(requeue))
@@ -1070,6 +1156,68 @@ mod tests {
             );
         });
         reconcile_then_join(mp, ctx, server).await;
+    }
+
+    #[tokio::test]
+    async fn a_stale_cached_copy_is_read_again_before_acting() {
+        use crate::fixtures::{champion, serving_deployment};
+        let old = champion("old000000001", 0.7);
+        let new = champion("new000000001", 0.8);
+        // The API server's copy after the promotion's status write: rolling out `new`.
+        let mut current = pipeline();
+        current.metadata.resource_version = Some("2".into());
+        current.status = Some(ModelPipelineStatus {
+            champion: Some(new.clone()),
+            observed_generation: Some(1),
+            rollout: Some(RolloutStatus {
+                version: new.version.clone(),
+                previous: Some(old.clone()),
+                started_at: Time(Timestamp::now()),
+                data_seen_at: None,
+                cause: Outcome::Promoted,
+            }),
+            ..Default::default()
+        });
+        // The cache still holds the copy from before that write, with `old` as champion:
+        // acting on it would apply `old`'s Deployment in the middle of the rollout.
+        let mut cached = pipeline();
+        cached.metadata.resource_version = Some("1".into());
+        cached.status = Some(ModelPipelineStatus {
+            champion: Some(old.clone()),
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        let mut rolling = serving_deployment(&current, &new);
+        if let Some(st) = rolling.status.as_mut() {
+            st.available_replicas = Some(0);
+        }
+        let (ctx, mut handle, _registry) = Context::test(Vec::new(), vec![rolling]);
+        ctx.fresh.saw(&current);
+        let reply = serde_json::to_value(&current).unwrap_or_default();
+        let applied = current.clone();
+        let server = tokio::spawn(async move {
+            let seen = expect_request(&mut handle, |_| (200, reply)).await;
+            assert_eq!(
+                (seen.method, seen.uri.as_str()),
+                (
+                    Method::GET,
+                    "/apis/champion.dev/v1alpha1/namespaces/default/modelpipelines/wine"
+                )
+            );
+            // Only the conditions are new; the rollout goes on.
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            assert_eq!(seen.method, Method::PATCH);
+            assert!(
+                seen.uri.contains("/modelpipelines/wine/status"),
+                "{}",
+                seen.uri
+            );
+            assert_eq!(seen.body["status"]["rollout"]["version"], "new000000001");
+            assert_eq!(seen.body["status"]["champion"]["version"], "new000000001");
+        });
+        reconcile_then_join(cached.clone(), ctx.clone(), server).await;
+        assert!(ctx.fresh.is_stale(&cached), "the old copy stays stale");
+        assert!(!ctx.fresh.is_stale(&current));
     }
 
     #[tokio::test]

@@ -240,10 +240,12 @@ fn rollout_failed(
 ) -> Option<String> {
     let deadline = i64::from(mp.spec.promotion.rollout_deadline_seconds);
     match &obs.deployment {
+        // A stall reported before this rollout started belongs to the rollout it replaced
+        // (a revert starts while the failed ReplicaSet's condition is still there).
         Some(DeploymentView {
-            rollout: RolloutState::Failed(reason),
+            rollout: RolloutState::Failed { reason, since },
             version: Some(v),
-        }) if v == version => {
+        }) if v == version && since.is_none_or(|t| t > started) => {
             return Some(reason.clone());
         }
         _ => {}
@@ -839,15 +841,22 @@ mod tests {
             Step::WaitRollout,
             "the old version being available is not the new rollout"
         );
-        obs.deployment = view(
-            "new000000001",
-            RolloutState::Failed("ProgressDeadlineExceeded".into()),
-        );
+        let stalled = |secs: i64| RolloutState::Failed {
+            reason: "ProgressDeadlineExceeded".into(),
+            since: Some(Timestamp::UNIX_EPOCH + SignedDuration::from_secs(secs)),
+        };
+        obs.deployment = view("new000000001", stalled(3));
         assert_eq!(
             plan(&mp, &obs),
             Step::RolloutFailed {
                 reason: "ProgressDeadlineExceeded".into()
             }
+        );
+        obs.deployment = view("new000000001", stalled(-1));
+        assert_eq!(
+            plan(&mp, &obs),
+            Step::WaitRollout,
+            "a stall reported before this rollout started is the replaced rollout's"
         );
         obs.deployment = view("new000000001", RolloutState::Progressing);
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1000);

@@ -208,6 +208,7 @@ impl Context {
             max_runs: None,
             events: crate::events::Publisher::new(client, "champion-operator", "test"),
             metrics,
+            fresh: Default::default(),
         };
         (Arc::new(ctx), handle, registry)
     }

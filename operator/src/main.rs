@@ -307,6 +307,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         max_runs: (args.max_concurrent_runs > 0).then_some(args.max_concurrent_runs),
         events: events::Publisher::new(client.clone(), "champion-operator", identity.clone()),
         metrics,
+        fresh: Default::default(),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

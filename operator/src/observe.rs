@@ -49,7 +49,12 @@ pub struct JobView {
 pub enum RolloutState {
     Progressing,
     Complete,
-    Failed(String),
+    /// The Deployment controller gave up: its message, and when it did (a condition from an
+    /// earlier rollout outlives the rollout it was about).
+    Failed {
+        reason: String,
+        since: Option<Timestamp>,
+    },
 }
 
 /// The predictor Deployment: which version its template serves and how its rollout goes.
@@ -135,7 +140,10 @@ pub fn deployment_view(d: &Deployment) -> DeploymentView {
             .unwrap_or_else(|| "ProgressDeadlineExceeded".into());
         return DeploymentView {
             version,
-            rollout: RolloutState::Failed(msg),
+            rollout: RolloutState::Failed {
+                reason: msg,
+                since: c.last_update_time.as_ref().map(|t| t.0),
+            },
         };
     }
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -418,7 +426,7 @@ mod tests {
             RolloutState::Progressing
         );
         assert!(
-            matches!(deployment_view(&deployment(2, 1, 2, 1, true)).rollout, RolloutState::Failed(m) if m.contains("timed out"))
+            matches!(deployment_view(&deployment(2, 1, 2, 1, true)).rollout, RolloutState::Failed { reason, .. } if reason.contains("timed out"))
         );
         let mut stale = deployment(2, 2, 2, 2, false);
         stale.metadata.generation = Some(3);

@@ -90,7 +90,9 @@ fn locust_file_runs_clean_against_a_local_predictor() {
     let (_dir, p) = start();
     let tmp = tempfile::tempdir().unwrap();
     let csv_prefix = tmp.path().join("stats");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    );
     let mut cmd = Command::new(&locust[0]);
     cmd.args(&locust[1..])
         .arg("-f")
@@ -181,7 +183,10 @@ fn wrk_recipe_runs_clean_against_a_local_predictor() {
         return;
     }
     let (_dir, p) = start();
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+    let bench = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("bench");
     for (script, path, rows) in [
         ("predict.lua", "/predict".to_string(), "1"),
         ("v2_batch.lua", "/v2/models/wine/infer".to_string(), "50"),

@@ -30,12 +30,16 @@ pub const RELEASE: &str = "champion";
 pub const OPERATOR_SELECTOR: &str =
     "app.kubernetes.io/name=champion-operator,app.kubernetes.io/instance=champion";
 
-/// The workspace root (the parent of this crate).
+/// The workspace root (the parent of this crate). Cargo's runtime CARGO_MANIFEST_DIR comes
+/// first: the compiled-in one is not rebuilt when a checkout at another path reuses the shared
+/// target directory, so it can name a clone that no longer exists.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .map(Path::to_path_buf)
+    .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// `<workspace>/../shared/data/wine-seed`: the wine data every suite uses in place.

@@ -566,8 +566,6 @@ async fn an_operator_killed_mid_training_adopts_the_run_without_a_second_job() -
 /// version while answering every request — old version until the new pods are ready, then the
 /// new one, never an error.
 #[tokio::test]
-#[ignore = "operator bug: a reconcile on a stale cached ModelPipeline re-applies the old champion's \
-            Deployment mid-rollout (see the operator_e2e report); run with --ignored"]
 async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_requests() -> Result<()>
 {
     let stage = Stage::deploy("e2e-better").await?;
@@ -699,12 +697,10 @@ async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_req
     Ok(())
 }
 
-/// (g) A promoted version whose rollout cannot progress (its surge pod does not fit on the
+/// A promoted version whose rollout cannot progress (its surge pod does not fit on the
 /// node) is reverted automatically: the previous champion keeps serving, and status, history
 /// and Events say what happened.
 #[tokio::test]
-#[ignore = "operator bugs: stale-cache re-apply of the old Deployment, and the revert judged failed \
-            on the Deployment's stale ProgressDeadlineExceeded (see the report); run with --ignored"]
 async fn a_rollout_that_cannot_progress_is_reverted_to_the_previous_champion() -> Result<()> {
     let stage = Stage::deploy("e2e-revert").await?;
     // Each predictor pod requests over half the node's memory: one fits, a second (the surge

@@ -24,7 +24,10 @@ const RUNS: usize = 31;
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 fn seed_dir() -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wine-seed");
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../shared/data/wine-seed");
     if !dir.join("data_1.csv").is_file() {
         return Err(format!("wine-seed data missing: expected {}", dir.display()).into());
     }
@@ -66,7 +69,10 @@ fn time_fit(
 }
 
 fn sklearn(seed: &Path) -> Option<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/sklearn_wine.py");
+    let script = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("bench/sklearn_wine.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(seed)

@@ -18,7 +18,10 @@ pub const MODEL_VERSION: &str = "v7";
 
 /// The wine data shared by the team (never copied into the repository).
 pub fn wine_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wine-seed")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../shared/data/wine-seed")
 }
 
 /// A model version directory `<tmp>/wine/<version>/` with model.json and report.json.

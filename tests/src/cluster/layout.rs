@@ -10,7 +10,7 @@
 //! and an address that lives only on a host-local bridge means the API server is reachable from
 //! the host and from pods but never from outside the machine.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const STATE_DIR: &str = "/var/lib/champion-cluster";
 pub const RUN_DIR: &str = "/run/champion-cluster";
@@ -116,8 +116,11 @@ impl Layout {
         let images_dir = std::env::var_os("CHAMPION_IMAGES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-                manifest.parent().unwrap_or(manifest).join("build/images")
+                let manifest = std::path::PathBuf::from(
+                    std::env::var_os("CARGO_MANIFEST_DIR")
+                        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+                );
+                manifest.parent().unwrap_or(&manifest).join("build/images")
             });
         Layout {
             cache,

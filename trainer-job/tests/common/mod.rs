@@ -10,7 +10,10 @@ use trainer_job::{Algorithm, ReadOptions, TrainConfig};
 /// The wine-seed data in the workspace (`<workspace>/../shared/data/wine-seed`); tests read
 /// it from there and never copy it into the repository.
 pub fn wine_seed() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wine-seed");
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../shared/data/wine-seed");
     assert!(
         dir.join("data_1.csv").is_file(),
         "the wine-seed data is missing: expected {} (the workspace's ../shared/data/wine-seed)",
