@@ -134,6 +134,17 @@ fn contradicting_rows(csv: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Deploys the wine pipeline on a weak first dataset (a few dozen rows, every label
+/// contradicted) and waits until that model serves; returns the status. Any real data beats it.
+async fn weak_champion(stage: &Stage) -> Result<Value> {
+    let data_1 = wine_file("data_1.csv")?;
+    let few: String = data_1.lines().take(61).map(|l| format!("{l}\n")).collect();
+    stage.put_data("a_weak.csv", &contradicting_rows(&few)?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let (before, _) = wait_champion(stage, None).await?;
+    Ok(before)
+}
+
 /// (a) First data → trainer Job → Promoted → predictor Deployment Available → the predictor
 /// pods answer /predict with the promoted version.
 #[tokio::test]
@@ -569,12 +580,8 @@ async fn an_operator_killed_mid_training_adopts_the_run_without_a_second_job() -
 async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_requests() -> Result<()>
 {
     let stage = Stage::deploy("e2e-better").await?;
-    // A weak first champion: a few dozen rows, every label contradicted.
+    let before = weak_champion(&stage).await?;
     let data_1 = wine_file("data_1.csv")?;
-    let few: String = data_1.lines().take(61).map(|l| format!("{l}\n")).collect();
-    stage.put_data("a_weak.csv", &contradicting_rows(&few)?)?;
-    stage.create_pipeline(PIPELINE, json!({})).await?;
-    let (before, _) = wait_champion(&stage, None).await?;
     let old = str_at(&before, "/champion/version")
         .unwrap_or_default()
         .to_string();
@@ -796,6 +803,277 @@ async fn a_rollout_that_cannot_progress_is_reverted_to_the_previous_champion() -
     let deployment = stage.wait_predictor_serving(PIPELINE, &old, WAIT).await?;
     assert_eq!(model_uri_of(&deployment), old_uri);
     assert_predictor_answers_with(&stage, 8080, &old).await?;
+    stage.passed();
+    Ok(())
+}
+
+/// The `champion.dev/rollback-to` annotation: a version that is not in the history is refused
+/// with an Event and nothing moves; a promoted earlier version is rolled out again, serves, and
+/// the history and Events say so. The user's spec and annotation are left as they are, and no
+/// training run starts because of the rollback.
+#[tokio::test]
+async fn the_rollback_annotation_restores_an_earlier_version_from_the_history() -> Result<()> {
+    let stage = Stage::deploy("e2e-rollback").await?;
+    let first = weak_champion(&stage).await?;
+    let old = str_at(&first, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
+    let (promoted, _) = wait_champion(&stage, Some(&old)).await?;
+    let new = str_at(&promoted, "/champion/version")
+        .unwrap_or_default()
+        .to_string();
+    let generation = stage
+        .pipeline(PIPELINE)
+        .await?
+        .and_then(|p| p.pointer("/metadata/generation").and_then(Value::as_i64));
+
+    // Unknown version: refused, said so, champion and predictor untouched.
+    stage.kubectl(&[
+        "annotate",
+        "--overwrite",
+        &format!("modelpipeline/{PIPELINE}"),
+        "champion.dev/rollback-to=v-not-in-history",
+    ])?;
+    let refused = stage
+        .wait_status(PIPELINE, "the refused rollback recorded", WAIT, |s| {
+            (str_at(s, "/lastRollbackTo") == Some("v-not-in-history")).then(|| s.clone())
+        })
+        .await?;
+    assert_eq!(str_at(&refused, "/champion/version"), Some(new.as_str()));
+    assert!(refused.get("rollout").is_none(), "no rollout: {refused}");
+    let events = stage.events(PIPELINE, "RollbackRefused").await?;
+    assert!(
+        events.iter().any(|e| {
+            let note = e.note.as_deref().unwrap_or_default();
+            note.contains("v-not-in-history") && note.contains("history")
+        }),
+        "a RollbackRefused Event names the version and why: {events:?}"
+    );
+
+    // A version from the history: rolled out again and served.
+    stage.kubectl(&[
+        "annotate",
+        "--overwrite",
+        &format!("modelpipeline/{PIPELINE}"),
+        &format!("champion.dev/rollback-to={old}"),
+    ])?;
+    let back = stage
+        .wait_status(PIPELINE, "the old version back as champion", WAIT, |s| {
+            (str_at(s, "/champion/version") == Some(old.as_str()) && s.get("rollout").is_none())
+                .then(|| s.clone())
+        })
+        .await?;
+    let deployment = stage.wait_predictor_serving(PIPELINE, &old, WAIT).await?;
+    let root = stage.store.path.display().to_string();
+    assert_eq!(
+        model_uri_of(&deployment),
+        Some(format!("file://{root}/models/{PIPELINE}/{old}/"))
+    );
+    assert_predictor_answers_with(&stage, 8080, &old).await?;
+    assert_eq!(str_at(&back, "/lastRollbackTo"), Some(old.as_str()));
+    assert_eq!(str_at(&back, "/lastOutcome"), Some("RolledBack"));
+    assert_eq!(
+        f64_at(&back["champion"], "score"),
+        f64_at(&first["champion"], "score"),
+        "the restored champion keeps the score it was promoted with"
+    );
+    let h = history(&back);
+    let last = h.last().cloned().unwrap_or_default();
+    assert_eq!(entry_outcome(&last), "RolledBack", "{h:?}");
+    assert_eq!(last["version"], old.as_str());
+    let reason = last["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&new) && reason.contains("on request"),
+        "the history names both versions: {reason}"
+    );
+    let rolled = stage.events(PIPELINE, "RolledBack").await?;
+    assert!(
+        rolled.iter().any(|e| {
+            let note = e.note.as_deref().unwrap_or_default();
+            note.contains(&old) && note.contains(&new)
+        }),
+        "a RolledBack Event names both versions: {rolled:?}"
+    );
+
+    // The operator wrote only the status: spec and annotation are the user's.
+    let now = stage.pipeline(PIPELINE).await?.unwrap_or_default();
+    assert_eq!(
+        now.pointer("/metadata/generation").and_then(Value::as_i64),
+        generation,
+        "the spec was not edited"
+    );
+    assert_eq!(
+        now.pointer("/metadata/annotations/champion.dev~1rollback-to")
+            .and_then(Value::as_str),
+        Some(old.as_str())
+    );
+    assert_eq!(
+        stage.jobs(PIPELINE).await?.len(),
+        2,
+        "the rollback started no training run"
+    );
+    stage.passed();
+    Ok(())
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text, if present.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Sum of every sample of the counter `name` (all label sets).
+fn counter_total(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The operator pods that are running and ready, by name → pod IP.
+async fn ready_operators(stage: &Stage) -> Result<Vec<(String, String)>> {
+    let pods: Api<Pod> = stage.api();
+    let list = pods
+        .list(&ListParams::default().labels(champion_tests::operator::OPERATOR_SELECTOR))
+        .await
+        .map_err(ClusterError::kube("list operator pods"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.clone()?;
+            Some((p.name_any(), ip))
+        })
+        .collect())
+}
+
+async fn operator_metrics(ip: &str) -> Result<String> {
+    let (code, body) = champion_tests::testing::http_get(&format!("{ip}:8080"), "/metrics").await?;
+    if code != 200 {
+        return Err(ClusterError::Invalid(format!(
+            "GET /metrics on operator {ip}: {code}"
+        )));
+    }
+    Ok(body)
+}
+
+async fn lease_holder(stage: &Stage) -> Result<Option<String>> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = stage.api();
+    Ok(leases
+        .get_opt("champion-operator")
+        .await
+        .map_err(ClusterError::kube("get the operator Lease"))?
+        .and_then(|l| l.spec?.holder_identity))
+}
+
+/// Two operator replicas: only the Lease holder reconciles (the standby's reconcile counter
+/// stays at zero while the leader trains and promotes), and when the leader is killed without
+/// a clean shutdown the standby takes the Lease within the lease duration (plus one retry
+/// period) and carries on: new data is trained and judged by it.
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over() -> Result<()> {
+    const LEASE: Duration = Duration::from_secs(6);
+    const RETRY: Duration = Duration::from_secs(1);
+    let stage = Stage::deploy_with("e2e-leader", &["replicaCount=2"]).await?;
+    let (leader, standby) = champion_tests::testing::wait_for(
+        "two ready operators, one holding the Lease",
+        WAIT,
+        || async {
+            let pods = ready_operators(&stage).await?;
+            let holder = lease_holder(&stage).await?;
+            if pods.len() != 2 {
+                return Ok(None);
+            }
+            let Some(holder) = holder else {
+                return Ok(None);
+            };
+            let leader = pods.iter().find(|(n, _)| *n == holder).cloned();
+            let standby = pods.iter().find(|(n, _)| *n != holder).cloned();
+            Ok(leader.zip(standby))
+        },
+    )
+    .await?;
+
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let (first, _) = wait_champion(&stage, None).await?;
+    let (lm, sm) = (
+        operator_metrics(&leader.1).await?,
+        operator_metrics(&standby.1).await?,
+    );
+    assert_eq!(sample(&lm, "champion_leader"), Some(1.0), "{}", leader.0);
+    assert_eq!(sample(&sm, "champion_leader"), Some(0.0), "{}", standby.0);
+    assert!(
+        counter_total(&lm, "champion_reconciles_total") > 0.0,
+        "the leader reconciled"
+    );
+    assert_eq!(
+        counter_total(&sm, "champion_reconciles_total"),
+        0.0,
+        "the standby {} never reconciled",
+        standby.0
+    );
+    assert_eq!(history(&first).len(), 1, "the run was judged once: {first}");
+
+    // Kill the leader without a clean shutdown: it cannot release the Lease.
+    let pods: Api<Pod> = stage.api();
+    let killed_at = std::time::Instant::now();
+    pods.delete(&leader.0, &DeleteParams::default().grace_period(0))
+        .await
+        .map_err(ClusterError::kube(format!(
+            "delete operator pod {}",
+            leader.0
+        )))?;
+    champion_tests::testing::wait_for("the standby to take the Lease", WAIT, || async {
+        Ok((lease_holder(&stage).await?.as_deref() == Some(standby.0.as_str())).then_some(()))
+    })
+    .await?;
+    let took = killed_at.elapsed();
+    assert!(
+        took <= LEASE + RETRY * 2,
+        "the standby took over {took:?} after the leader died (lease {LEASE:?}, retry {RETRY:?})"
+    );
+    eprintln!(
+        "standby {} took the Lease {took:?} after the leader was killed",
+        standby.0
+    );
+
+    // The new leader carries the pipeline on: new data is trained and judged.
+    stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
+    let status = stage
+        .wait_status(PIPELINE, "the second run judged", WAIT, |s| {
+            let h = history(s);
+            (h.len() == 2
+                && matches!(entry_outcome(&h[1]), "Promoted" | "Rejected")
+                && s.get("rollout").is_none())
+            .then(|| s.clone())
+        })
+        .await?;
+    let sm = operator_metrics(&standby.1).await?;
+    assert_eq!(sample(&sm, "champion_leader"), Some(1.0));
+    assert!(counter_total(&sm, "champion_reconciles_total") > 0.0);
+    let h = history(&status);
+    assert_ne!(h[1]["version"], h[0]["version"], "{h:?}");
+    assert_eq!(
+        stage.jobs(PIPELINE).await?.len(),
+        2,
+        "one Job per data state"
+    );
     stage.passed();
     Ok(())
 }
