@@ -4,7 +4,7 @@
 //! something writes the status, and the status write itself triggers the next reconcile, so a
 //! run flows launch → evaluate → promote → rollout without waiting for the poll timer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store as Cache;
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use tracing::{Span, field, info, instrument, warn};
 
 use crate::apply::{apply, apply_status};
@@ -101,9 +101,8 @@ pub struct Context {
     /// mistaken for a vanished one.
     pub caches_ready: Arc<AtomicBool>,
     /// Operator-wide limit of concurrently running trainer Jobs, so that hundreds of pipelines
-    /// seeing data at once do not flood the cluster. Soft: reconciles running at the same
-    /// moment may each take the last slot.
-    pub max_runs: Option<usize>,
+    /// seeing data at once do not flood the cluster.
+    pub runs: RunSlots,
     pub events: Publisher,
     pub metrics: Metrics,
     /// Which copy of each pipeline is the newest the operator has seen.
@@ -146,12 +145,75 @@ impl Freshness {
         self.map().remove(&Self::key(mp));
     }
 
+    /// Forgets every pipeline not in `keep` (namespace, name).
+    pub fn retain(&self, keep: &HashSet<(String, String)>) {
+        self.map().retain(|k, _| keep.contains(k));
+    }
+
     /// Whether `mp` is older or newer than the copy last seen, so it must be read again.
     pub fn is_stale(&self, mp: &ModelPipeline) -> bool {
         match self.map().get(&Self::key(mp)) {
             None => false,
             Some(rv) => mp.resource_version().as_ref() != Some(rv),
         }
+    }
+}
+
+/// The operator-wide cap on running trainer Jobs. The Job cache lags behind a create, so the
+/// Jobs this process launched that the cache does not show yet count too, and a launch takes its
+/// slot under a lock: reconciles running at the same moment cannot both take the last one.
+#[derive(Debug, Default)]
+pub struct RunSlots {
+    max: Option<usize>,
+    launched: Mutex<HashSet<(String, String)>>,
+}
+
+impl RunSlots {
+    /// At most `max` runs at once; `None` for no limit.
+    pub fn new(max: Option<usize>) -> Self {
+        Self {
+            max,
+            launched: Mutex::default(),
+        }
+    }
+
+    fn used(&self, cache: &Cache<Job>, launched: &mut HashSet<(String, String)>) -> usize {
+        launched.retain(|(ns, name)| cache.get(&ObjectRef::new(name).within(ns)).is_none());
+        observe::running_runs(cache) + launched.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        // Plain strings: a panic elsewhere cannot leave the set inconsistent.
+        self.launched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Free slots now (`None`: no limit); what `plan` sees.
+    pub fn free(&self, cache: &Cache<Job>) -> Option<usize> {
+        let max = self.max?;
+        Some(max.saturating_sub(self.used(cache, &mut self.lock())))
+    }
+
+    /// Takes a slot for Job `ns/name`; false when none is left.
+    pub fn take(&self, cache: &Cache<Job>, ns: &str, name: &str) -> bool {
+        let Some(max) = self.max else {
+            return true;
+        };
+        let mut launched = self.lock();
+        if cache.get(&ObjectRef::new(name).within(ns)).is_some() {
+            return true;
+        }
+        if self.used(cache, &mut launched) >= max {
+            return false;
+        }
+        launched.insert((ns.to_string(), name.to_string()));
+        true
+    }
+
+    /// Gives back the slot of a Job whose create failed.
+    pub fn release(&self, ns: &str, name: &str) {
+        self.lock().remove(&(ns.to_string(), name.to_string()));
     }
 }
 
@@ -258,9 +320,7 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
         data,
         jobs,
         deployment: observe::deployment_of(&ctx.deployments, &mp),
-        run_slots: ctx
-            .max_runs
-            .map(|max| max.saturating_sub(observe::running_runs(&ctx.jobs))),
+        run_slots: ctx.runs.free(&ctx.jobs),
     };
 
     // decide
@@ -473,12 +533,17 @@ async fn execute(
         } => {
             let job = build_job(mp, &version, &fingerprint, status.champion.as_ref());
             let job_name = job.name_any();
-            apply(&ctx.client, ns, &job)
-                .await
-                .map_err(|source| Error::ApplyJob {
-                    name: job_name.clone(),
+            if !ctx.runs.take(&ctx.jobs, ns, &job_name) {
+                // Another pipeline took the last slot since `plan` looked.
+                return Ok(poll);
+            }
+            if let Err(source) = apply(&ctx.client, ns, &job).await {
+                ctx.runs.release(ns, &job_name);
+                return Err(Error::ApplyJob {
+                    name: job_name,
                     source: Box::new(source),
-                })?;
+                });
+            }
             let seen = status
                 .data
                 .as_ref()
@@ -755,6 +820,17 @@ async fn execute(
             Ok(poll)
         }
     }
+}
+
+/// Forgets what the operator keeps per pipeline (score series, freshness records) for
+/// pipelines that no longer exist: deletion has no reconcile of its own.
+pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
+    let keep: HashSet<(String, String)> = existing
+        .iter()
+        .map(|mp| (mp.namespace().unwrap_or_default(), mp.name_any()))
+        .collect();
+    ctx.fresh.retain(&keep);
+    ctx.metrics.retain_pipelines(&keep);
 }
 
 /// Requeues failed reconciles after a short pause and counts them by category.
@@ -1158,6 +1234,44 @@ mod tests {
         reconcile_then_join(mp, ctx, server).await;
     }
 
+    #[test]
+    fn the_run_cap_counts_launches_the_cache_has_not_seen_yet() {
+        use kube::runtime::{reflector, watcher};
+        let mp = pipeline();
+        let (cache, mut writer) = reflector::store::<Job>();
+        let slots = RunSlots::new(Some(2));
+        assert_eq!(slots.free(&cache), Some(2));
+        assert!(slots.take(&cache, "default", "a"));
+        assert_eq!(
+            slots.free(&cache),
+            Some(1),
+            "a launch counts before the watch shows it"
+        );
+        assert!(slots.take(&cache, "default", "b"));
+        assert!(!slots.take(&cache, "default", "c"), "no third run");
+        slots.release("default", "b");
+        assert!(
+            slots.take(&cache, "default", "c"),
+            "a failed create gives its slot back"
+        );
+        // Once the watch delivers a running Job it is counted from the cache instead, once.
+        let running = build_job(&mp, "v1", "fp1", None);
+        let (ns, name) = (running.namespace().unwrap_or_default(), running.name_any());
+        assert!(!slots.take(&cache, &ns, &name), "the cap is reached");
+        writer.apply_watcher_event(&watcher::Event::Apply(running));
+        assert_eq!(
+            slots.free(&cache),
+            Some(0),
+            "a, c launched and one running Job in the cache: over the cap, none free"
+        );
+        assert!(
+            slots.take(&cache, &ns, &name),
+            "re-applying a Job that exists takes no new slot"
+        );
+        assert!(RunSlots::new(None).take(&cache, "default", "x"));
+        assert_eq!(RunSlots::new(None).free(&cache), None);
+    }
+
     #[tokio::test]
     async fn a_stale_cached_copy_is_read_again_before_acting() {
         use crate::fixtures::{champion, serving_deployment};
@@ -1218,6 +1332,11 @@ mod tests {
         reconcile_then_join(cached.clone(), ctx.clone(), server).await;
         assert!(ctx.fresh.is_stale(&cached), "the old copy stays stale");
         assert!(!ctx.fresh.is_stale(&current));
+        forget_deleted(&ctx, &[]);
+        assert!(
+            !ctx.fresh.is_stale(&cached),
+            "a deleted pipeline's record is dropped"
+        );
     }
 
     #[tokio::test]

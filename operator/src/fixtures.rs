@@ -205,7 +205,7 @@ impl Context {
             jobs,
             deployments,
             caches_ready: Arc::new(AtomicBool::new(true)),
-            max_runs: None,
+            runs: Default::default(),
             events: crate::events::Publisher::new(client, "champion-operator", "test"),
             metrics,
             fresh: Default::default(),

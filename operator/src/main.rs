@@ -38,7 +38,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus::Registry;
 use tokio::sync::watch;
 
-use crate::controller::{Context, error_policy, reconcile};
+use crate::controller::{Context, RunSlots, error_policy, forget_deleted, reconcile};
 
 /// Command line and environment of the operator.
 #[derive(Parser, Debug)]
@@ -304,7 +304,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         jobs,
         deployments,
         caches_ready,
-        max_runs: (args.max_concurrent_runs > 0).then_some(args.max_concurrent_runs),
+        runs: RunSlots::new((args.max_concurrent_runs > 0).then_some(args.max_concurrent_runs)),
         events: events::Publisher::new(client.clone(), "champion-operator", identity.clone()),
         metrics,
         fresh: Default::default(),
@@ -320,22 +320,36 @@ async fn run(args: Args) -> Result<(), MainError> {
             }
         }
     };
-    Controller::new(
+    let controller = Controller::new(
         api::<ModelPipeline>(&client, ns),
         watcher::Config::default(),
-    )
-    .owns_stream(job_stream)
-    .owns_stream(deployment_stream)
-    .owns(api::<Service>(&client, ns), managed)
-    .with_config(ControllerConfig::default().concurrency(args.concurrency))
-    .graceful_shutdown_on(stop_controller)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "controller event");
-        }
-    })
-    .await;
+    );
+    {
+        let (pipelines, ctx) = (controller.store(), ctx.clone());
+        tokio::spawn(async move {
+            if pipelines.wait_until_ready().await.is_err() {
+                return;
+            }
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                forget_deleted(&ctx, &pipelines.state());
+            }
+        });
+    }
+    controller
+        .owns_stream(job_stream)
+        .owns_stream(deployment_stream)
+        .owns(api::<Service>(&client, ns), managed)
+        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(stop_controller)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
     if lost.load(Ordering::Acquire) {
         return Err(MainError::LeadershipLost);
     }

@@ -7,6 +7,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use prometheus::{GaugeVec, core::Collector};
+use std::collections::HashSet;
 
 /// Every metric the operator exports.
 #[derive(Clone)]
@@ -78,6 +79,33 @@ impl Metrics {
         })
     }
 
+    /// Drops the per-pipeline series of pipelines not in `keep` (namespace, name): a deleted
+    /// pipeline has no reconcile of its own that could remove them.
+    pub fn retain_pipelines(&self, keep: &HashSet<(String, String)>) {
+        for gauge in [&self.champion_score, &self.challenger_score] {
+            let mut gone = Vec::new();
+            for family in gauge.collect() {
+                for metric in family.get_metric() {
+                    let label = |n: &str| {
+                        metric
+                            .get_label()
+                            .iter()
+                            .find(|l| l.name() == n)
+                            .map(|l| l.value().to_string())
+                            .unwrap_or_default()
+                    };
+                    let key = (label("namespace"), label("pipeline"));
+                    if !keep.contains(&key) {
+                        gone.push(key);
+                    }
+                }
+            }
+            for (ns, name) in gone {
+                let _ = gauge.remove_label_values(&[&ns, &name]);
+            }
+        }
+    }
+
     /// Times one reconcile; the histogram is observed when the guard drops.
     pub fn reconcile_timer(&self) -> prometheus::HistogramTimer {
         self.reconcile_duration
@@ -120,6 +148,16 @@ mod tests {
             text.contains("champion_reconcile_duration_seconds_count 1"),
             "{text}"
         );
+        m.challenger_score
+            .with_label_values(&["default", "gone"])
+            .set(0.7);
+        m.retain_pipelines(&HashSet::from([(
+            "default".to_string(),
+            "wine".to_string(),
+        )]));
+        let text = String::from_utf8(render(&registry).expect("renders")).expect("utf-8");
+        assert!(!text.contains("pipeline=\"gone\""), "{text}");
+        assert!(text.contains("pipeline=\"wine\""), "{text}");
         assert!(
             Metrics::register(&registry).is_err(),
             "double registration is refused"
