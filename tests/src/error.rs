@@ -73,6 +73,12 @@ pub enum ClusterError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: Box<champion_store::StoreError>,
+    },
     #[error("the host is not as it was before the cluster started:\n{0}")]
     HostChanged(String),
     #[error("{0}")]
@@ -85,6 +91,14 @@ impl ClusterError {
     pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ClusterError::Io { what, path, source }
+    }
+
+    pub fn store(what: impl Into<String>) -> impl FnOnce(champion_store::StoreError) -> Self {
+        let what = what.into();
+        move |source| ClusterError::Store {
+            what,
+            source: Box::new(source),
+        }
     }
 
     pub fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {

@@ -6,7 +6,6 @@
 //! predictor. When a test fails, dropping the stage prints what is needed to see why (pipeline
 //! YAML, operator log, trainer logs, Events) before the namespace and the store are removed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,7 +19,8 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, shared};
 use crate::error::{ClusterError, Result};
-use crate::testing::{TestNamespace, wait_for};
+pub use crate::testing::Reply;
+use crate::testing::{TestNamespace, http_request, wait_for};
 
 pub const OPERATOR_IMAGE: &str = "champion/operator:dev";
 pub const TRAINER_IMAGE: &str = "champion/trainer-job:dev";
@@ -361,6 +361,30 @@ impl Stage {
         Ok(events)
     }
 
+    /// Waits until `pipeline` has a fully promoted champion (rollout finished, condition
+    /// Promoted=True/ModelPromoted) other than `not`, and its predictor serves it; returns the
+    /// status and the Deployment.
+    pub async fn wait_champion(
+        &self,
+        pipeline: &str,
+        not: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(Value, Deployment)> {
+        let status = self
+            .wait_status(pipeline, "a promoted champion", timeout, |s| {
+                let version = str_at(s, "/champion/version")?;
+                let promoted = condition(s, "Promoted")
+                    .is_some_and(|c| c["status"] == "True" && c["reason"] == "ModelPromoted");
+                (promoted && s.get("rollout").is_none() && Some(version) != not).then(|| s.clone())
+            })
+            .await?;
+        let version = str_at(&status, "/champion/version").unwrap_or_default();
+        let deployment = self
+            .wait_predictor_serving(pipeline, version, timeout)
+            .await?;
+        Ok((status, deployment))
+    }
+
     /// The predictor Deployment of `pipeline`, if there is one.
     pub async fn predictor(&self, pipeline: &str) -> Result<Option<Deployment>> {
         self.api::<Deployment>()
@@ -614,84 +638,16 @@ pub fn csv_row_as_request(csv: &str, row: usize, skip: &[&str]) -> Result<Value>
     Ok(Value::Object(obj))
 }
 
-/// An HTTP answer: status, lower-cased header names, body.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: BTreeMap<String, String>,
-    pub body: String,
-}
-
-/// One HTTP/1.1 request with a JSON body from the test process (pod IPs are local on the node).
+/// One POST with a JSON body from the test process (pod IPs are local on the node).
 pub async fn http_post_json(host_port: &str, path: &str, body: &Value) -> Result<Reply> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let what = format!("POST http://{host_port}{path}");
-    let io_err = |e: std::io::Error| ClusterError::Invalid(format!("{what}: {e}"));
     let payload = body.to_string();
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(host_port),
+    http_request(
+        host_port,
+        "POST",
+        path,
+        Some(("application/json", payload.as_bytes())),
     )
     .await
-    .map_err(|_| ClusterError::Invalid(format!("{what}: connect timed out")))?
-    .map_err(io_err)?;
-    s.write_all(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-            payload.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .map_err(io_err)?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| ClusterError::Invalid(format!("{what}: read timed out")))?
-        .map_err(io_err)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, raw_body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| ClusterError::Invalid(format!("{what}: no header end in {text:?}")))?;
-    let mut head_lines = head.lines();
-    let status = head_lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ClusterError::Invalid(format!("{what}: no status line in {head:?}")))?;
-    let headers: BTreeMap<String, String> = head_lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let body = if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        dechunk(raw_body)
-    } else {
-        raw_body.to_string()
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -705,11 +661,6 @@ mod tests {
         assert_eq!(req, json!({"a": 3.0, "b": 4.0}));
         assert!(csv_row_as_request(csv, 2, &[]).is_err());
         assert!(csv_row_as_request("a\nx\n", 0, &[]).is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
     }
 
     #[test]

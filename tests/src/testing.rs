@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end suites: a namespace per test that is deleted when the test ends
 //! (also when it fails), waits on conditions with deadlines, pod IPs and logs.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn create(cluster: &Cluster, prefix: &str) -> Result<TestNamespace> {
-        let suffix = random_suffix();
+        let suffix = token(8);
         let name = format!("{prefix}-{suffix}");
         let api: Api<Namespace> = Api::all(cluster.client.clone());
         let mut ns = Namespace::default();
@@ -73,17 +74,25 @@ impl Drop for TestNamespace {
     }
 }
 
-fn random_suffix() -> String {
+/// `len` lowercase hex characters that differ between calls and processes (not cryptographic:
+/// namespace and bucket names, throw-away credentials).
+pub fn token(len: usize) -> String {
     use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    format!("{:08x}", h.finish() as u32)
+    let mut out = String::new();
+    while out.len() < len {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.write_u32(std::process::id());
+        h.write_usize(out.len());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out.truncate(len);
+    out
 }
 
 /// Polls `check` every 100 ms until it yields `Some`, failing after `timeout` with the last
@@ -289,41 +298,115 @@ pub async fn run_pod(
     Ok((phase(&done).to_string(), logs))
 }
 
-/// One HTTP/1.1 GET from the test process (the host is the node, so pod and Service IPs are
-/// local addresses); returns the status code and the body.
-pub async fn http_get(host_port: &str, path: &str) -> Result<(u16, String)> {
+/// An HTTP answer: status, lower-cased header names, body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request from the test process (the host is the node, so pod and Service IPs
+/// are local addresses), with an optional body and its content type; the connection closes
+/// after the answer.
+pub async fn http_request(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> Result<Reply> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io_err =
-        |e: std::io::Error| ClusterError::Invalid(format!("GET http://{host_port}{path}: {e}"));
+    let what = format!("{method} http://{host_port}{path}");
+    let io_err = |e: std::io::Error| ClusterError::Invalid(format!("{what}: {e}"));
     let mut s = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::TcpStream::connect(host_port),
     )
     .await
-    .map_err(|_| ClusterError::Invalid(format!("GET http://{host_port}{path}: connect timed out")))?
+    .map_err(|_| ClusterError::Invalid(format!("{what}: connect timed out")))?
     .map_err(io_err)?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(io_err)?;
+    let (content_type, payload) = body.unwrap_or(("", b""));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host_port}\r\n");
+    if !content_type.is_empty() {
+        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    ));
+    let mut request = head.into_bytes();
+    request.extend_from_slice(payload);
+    s.write_all(&request).await.map_err(io_err)?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
-        .map_err(|_| {
-            ClusterError::Invalid(format!("GET http://{host_port}{path}: read timed out"))
-        })?
+        .map_err(|_| ClusterError::Invalid(format!("{what}: read timed out")))?
         .map_err(io_err)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
+    let (head, raw_body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| ClusterError::Invalid(format!("{what}: no header end in {text:?}")))?;
+    let mut head_lines = head.lines();
+    let status = head_lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            ClusterError::Invalid(format!(
-                "GET http://{host_port}{path}: no status line in {head:?}"
-            ))
-        })?;
-    Ok((code, body.to_string()))
+        .ok_or_else(|| ClusterError::Invalid(format!("{what}: no status line in {head:?}")))?;
+    let headers: BTreeMap<String, String> = head_lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_string()
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One GET; returns the status code and the body.
+pub async fn http_get(host_port: &str, path: &str) -> Result<(u16, String)> {
+    let reply = http_request(host_port, "GET", path, None).await?;
+    Ok((reply.status, reply.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+    }
+
+    #[test]
+    fn tokens_have_the_asked_length_and_differ() {
+        let (a, b) = (token(40), token(40));
+        assert_eq!(a.len(), 40);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(token(3).len(), 3);
+    }
 }

@@ -38,23 +38,10 @@ fn f64_at(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-/// Waits until the pipeline has a champion that is fully promoted (rollout finished, condition
-/// Promoted=True/ModelPromoted) other than `not`, and its predictor serves it; returns the
-/// status and the Deployment.
+/// The wine pipeline's promoted champion other than `not`, served; see
+/// [`Stage::wait_champion`].
 async fn wait_champion(stage: &Stage, not: Option<&str>) -> Result<(Value, Deployment)> {
-    let status = stage
-        .wait_status(PIPELINE, "a promoted champion", WAIT, |s| {
-            let version = str_at(s, "/champion/version")?;
-            let promoted = condition(s, "Promoted")
-                .is_some_and(|c| c["status"] == "True" && c["reason"] == "ModelPromoted");
-            (promoted && s.get("rollout").is_none() && Some(version) != not).then(|| s.clone())
-        })
-        .await?;
-    let version = str_at(&status, "/champion/version").unwrap_or_default();
-    let deployment = stage
-        .wait_predictor_serving(PIPELINE, version, WAIT)
-        .await?;
-    Ok((status, deployment))
+    stage.wait_champion(PIPELINE, not, WAIT).await
 }
 
 /// POSTs the first row of test_data.csv to /predict on every ready predictor pod serving
