@@ -47,6 +47,18 @@ pub fn wine_seed() -> PathBuf {
     workspace().join("../shared/data/wine-seed")
 }
 
+/// Asserts that `status` records a promotion of a model stored at `model_uri`, trained on the
+/// data the operator listed.
+pub fn assert_first_promotion(status: &Value, model_uri: &str) {
+    assert_eq!(str_at(status, "/champion/modelUri"), Some(model_uri));
+    assert_eq!(str_at(status, "/lastOutcome"), Some("Promoted"));
+    assert_eq!(
+        str_at(status, "/champion/dataFingerprint"),
+        str_at(status, "/data/fingerprint"),
+        "the champion was trained on the data the operator listed: {status}"
+    );
+}
+
 /// Reads one wine-seed file, with the fix in the message when the data is not there.
 pub fn wine_file(name: &str) -> Result<String> {
     let path = wine_seed().join(name);

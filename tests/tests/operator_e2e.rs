@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use champion_tests::operator::{
-    Stage, condition, condition_true, csv_row_as_request, history, http_post_json, model_uri_of,
-    str_at, wine_file,
+    Stage, assert_first_promotion, condition, condition_true, csv_row_as_request, history,
+    http_post_json, model_uri_of, str_at, wine_file,
 };
 use champion_tests::{ClusterError, Result};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -82,6 +82,26 @@ async fn assert_predictor_answers_with(stage: &Stage, port: i64, version: &str) 
     Ok(())
 }
 
+/// The champion in `status` is the one in `before`, and its predictor Deployment still loads
+/// `served_uri` and answers with it.
+async fn assert_champion_untouched(
+    stage: &Stage,
+    status: &Value,
+    before: &Value,
+    served_uri: Option<&str>,
+) -> Result<()> {
+    assert_eq!(status["champion"], before["champion"]);
+    let champion = str_at(before, "/champion/version").unwrap_or_default();
+    let now = stage.predictor(PIPELINE).await?;
+    assert_eq!(now.as_ref().and_then(model_uri_of).as_deref(), served_uri);
+    assert!(
+        now.as_ref()
+            .is_some_and(|d| champion_tests::operator::deployment_serves(d, champion)),
+        "the predictor still serves {champion}: {now:?}"
+    );
+    assert_predictor_answers_with(stage, 8080, champion).await
+}
+
 /// Rows that contradict `csv`: every row twice, each feature nudged by a distinct small factor
 /// (so no row is an exact duplicate of another, which the trainer would drop), with its label
 /// flipped around the threshold 5 and a fresh Id. Trained on, they outvote the true labels.
@@ -144,16 +164,7 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     let version = str_at(&status, "/champion/version").unwrap_or_default();
     let root = stage.store.path.display().to_string();
     let model_uri = format!("file://{root}/models/{PIPELINE}/{version}/");
-    assert_eq!(
-        str_at(&status, "/champion/modelUri"),
-        Some(model_uri.as_str())
-    );
-    assert_eq!(str_at(&status, "/lastOutcome"), Some("Promoted"));
-    assert_eq!(
-        str_at(&status, "/champion/dataFingerprint"),
-        str_at(&status, "/data/fingerprint"),
-        "the champion was trained on the data the operator listed"
-    );
+    assert_first_promotion(&status, &model_uri);
 
     // One run: its Job completed and wrote the model the predictor loads.
     let jobs = stage.jobs(PIPELINE).await?;
@@ -313,15 +324,7 @@ async fn corrupt_data_fails_the_run_naming_object_and_line_and_keeps_the_champio
         str_at(&status, "/champion/version"),
         Some(champion.as_str())
     );
-    assert_eq!(status["champion"], before["champion"]);
-    let now = stage.predictor(PIPELINE).await?;
-    assert_eq!(now.as_ref().and_then(model_uri_of), served_uri);
-    assert!(
-        now.as_ref()
-            .is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
-        "the predictor still serves {champion}: {now:?}"
-    );
-    assert_predictor_answers_with(&stage, 8080, &champion).await?;
+    assert_champion_untouched(&stage, &status, &before, served_uri.as_deref()).await?;
     stage.passed();
     Ok(())
 }
@@ -387,15 +390,7 @@ async fn data_that_scores_lower_is_rejected_and_the_predictor_is_untouched() -> 
     );
 
     // The champion and its predictor stay.
-    assert_eq!(status["champion"], before["champion"]);
-    let now = stage.predictor(PIPELINE).await?;
-    assert_eq!(now.as_ref().and_then(model_uri_of), served_uri);
-    assert!(
-        now.as_ref()
-            .is_some_and(|d| champion_tests::operator::deployment_serves(d, &champion)),
-        "the predictor still serves {champion}: {now:?}"
-    );
-    assert_predictor_answers_with(&stage, 8080, &champion).await?;
+    assert_champion_untouched(&stage, &status, &before, served_uri.as_deref()).await?;
     stage.passed();
     Ok(())
 }

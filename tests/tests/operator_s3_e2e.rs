@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use champion_tests::moto::{self, Moto};
 use champion_tests::operator::{
-    Stage, condition_true, csv_row_as_request, history, http_post_json, model_uri_of, str_at,
-    wine_file,
+    Stage, assert_first_promotion, condition_true, csv_row_as_request, history, http_post_json,
+    model_uri_of, str_at, wine_file,
 };
 use champion_tests::testing::pod_logs;
 use champion_tests::{ClusterError, Result};
@@ -194,16 +194,7 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
         .unwrap_or_default()
         .to_string();
     let model_uri = format!("s3://{bucket}/wine/models/{PIPELINE}/{version}/");
-    assert_eq!(
-        str_at(&status, "/champion/modelUri"),
-        Some(model_uri.as_str())
-    );
-    assert_eq!(str_at(&status, "/lastOutcome"), Some("Promoted"));
-    assert_eq!(
-        str_at(&status, "/champion/dataFingerprint"),
-        str_at(&status, "/data/fingerprint"),
-        "the champion was trained on the data the operator listed in the bucket"
-    );
+    assert_first_promotion(&status, &model_uri);
     let h = history(&status);
     assert_eq!(h.len(), 1, "one history entry: {h:?}");
     assert_eq!(h[0]["outcome"], "Promoted");
