@@ -29,7 +29,7 @@ use crate::decide::{Step, Verdict, backoff, decide_promotion, plan};
 use crate::events::{Publisher, publish, reason};
 use crate::metrics::Metrics;
 use crate::observe::{self, Observed};
-use crate::status::{derive, push_history};
+use crate::status::{derive, push_history, set_condition};
 
 /// Errors of one reconcile, one variant per step that can fail. The variant name is the
 /// bounded `result` label of `champion_reconciles_total`.
@@ -342,10 +342,23 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
     }
 
     // build + apply
+    let queued = step == Step::Queued;
     let requeue = execute(&mp, &ns, &ctx, &obs, step, &mut status).await?;
 
     // record
     derive(&mp, &mut status, &obs);
+    if queued {
+        // Say why new data is not being trained on yet.
+        set_condition(
+            &mut status.conditions,
+            champion_api::condition::TRAINING,
+            false,
+            "Queued",
+            "new data waits for a free trainer slot (the operator's maxConcurrentRuns)",
+            mp.metadata.generation,
+            now,
+        );
+    }
     record_scores(&ctx.metrics, &ns, &name, &status);
     if status != before {
         let written = apply_status(&ctx.client, &mp, &status)
@@ -1230,6 +1243,42 @@ mod tests {
                 reason.starts_with("BackoffLimitExceeded") && reason.contains("line 17"),
                 "{reason}"
             );
+        });
+        reconcile_then_join(mp, ctx, server).await;
+    }
+
+    #[tokio::test]
+    async fn new_data_with_every_trainer_slot_taken_is_queued_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        std::fs::write(dir.path().join("data/wine-1.csv"), "a,quality\n1,6\n").expect("csv");
+        let mp = pipeline_in(dir.path());
+        // Another pipeline's run holds the only slot.
+        let mut other = pipeline();
+        other.metadata.name = Some("other".into());
+        other.metadata.uid = Some("uid-other".into());
+        let running = build_job(&other, "v1", "fp1", None);
+        let (mut ctx, mut handle, _registry) = Context::test(vec![running], Vec::new());
+        if let Some(c) = Arc::get_mut(&mut ctx) {
+            c.runs = RunSlots::new(Some(1));
+        }
+        let applied = mp.clone();
+        let server = tokio::spawn(async move {
+            expect_secret_read(&mut handle).await;
+            // No Job is created: the next request is the status.
+            let seen = expect_request(&mut handle, |s| (200, with_status(&applied, &s.body))).await;
+            assert!(
+                seen.uri.contains("/modelpipelines/wine/status"),
+                "{}",
+                seen.uri
+            );
+            let training = seen.body["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Training").cloned())
+                .unwrap_or_default();
+            assert_eq!(training["status"], "False");
+            assert_eq!(training["reason"], "Queued");
+            assert!(seen.body["status"]["challenger"].is_null());
         });
         reconcile_then_join(mp, ctx, server).await;
     }
