@@ -17,7 +17,7 @@ IMAGE := tests/cluster/scripts/image.sh
 CRD := crds/modelpipelines.champion.dev.yaml
 
 .PHONY: help components images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
-        bench-trainer bench-predictor test-deps
+        bench-trainer bench-predictor bench-operator test-deps
 
 help:
 	@echo "make demo         run the whole system on a local one-node Kubernetes"
@@ -26,7 +26,7 @@ help:
 	@echo "make images       build champion/{operator,trainer-job,predictor,probe}:dev archives"
 	@echo "make cluster      start (or reuse) the local cluster; make cluster-down removes it"
 	@echo "make crds         regenerate $(CRD) from the Rust types"
-	@echo "make bench-trainer | bench-predictor"
+	@echo "make bench-trainer | bench-predictor | bench-operator"
 
 # The real Kubernetes parts, built from the package registries into $(CHAMPION_CACHE), keyed by
 # version: about 10-15 minutes cold on 2 cores, seconds afterwards.
@@ -90,3 +90,17 @@ bench-trainer:
 
 bench-predictor: test-deps
 	bash predictor/bench/run.sh
+
+# The operator on the local cluster: data -> serving latency, then 300 pipelines (memory, idle
+# CPU). Uses a running cluster as it is; one the benchmark had to start is taken down after it.
+# Runs the release binary `images` built (a `cargo run -p champion-tests` alone would resolve
+# features differently and rebuild the crate).
+bench-operator: images
+	@started=0; \
+	state="$$($(CLUSTER) status 2>/dev/null || true)"; \
+	case "$$state" in *"cluster: healthy"*) ;; *) started=1 ;; esac; \
+	$(CLUSTER) up; \
+	status=0; \
+	CARGO_MANIFEST_DIR=$(CURDIR)/tests $(BIN)/bench-operator || status=$$?; \
+	if [ $$started = 1 ]; then $(CLUSTER) down || status=$$?; fi; \
+	exit $$status
