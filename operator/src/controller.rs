@@ -1321,15 +1321,9 @@ mod tests {
         assert_eq!(RunSlots::new(None).free(&cache), None);
     }
 
-    #[tokio::test]
-    async fn a_stale_cached_copy_is_read_again_before_acting() {
-        use crate::fixtures::{champion, serving_deployment};
-        let old = champion("old000000001", 0.7);
-        let new = champion("new000000001", 0.8);
-        // The API server's copy after the promotion's status write: rolling out `new`.
-        let mut current = pipeline();
-        current.metadata.resource_version = Some("2".into());
-        current.status = Some(ModelPipelineStatus {
+    /// A status that promoted `new` over `old` and is rolling it out, started now.
+    fn rolling_out(new: &ChampionStatus, old: &ChampionStatus) -> ModelPipelineStatus {
+        ModelPipelineStatus {
             champion: Some(new.clone()),
             observed_generation: Some(1),
             rollout: Some(RolloutStatus {
@@ -1340,7 +1334,18 @@ mod tests {
                 cause: Outcome::Promoted,
             }),
             ..Default::default()
-        });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_cached_copy_is_read_again_before_acting() {
+        use crate::fixtures::{champion, serving_deployment};
+        let old = champion("old000000001", 0.7);
+        let new = champion("new000000001", 0.8);
+        // The API server's copy after the promotion's status write: rolling out `new`.
+        let mut current = pipeline();
+        current.metadata.resource_version = Some("2".into());
+        current.status = Some(rolling_out(&new, &old));
         // The cache still holds the copy from before that write, with `old` as champion:
         // acting on it would apply `old`'s Deployment in the middle of the rollout.
         let mut cached = pipeline();
@@ -1395,18 +1400,7 @@ mod tests {
         let mut mp = pipeline();
         let old = champion("old000000001", 0.7);
         let new = champion("new000000001", 0.8);
-        mp.status = Some(ModelPipelineStatus {
-            champion: Some(new.clone()),
-            observed_generation: Some(1),
-            rollout: Some(RolloutStatus {
-                version: new.version.clone(),
-                previous: Some(old.clone()),
-                started_at: Time(Timestamp::now()),
-                data_seen_at: None,
-                cause: Outcome::Promoted,
-            }),
-            ..Default::default()
-        });
+        mp.status = Some(rolling_out(&new, &old));
         let mut stalled = serving_deployment(&mp, &new);
         if let Some(st) = stalled.status.as_mut() {
             st.available_replicas = Some(0);

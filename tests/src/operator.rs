@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -395,6 +395,34 @@ impl Stage {
             .wait_predictor_serving(pipeline, version, timeout)
             .await?;
         Ok((status, deployment))
+    }
+
+    /// `<ClusterIP>:8080` of `pipeline`'s predictor Service.
+    pub async fn predictor_service(&self, pipeline: &str) -> Result<String> {
+        let services: Api<Service> = self.api();
+        let name = format!("{pipeline}-predictor");
+        let ip = services
+            .get(&name)
+            .await
+            .map_err(ClusterError::kube(format!(
+                "get the predictor Service {name}"
+            )))?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None")
+            .ok_or_else(|| ClusterError::Invalid(format!("Service {name} has no ClusterIP")))?;
+        Ok(format!("{ip}:8080"))
+    }
+
+    /// Waits until `pipeline` is Ready=True and asserts its phase is Serving; returns the status.
+    pub async fn wait_ready_serving(&self, pipeline: &str, timeout: Duration) -> Result<Value> {
+        let ready = self
+            .wait_status(pipeline, "Ready=True", timeout, |s| {
+                condition_true(s, "Ready").then(|| s.clone())
+            })
+            .await?;
+        assert_eq!(str_at(&ready, "/phase"), Some("Serving"), "{ready}");
+        Ok(ready)
     }
 
     /// The predictor Deployment of `pipeline`, if there is one.

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use champion_tests::operator::{
-    Stage, assert_first_promotion, condition, condition_true, csv_row_as_request, history,
-    http_post_json, model_uri_of, str_at, wine_file,
+    Stage, assert_first_promotion, condition, csv_row_as_request, history, http_post_json,
+    model_uri_of, str_at, wine_file,
 };
 use champion_tests::{ClusterError, Result};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -222,12 +222,7 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
         model_uri_of(&deployment).as_deref(),
         Some(model_uri.as_str())
     );
-    let ready = stage
-        .wait_status(PIPELINE, "Ready=True", WAIT, |s| {
-            condition_true(s, "Ready").then(|| s.clone())
-        })
-        .await?;
-    assert_eq!(str_at(&ready, "/phase"), Some("Serving"));
+    stage.wait_ready_serving(PIPELINE, WAIT).await?;
 
     let port = stage
         .pipeline(PIPELINE)
@@ -573,15 +568,7 @@ async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_req
         .unwrap_or(-1.0);
 
     // Requests through the Service for the whole rollout, from before the new data lands.
-    let services: Api<Service> = stage.api();
-    let cluster_ip = services
-        .get(&format!("{PIPELINE}-predictor"))
-        .await
-        .map_err(ClusterError::kube("get the predictor Service"))?
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .unwrap_or_default();
-    let target = format!("{cluster_ip}:8080");
+    let target = stage.predictor_service(PIPELINE).await?;
     let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
     champion_tests::testing::wait_for("the predictor Service to answer", WAIT, || async {
         Ok(http_post_json(&target, "/predict", &request)

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use champion_tests::moto::{self, Moto};
 use champion_tests::operator::{
-    Stage, assert_first_promotion, condition_true, csv_row_as_request, history, http_post_json,
-    model_uri_of, str_at, wine_file,
+    Stage, assert_first_promotion, csv_row_as_request, history, http_post_json, model_uri_of,
+    str_at, wine_file,
 };
 use champion_tests::testing::pod_logs;
 use champion_tests::{ClusterError, Result};
@@ -223,12 +223,7 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
         model_uri_of(&deployment).as_deref(),
         Some(model_uri.as_str())
     );
-    let ready = stage
-        .wait_status(PIPELINE, "Ready=True", WAIT, |s| {
-            condition_true(s, "Ready").then(|| s.clone())
-        })
-        .await?;
-    assert_eq!(str_at(&ready, "/phase"), Some("Serving"));
+    stage.wait_ready_serving(PIPELINE, WAIT).await?;
     let ips = stage.predictor_ips(PIPELINE, &version).await?;
     assert!(
         !ips.is_empty(),

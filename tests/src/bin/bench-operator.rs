@@ -30,7 +30,7 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -235,15 +235,7 @@ async fn data_to_serving(rounds: usize) -> Result<Vec<Row>> {
     stage
         .wait_predictor_serving(PIPELINE, &first, ROUND_DEADLINE)
         .await?;
-    let services: Api<Service> = stage.api();
-    let cluster_ip = services
-        .get(&format!("{PIPELINE}-predictor"))
-        .await
-        .map_err(ClusterError::kube("get the predictor Service"))?
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .ok_or_else(|| ClusterError::Invalid("the predictor Service has no ClusterIP".into()))?;
-    let target = format!("{cluster_ip}:8080");
+    let target = stage.predictor_service(PIPELINE).await?;
     let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
     wait_for(
         "the predictor Service to answer the first champion",
