@@ -2,7 +2,8 @@
 //! shape as the predictor that answers every request with a fixed JSON body of the size of a
 //! single-row prediction. Predictor ÷ ceiling says how much the model, parsing and metrics cost.
 //!
-//! Usage: `ceiling [ADDR]` (default 127.0.0.1:0); prints `listening on ADDR` once bound.
+//! Usage: `[WORKER_THREADS=N] ceiling [ADDR]` (default 127.0.0.1:0); prints `listening on ADDR`
+//! once bound.
 
 use std::convert::Infallible;
 
@@ -21,7 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".to_string());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The same thread count as the predictor under test (`WORKER_THREADS`, default the cores).
+    let workers = std::env::var("WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

@@ -1,7 +1,6 @@
 //! champion's model server: loads a checksum-verified `model.json` and answers the original
 //! `/predict` form, KServe v1 and the Open Inference Protocol v2 over plain hyper.
 
-pub mod compiled;
 pub mod config;
 pub mod features;
 pub mod loader;

@@ -4,8 +4,7 @@
 use champion_model::{MODEL_FILE_NAME, ModelFile, REPORT_FILE_NAME, Report};
 use champion_store::Store;
 
-use crate::compiled::CompiledAdaBoost;
-use crate::model::{ModelScore, Scorer, ServedModel, ServedModelError, ServedModelParts};
+use crate::model::{ModelMeta, ModelScore, ServedModel, ServedModelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -24,6 +23,13 @@ pub enum LoadError {
     },
     #[error("refusing to serve {uri}{file}: {source}")]
     Verify {
+        uri: String,
+        file: &'static str,
+        #[source]
+        source: champion_model::ModelError,
+    },
+    #[error("cannot prepare {uri}{file} for serving: {source}")]
+    Compile {
         uri: String,
         file: &'static str,
         #[source]
@@ -104,27 +110,29 @@ pub async fn load(model_uri: &str, model_name: Option<&str>) -> Result<ServedMod
     let name = model_name
         .map(str::to_string)
         .unwrap_or_else(|| default_model_name(&dir));
-    let scorer: Box<dyn Scorer> = match CompiledAdaBoost::compile(&model) {
-        Some(compiled) if compiled.agrees_with(&model) => Box::new(compiled),
-        Some(_) => {
-            tracing::warn!(
-                "the compiled AdaBoost form disagrees with champion-model's inference; serving the slower reference form"
-            );
-            Box::new(model.clone())
-        }
-        None => Box::new(model.clone()),
-    };
-    ServedModel::new(ServedModelParts {
+    let compiled = model.compile().map_err(|source| LoadError::Compile {
+        uri: dir.clone(),
+        file: model_file_name,
+        source,
+    })?;
+    let ModelFile {
+        model_version,
+        algorithm,
+        sha256,
+        feature_names,
+        class_labels,
+        ..
+    } = model;
+    let meta = ModelMeta {
         name,
-        version: model.model_version.clone(),
-        algorithm: model.algorithm.clone(),
-        sha256: model.sha256.clone(),
-        feature_names: model.feature_names.clone(),
-        class_labels: model.class_labels.clone(),
+        version: model_version,
+        algorithm,
+        sha256,
+        feature_names,
+        class_labels,
         score,
-        scorer,
-    })
-    .map_err(|source| LoadError::Unservable {
+    };
+    ServedModel::new(meta, Box::new(compiled)).map_err(|source| LoadError::Unservable {
         uri: dir,
         file: model_file_name,
         source,
@@ -227,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn loads_any_model_kind_and_serves_the_reference_inference() {
+    fn loads_a_logistic_model_and_serves_champion_model_inference() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("pipe").join("v2");
         std::fs::create_dir_all(&dir).unwrap();
@@ -235,9 +243,10 @@ mod tests {
         std::fs::write(dir.join(MODEL_FILE_NAME), model.to_json_bytes().unwrap()).unwrap();
         let uri = format!("file://{}/", dir.display());
         let served = block_on(load(&uri, None)).unwrap();
-        assert_eq!(served.name, "pipe");
-        assert_eq!(served.version, "v2");
-        assert_eq!(served.score, None);
+        assert_eq!(served.meta.name, "pipe");
+        assert_eq!(served.meta.version, "v2");
+        assert_eq!(served.meta.score, None);
+        assert_eq!(served.inference(), "logistic");
         for row in [[0.0, 0.0], [3.0, -2.0], [-1.5, 7.25]] {
             let mut got = [0.0; 3];
             let class = served.classify(&row, &mut got).unwrap();

@@ -80,14 +80,14 @@ async fn serve(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Load(Box::new(e)))?;
     tracing::info!(
         model_uri = %config.model_uri,
-        model_name = %model.name,
-        model_version = %model.version,
-        algorithm = %model.algorithm,
+        model_name = %model.meta.name,
+        model_version = %model.meta.version,
+        algorithm = %model.meta.algorithm,
         inference = model.inference(),
-        sha256 = %model.sha256,
+        sha256 = %model.meta.sha256,
         features = model.n_features(),
         classes = model.n_classes(),
-        score = model.score.as_ref().map(|s| s.value),
+        score = model.meta.score.as_ref().map(|s| s.value),
         "model verified"
     );
     let metrics = Metrics::new(&model)?;

@@ -98,12 +98,13 @@ impl Metrics {
                 "predictor_model_info",
                 "The served model; always 1, the labels carry the information.",
             )
-            .const_label("model_name", &model.name)
-            .const_label("model_version", &model.version)
-            .const_label("algorithm", &model.algorithm)
+            .const_label("model_name", &model.meta.name)
+            .const_label("model_version", &model.meta.version)
+            .const_label("algorithm", &model.meta.algorithm)
             .const_label(
                 "metric",
                 model
+                    .meta
                     .score
                     .as_ref()
                     .map(|s| s.metric.as_str())
@@ -112,13 +113,13 @@ impl Metrics {
         )?;
         info.set(1);
         registry.register(Box::new(info))?;
-        if let Some(score) = &model.score {
+        if let Some(score) = &model.meta.score {
             let g = Gauge::with_opts(
                 Opts::new(
                     "predictor_model_score",
                     "Holdout score of the served model from its report.json.",
                 )
-                .const_label("model_version", &model.version)
+                .const_label("model_version", &model.meta.version)
                 .const_label("metric", &score.metric),
             )?;
             g.set(score.value);
@@ -138,6 +139,7 @@ impl Metrics {
             })
             .collect();
         let per_class = model
+            .meta
             .class_labels
             .iter()
             .map(|c| class_vec.with_label_values(&[c.as_str()]))

@@ -12,15 +12,21 @@ pub trait Scorer: Send + Sync + 'static {
     /// bug, reported as a 500 rather than a panic.
     fn predict_proba_into(&self, row: &[f64], out: &mut [f64]) -> Result<(), String>;
 
-    /// Which implementation serves, for the start-up log.
-    fn kind(&self) -> &'static str {
-        "reference"
+    /// Which form serves, for the start-up log.
+    fn form(&self) -> &'static str {
+        "custom"
     }
 }
 
-impl Scorer for champion_model::ModelFile {
+/// champion-model's serving form: the inference the trainer scored the model with, prepared
+/// once at load.
+impl Scorer for champion_model::CompiledModel {
     fn predict_proba_into(&self, row: &[f64], out: &mut [f64]) -> Result<(), String> {
-        champion_model::ModelFile::predict_proba_into(self, row, out).map_err(|e| e.to_string())
+        champion_model::CompiledModel::predict_proba_into(self, row, out).map_err(|e| e.to_string())
+    }
+
+    fn form(&self) -> &'static str {
+        champion_model::CompiledModel::form(self)
     }
 }
 
@@ -31,8 +37,10 @@ pub struct ModelScore {
     pub value: f64,
 }
 
-/// A verified model ready to serve.
-pub struct ServedModel {
+/// What the server knows about a model besides its inference: what `/v2/models/{name}`, the
+/// response headers and the metrics report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMeta {
     pub name: String,
     pub version: String,
     pub algorithm: String,
@@ -40,6 +48,11 @@ pub struct ServedModel {
     pub feature_names: Vec<String>,
     pub class_labels: Vec<String>,
     pub score: Option<ModelScore>,
+}
+
+/// A verified model ready to serve.
+pub struct ServedModel {
+    pub meta: ModelMeta,
     scorer: Box<dyn Scorer>,
     /// `"label"` per class, JSON-escaped once.
     pub label_json: Vec<String>,
@@ -65,80 +78,48 @@ pub enum ServedModelError {
     VersionNotHeaderSafe { version: String },
 }
 
-pub struct ServedModelParts {
-    pub name: String,
-    pub version: String,
-    pub algorithm: String,
-    pub sha256: String,
-    pub feature_names: Vec<String>,
-    pub class_labels: Vec<String>,
-    pub score: Option<ModelScore>,
-    pub scorer: Box<dyn Scorer>,
-}
-
 fn json_string(s: &str) -> String {
     // Serialising a &str to JSON cannot fail.
     serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
 }
 
 impl ServedModel {
-    pub fn new(parts: ServedModelParts) -> Result<Self, ServedModelError> {
-        let ServedModelParts {
-            name,
-            version,
-            algorithm,
-            sha256,
-            feature_names,
-            class_labels,
-            score,
-            scorer,
-        } = parts;
-        if feature_names.is_empty() {
-            return Err(ServedModelError::NoFeatures { version });
+    pub fn new(meta: ModelMeta, scorer: Box<dyn Scorer>) -> Result<Self, ServedModelError> {
+        let version = || meta.version.clone();
+        if meta.feature_names.is_empty() {
+            return Err(ServedModelError::NoFeatures { version: version() });
         }
-        if class_labels.len() < 2 {
-            return Err(ServedModelError::TooFewClasses { version });
+        if meta.class_labels.len() < 2 {
+            return Err(ServedModelError::TooFewClasses { version: version() });
         }
-        let version_header = HeaderValue::from_str(&version).map_err(|_| {
-            ServedModelError::VersionNotHeaderSafe {
-                version: version.clone(),
-            }
-        })?;
-        let label_json: Vec<String> = class_labels.iter().map(|l| json_string(l)).collect();
-        let proba_key_json = label_json.iter().map(|l| format!("{l}:")).collect();
-        let expected_features_text = format!("expected features: {}", feature_names.join(", "));
-        let expected_features_json =
-            serde_json::to_string(&feature_names).unwrap_or_else(|_| String::from("[]"));
+        let version_header = HeaderValue::from_str(&meta.version)
+            .map_err(|_| ServedModelError::VersionNotHeaderSafe { version: version() })?;
+        let label_json: Vec<String> = meta.class_labels.iter().map(|l| json_string(l)).collect();
         Ok(ServedModel {
-            version_json: json_string(&version),
-            name_json: json_string(&name),
-            name,
-            version,
-            algorithm,
-            sha256,
-            feature_names,
-            class_labels,
-            score,
-            scorer,
+            proba_key_json: label_json.iter().map(|l| format!("{l}:")).collect(),
             label_json,
-            proba_key_json,
+            version_json: json_string(&meta.version),
+            name_json: json_string(&meta.name),
             version_header,
-            expected_features_text,
-            expected_features_json,
+            expected_features_text: format!("expected features: {}", meta.feature_names.join(", ")),
+            expected_features_json: serde_json::to_string(&meta.feature_names)
+                .unwrap_or_else(|_| String::from("[]")),
+            meta,
+            scorer,
         })
     }
 
-    /// "compiled-adaboost" or "reference": whether the fast path is in use.
+    /// The serving form of the inference (e.g. "adaBoostStumps"), for the start-up log.
     pub fn inference(&self) -> &'static str {
-        self.scorer.kind()
+        self.scorer.form()
     }
 
     pub fn n_features(&self) -> usize {
-        self.feature_names.len()
+        self.meta.feature_names.len()
     }
 
     pub fn n_classes(&self) -> usize {
-        self.class_labels.len()
+        self.meta.class_labels.len()
     }
 
     /// Probabilities into `out` and the index of the most probable class (first on ties).
@@ -157,10 +138,11 @@ impl ServedModel {
     /// send, no work), then the trainer's normalisation ("Fixed Acidity" == "fixed_acidity")
     /// compared lazily so the hot path never allocates.
     pub fn feature_index(&self, raw: &str) -> Option<usize> {
-        if let Some(i) = self.feature_names.iter().position(|f| f == raw) {
+        if let Some(i) = self.meta.feature_names.iter().position(|f| f == raw) {
             return Some(i);
         }
-        self.feature_names
+        self.meta
+            .feature_names
             .iter()
             .position(|f| crate::features::normalized_eq(raw, f))
     }
@@ -184,7 +166,7 @@ pub(crate) mod test_support {
     }
 
     pub fn sum_model() -> ServedModel {
-        ServedModel::new(ServedModelParts {
+        let meta = ModelMeta {
             name: "wine".into(),
             version: "v1".into(),
             algorithm: "test".into(),
@@ -195,9 +177,8 @@ pub(crate) mod test_support {
                 metric: "f1Macro".into(),
                 value: 0.75,
             }),
-            scorer: Box::new(SumScorer),
-        })
-        .expect("test model is valid")
+        };
+        ServedModel::new(meta, Box::new(SumScorer)).expect("test model is valid")
     }
 }
 
@@ -225,53 +206,49 @@ mod tests {
         assert_eq!(m.feature_index("acidity"), None);
     }
 
-    #[test]
-    fn rejects_models_it_cannot_serve() {
-        let base = || ServedModelParts {
+    fn meta(class_labels: &[&str]) -> ModelMeta {
+        ModelMeta {
             name: "m".into(),
             version: "v1".into(),
             algorithm: "a".into(),
             sha256: "00".into(),
             feature_names: vec!["x".into()],
-            class_labels: vec!["a".into(), "b".into()],
+            class_labels: class_labels.iter().map(|l| l.to_string()).collect(),
             score: None,
-            scorer: Box::new(SumScorer),
-        };
-        let mut p = base();
-        p.feature_names.clear();
+        }
+    }
+
+    #[test]
+    fn rejects_models_it_cannot_serve() {
+        let mut m = meta(&["a", "b"]);
+        m.feature_names.clear();
         assert!(matches!(
-            ServedModel::new(p),
+            ServedModel::new(m, Box::new(SumScorer)),
             Err(ServedModelError::NoFeatures { .. })
         ));
-        let mut p = base();
-        p.class_labels.truncate(1);
+        let m = meta(&["a"]);
         assert!(matches!(
-            ServedModel::new(p),
+            ServedModel::new(m, Box::new(SumScorer)),
             Err(ServedModelError::TooFewClasses { .. })
         ));
-        let mut p = base();
-        p.version = "v1\n".into();
+        let mut m = meta(&["a", "b"]);
+        m.version = "v1\n".into();
         assert!(matches!(
-            ServedModel::new(p),
+            ServedModel::new(m, Box::new(SumScorer)),
             Err(ServedModelError::VersionNotHeaderSafe { .. })
         ));
     }
 
     #[test]
-    fn labels_are_pre_escaped() {
-        let mut p = ServedModelParts {
-            name: "m".into(),
-            version: "v1".into(),
-            algorithm: "a".into(),
-            sha256: "00".into(),
-            feature_names: vec!["x".into()],
-            class_labels: vec!["a\"b".into(), "c".into()],
-            score: None,
-            scorer: Box::new(SumScorer),
-        };
-        p.name = "n".into();
-        let m = ServedModel::new(p).expect("valid");
+    fn labels_and_identity_are_pre_escaped() {
+        let mut m = meta(&["a\"b", "c"]);
+        m.name = "n\"x".into();
+        let m = ServedModel::new(m, Box::new(SumScorer)).expect("valid");
         assert_eq!(m.label_json[0], r#""a\"b""#);
         assert_eq!(m.proba_key_json[1], r#""c":"#);
+        assert_eq!(m.name_json, r#""n\"x""#);
+        assert_eq!(m.version_json, r#""v1""#);
+        assert_eq!(m.expected_features_json, r#"["x"]"#);
+        assert_eq!(m.expected_features_text, "expected features: x");
     }
 }

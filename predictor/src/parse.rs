@@ -214,7 +214,7 @@ fn read_object_row<'de, A: MapAccess<'de>>(ctx: &mut Ctx<'_>, mut map: A) -> Res
         if ctx.seen[idx] {
             let msg = format!(
                 "feature '{}' given twice in row {}",
-                ctx.model.feature_names[idx], ctx.rows
+                ctx.model.meta.feature_names[idx], ctx.rows
             );
             return Err(ctx.fail(msg));
         }
@@ -226,7 +226,7 @@ fn read_object_row<'de, A: MapAccess<'de>>(ctx: &mut Ctx<'_>, mut map: A) -> Res
         let missing: Vec<&str> = ctx
             .seen
             .iter()
-            .zip(&ctx.model.feature_names)
+            .zip(&ctx.model.meta.feature_names)
             .filter(|(s, _)| !**s)
             .map(|(_, f)| f.as_str())
             .collect();
@@ -284,7 +284,7 @@ impl<'de> Visitor<'de> for Number<'_, '_> {
         write!(
             f,
             "a finite number for feature '{}' in row {}",
-            self.ctx.model.feature_names[self.feature], self.ctx.rows
+            self.ctx.model.meta.feature_names[self.feature], self.ctx.rows
         )
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
@@ -293,7 +293,7 @@ impl<'de> Visitor<'de> for Number<'_, '_> {
         } else {
             let msg = format!(
                 "non-finite number for feature '{}' in row {}",
-                self.ctx.model.feature_names[self.feature], self.ctx.rows
+                self.ctx.model.meta.feature_names[self.feature], self.ctx.rows
             );
             Err(self.ctx.fail(msg))
         }

@@ -220,8 +220,8 @@ pub fn v2_model_metadata(model: &ServedModel) -> Vec<u8> {
         sha256: &'a str,
     }
     json(&Meta {
-        name: &model.name,
-        versions: [&model.version],
+        name: &model.meta.name,
+        versions: [&model.meta.version],
         platform: "champion",
         inputs: [TensorMeta {
             name: crate::parse::V2_INPUT,
@@ -241,10 +241,10 @@ pub fn v2_model_metadata(model: &ServedModel) -> Vec<u8> {
             },
         ),
         parameters: Params {
-            feature_names: &model.feature_names,
-            class_labels: &model.class_labels,
-            algorithm: &model.algorithm,
-            sha256: &model.sha256,
+            feature_names: &model.meta.feature_names,
+            class_labels: &model.meta.class_labels,
+            algorithm: &model.meta.algorithm,
+            sha256: &model.meta.sha256,
         },
     })
 }

@@ -228,7 +228,7 @@ where
                 "no route for {} {}; try POST /predict, POST /v1/models/{name}:predict or POST /v2/models/{name}/infer",
                 req.method,
                 req.uri.path(),
-                name = model.name
+                name = model.meta.name
             ),
         ));
     };
@@ -249,24 +249,24 @@ where
         return Err(f);
     }
     if let Some(name) = target.model_name
-        && name != model.name
+        && name != model.meta.name
     {
         return Err(Failure::new(
             StatusCode::NOT_FOUND,
             format!(
                 "model '{name}' is not served here; this predictor serves '{}'",
-                model.name
+                model.meta.name
             ),
         ));
     }
     if let Some(version) = target.model_version
-        && version != model.version
+        && version != model.meta.version
     {
         return Err(Failure::new(
             StatusCode::NOT_FOUND,
             format!(
                 "model '{}' has no version '{version}' here; this predictor serves version '{}'",
-                model.name, model.version
+                model.meta.name, model.meta.version
             ),
         ));
     }
@@ -348,14 +348,42 @@ where
     {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+    match collect_body(Limited::new(body, limit)).await {
+        Ok(bytes) => Ok(bytes),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Failure::new(
             StatusCode::BAD_REQUEST,
             format!("could not read the request body: {e}"),
         )),
     }
+}
+
+/// The whole body as one `Bytes`. A body that arrives in one frame (a small request, the
+/// common case) is handed over as it is, without the frame list `BodyExt::collect` allocates
+/// per request; more frames are copied into one buffer.
+async fn collect_body<B: hyper::body::Body<Data = Bytes>>(body: B) -> Result<Bytes, B::Error> {
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers carry nothing a prediction reads
+        };
+        if let Some(buf) = &mut joined {
+            buf.extend_from_slice(&data);
+        } else if let Some(previous) = first.take() {
+            let mut buf = bytes::BytesMut::with_capacity(previous.len() + data.len());
+            buf.extend_from_slice(&previous);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(match joined {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 fn predict(state: &AppState, route: Route, body: &[u8]) -> Result<Vec<u8>, Failure> {
@@ -514,6 +542,59 @@ mod tests {
     }
 
     const ROW: &str = r#"{"alcohol": 1, "fixed_acidity": 2, "ph": 3}"#;
+
+    /// A body that arrives in the given frames, as a chunked upload does.
+    struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+
+    impl hyper::body::Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn collect(frames: Vec<hyper::body::Frame<Bytes>>) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(collect_body(Frames(frames.into())))
+            .unwrap_or_else(|e| match e {})
+    }
+
+    #[test]
+    fn a_body_in_several_frames_is_joined_in_order() {
+        use hyper::body::Frame;
+        let data = |s: &'static str| Frame::data(Bytes::from_static(s.as_bytes()));
+        assert_eq!(collect(vec![]), Bytes::new());
+        assert_eq!(collect(vec![data(ROW)]), ROW);
+        let trailers = Frame::trailers(http::HeaderMap::new());
+        assert_eq!(
+            collect(vec![data("{\"alco"), data("hol\": 1"), trailers, data("}")]),
+            "{\"alcohol\": 1}"
+        );
+    }
+
+    #[test]
+    fn a_chunked_body_over_the_limit_is_refused() {
+        let s = state(); // limit 1024 bytes
+        let frames = (0..3)
+            .map(|_| hyper::body::Frame::data(Bytes::from(vec![b' '; 500])))
+            .collect();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/predict")
+            .body(Frames(frames))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let resp = rt.block_on(handle(s, req)).unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
 
     #[test]
     fn every_response_names_the_model_version() {

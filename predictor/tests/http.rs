@@ -364,8 +364,8 @@ fn metrics_count_requests_rows_classes_and_name_the_model() {
     assert_eq!(by_class, 5);
     // No per-request log line at info level.
     let log = p.log_text();
-    // The AdaBoost model is served by the compiled form: it agreed bit for bit at start.
-    assert!(log.contains(r#""inference":"compiled-adaboost""#), "{log}");
+    // The 50-stump AdaBoost model is served by champion-model's stump form.
+    assert!(log.contains(r#""inference":"adaBoostStumps""#), "{log}");
     assert!(!log.contains("/predict"), "request logged at info:\n{log}");
 }
 

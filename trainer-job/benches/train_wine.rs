@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use champion_model::MetricName;
+use champion_model::{MetricName, ModelFile};
 use ndarray::Array1;
 use trainer_job::algorithms::{self, Algorithm, TrainingSet, fit_scaler, scale_rows};
 use trainer_job::{Table, TableReader, TrainConfig, train};
@@ -66,6 +66,42 @@ fn time_fit(
     }
     times.sort_by(f64::total_cmp);
     Ok((times[RUNS / 2], times[0]))
+}
+
+/// Rows per second of `proba` over every row of `rows`, best of 5 passes of at least 0.2 s.
+fn rows_per_second(rows: &Table, mut proba: impl FnMut(&[f64]) -> Result<()>) -> Result<f64> {
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let (t, mut n) = (Instant::now(), 0usize);
+        while t.elapsed().as_secs_f64() < 0.2 {
+            for i in 0..rows.n_rows() {
+                proba(std::hint::black_box(rows.row(i)))?;
+            }
+            n += rows.n_rows();
+        }
+        best = best.max(n as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// One row of the inference table: the model as loaded against its compiled serving form.
+fn inference_line(name: &str, model: &ModelFile, rows: &Table) -> Result<String> {
+    let compiled = model.compile()?;
+    let mut out = vec![0.0; model.n_classes()];
+    let reference = rows_per_second(rows, |row| {
+        model.predict_proba_into(row, &mut out)?;
+        std::hint::black_box(&out);
+        Ok(())
+    })?;
+    let served = rows_per_second(rows, |row| {
+        compiled.predict_proba_into(row, &mut out)?;
+        std::hint::black_box(&out);
+        Ok(())
+    })?;
+    Ok(format!(
+        "| champion {name} | {reference:.0} | {served:.0} | {} |",
+        compiled.form()
+    ))
 }
 
 fn sklearn(seed: &Path) -> Option<serde_json::Value> {
@@ -132,6 +168,8 @@ fn main() -> Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let mut ada_median = 0.0;
+    let test_rows = read(&["test_data.csv"])?;
+    let mut inference_lines = Vec::new();
     for (i, (name, algorithm, params)) in cases.iter().enumerate() {
         let (median, min) = time_fit(&train_rows, *algorithm, params)?;
         if i == 0 {
@@ -149,7 +187,9 @@ fn main() -> Result<()> {
             algorithm: *algorithm,
             params: params.clone(),
         };
-        let report = runtime.block_on(train(&config))?.report;
+        let outcome = runtime.block_on(train(&config))?;
+        inference_lines.push(inference_line(name, &outcome.model, &test_rows)?);
+        let report = outcome.report;
         println!(
             "| champion {name} | {} | {:.2} | {:.2} | {:.4} | {:.4} |",
             report.rows.train,
@@ -178,6 +218,17 @@ fn main() -> Result<()> {
         None => {
             println!("\n(scikit-learn not available: `pip install scikit-learn` to add its row)")
         }
+    }
+    println!(
+        "\nInference, one row at a time over the {} test rows (best of 5 passes of >= 0.2 s each)\n",
+        test_rows.n_rows()
+    );
+    println!(
+        "| model | ModelFile::predict_proba_into rows/s | CompiledModel rows/s (trainer scoring and predictor serving) | form |"
+    );
+    println!("|---|---:|---:|---|");
+    for line in &inference_lines {
+        println!("{line}");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Scoring a model on the holdout: the challenger and the champion go through the same code,
-//! on the same rows, through the same `ModelFile` inference the predictor serves with.
+//! on the same rows, through the same compiled inference (`ModelFile::compile`) the predictor
+//! serves with.
 
 use champion_model::ModelFile;
 
@@ -41,6 +42,7 @@ pub fn predict_labels(
             }
         })
         .collect();
+    let compiled = model.compile().map_err(|e| e.to_string())?;
     let mut row = vec![0.0; columns.len()];
     let mut proba = vec![0.0; model.n_classes()];
     let mut out = Vec::with_capacity(holdout.n_rows());
@@ -49,7 +51,7 @@ pub fn predict_labels(
         for (slot, &c) in row.iter_mut().zip(&columns) {
             *slot = raw[c];
         }
-        model
+        compiled
             .predict_proba_into(&row, &mut proba)
             .map_err(|e| e.to_string())?;
         let mut best = 0;

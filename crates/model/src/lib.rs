@@ -7,6 +7,7 @@
 
 mod canonical;
 mod error;
+mod inference;
 pub mod metrics;
 mod model_file;
 mod names;
@@ -15,6 +16,7 @@ mod tree;
 
 pub use canonical::{canonical_json, sha256_hex};
 pub use error::ModelError;
+pub use inference::CompiledModel;
 pub use metrics::{ClassMetrics, MetricName, Metrics};
 pub use model_file::{
     AdaBoostModel, GaussianNbModel, LogisticModel, MODEL_FORMAT_VERSION, Model, ModelFile,

@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use crate::canonical::{canonical_json, sha256_hex};
 use crate::error::ModelError;
+use crate::inference;
 use crate::names::normalize_feature_name;
-use crate::tree::{DecisionTree, argmax};
+use crate::tree::DecisionTree;
 
 /// Version of the `model.json` layout. Bump it on any change a reader of the previous version
 /// would misread; readers refuse other versions instead of guessing.
@@ -187,93 +188,19 @@ impl ModelFile {
     }
 
     /// Writes the class probabilities of one row of raw (unscaled) values, in `feature_names`
-    /// order, into `out` (one slot per class label). Allocates nothing, so the predictor can
-    /// call it per request.
+    /// order, into `out` (one slot per class label). Allocates nothing for rows of up to 64
+    /// features. Scales the row once and runs the arithmetic shared with [`CompiledModel`]
+    /// (`inference.rs`), bit for bit the same answer; for many rows [`ModelFile::compile`]
+    /// once and use that, several times faster on tree ensembles (the trainer's holdout scoring
+    /// and the predictor both do).
+    ///
+    /// [`CompiledModel`]: crate::CompiledModel
     pub fn predict_proba_into(&self, row: &[f64], out: &mut [f64]) -> Result<(), ModelError> {
-        if row.len() != self.n_features() {
-            return Err(ModelError::RowLength {
-                expected: self.n_features(),
-                got: row.len(),
-            });
-        }
         let k = self.n_classes();
-        if out.len() != k {
-            return Err(ModelError::OutputLength {
-                expected: k,
-                got: out.len(),
-            });
-        }
-        let scaler = &self.scaler;
-        match &self.model {
-            Model::AdaBoost(m) => {
-                // scikit-learn's SAMME decision function (>= 1.4): a tree adds its weight to the
-                // class it predicts and -weight/(K-1) to every other class; the sum is divided by
-                // the total weight and mapped to probabilities by a softmax.
-                out.fill(0.0);
-                let other = -1.0 / (k - 1) as f64;
-                let mut total = 0.0;
-                for (tree, &w) in m.trees.iter().zip(&m.estimator_weights) {
-                    let predicted = tree.predict_class(row, scaler, k);
-                    for (c, o) in out.iter_mut().enumerate() {
-                        *o += if c == predicted { w } else { other * w };
-                    }
-                    total += w;
-                }
-                if total != 0.0 {
-                    for o in out.iter_mut() {
-                        *o /= total;
-                    }
-                }
-                if k == 2 {
-                    let d = out[1] - out[0];
-                    out[0] = -d / 2.0;
-                    out[1] = d / 2.0;
-                } else {
-                    let denom = (k - 1) as f64;
-                    for o in out.iter_mut() {
-                        *o /= denom;
-                    }
-                }
-                softmax_in_place(out);
-            }
-            Model::Logistic(m) => {
-                for (c, o) in out.iter_mut().enumerate() {
-                    let coef = &m.coefficients[c];
-                    let mut z = m.intercepts[c];
-                    for (f, x) in row.iter().enumerate() {
-                        z += coef[f] * scaler.scale_one(f, *x);
-                    }
-                    *o = z;
-                }
-                softmax_in_place(out);
-            }
-            Model::RandomForest(m) => {
-                out.fill(0.0);
-                for tree in &m.trees {
-                    let leaf = tree.leaf(row, scaler);
-                    for (o, v) in out.iter_mut().zip(tree.node_value(leaf, k)) {
-                        *o += v;
-                    }
-                }
-                let n = m.trees.len() as f64;
-                for o in out.iter_mut() {
-                    *o /= n;
-                }
-            }
-            Model::GaussianNb(m) => {
-                for (c, o) in out.iter_mut().enumerate() {
-                    let mut jll = m.class_priors[c].ln();
-                    let (means, vars) = (&m.means[c], &m.variances[c]);
-                    for (f, x) in row.iter().enumerate() {
-                        let d = scaler.scale_one(f, *x) - means[f];
-                        jll -=
-                            0.5 * ((2.0 * std::f64::consts::PI * vars[f]).ln() + d * d / vars[f]);
-                    }
-                    *o = jll;
-                }
-                softmax_in_place(out);
-            }
-        }
+        inference::check_lengths(self.n_features(), k, row, out)?;
+        inference::with_scaled_row(&self.scaler, row, |z| {
+            inference::model_proba(&self.model, k, z, out)
+        });
         Ok(())
     }
 
@@ -286,15 +213,7 @@ impl ModelFile {
 
     /// Index of the most likely class of one raw row (the first on ties).
     pub fn predict(&self, row: &[f64]) -> Result<usize, ModelError> {
-        // Up to 64 classes stay on the stack; more is rare enough to allocate.
-        let k = self.n_classes();
-        if k <= 64 {
-            let mut buf = [0.0; 64];
-            self.predict_proba_into(row, &mut buf[..k])?;
-            Ok(argmax(&buf[..k]))
-        } else {
-            Ok(argmax(&self.predict_proba(row)?))
-        }
+        inference::predict_with(self.n_classes(), |out| self.predict_proba_into(row, out))
     }
 
     /// Checks every invariant inference relies on; the message says which one failed.
@@ -396,19 +315,6 @@ impl ModelFile {
             }
         }
         Ok(())
-    }
-}
-
-/// Numerically stable softmax.
-fn softmax_in_place(v: &mut [f64]) {
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for x in v.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    for x in v.iter_mut() {
-        *x /= sum;
     }
 }
 

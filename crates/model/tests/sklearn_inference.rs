@@ -56,7 +56,9 @@ fn every_model_kind_predicts_what_scikit_learn_predicts() {
             "{}: the model changed on its way through JSON",
             case.name
         );
+        let compiled = loaded.compile().unwrap();
         let mut out = vec![0.0; case.classes];
+        let mut served = vec![0.0; case.classes];
         for (i, row) in case.inputs.iter().enumerate() {
             loaded.predict_proba_into(row, &mut out).unwrap();
             for (c, (got, want)) in out.iter().zip(&case.expected_proba[i]).enumerate() {
@@ -71,6 +73,15 @@ fn every_model_kind_predicts_what_scikit_learn_predicts() {
                 case.expected_class[i],
                 "{} row {i}",
                 case.name
+            );
+            // The serving form the predictor uses answers with the very same bits.
+            compiled.predict_proba_into(row, &mut served).unwrap();
+            assert_eq!(
+                served.iter().map(|p| p.to_bits()).collect::<Vec<_>>(),
+                out.iter().map(|p| p.to_bits()).collect::<Vec<_>>(),
+                "{} ({}) row {i}",
+                case.name,
+                compiled.form()
             );
         }
     }
