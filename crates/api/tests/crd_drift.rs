@@ -1,8 +1,6 @@
 //! The committed CRDs must be exactly what the Rust types generate: edit the types, then run
 //! `make crds` (which writes crds/ and the Helm chart's copy).
 
-use std::path::Path;
-
 fn assert_matches_generated(relative: &str) {
     let path = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
