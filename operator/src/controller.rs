@@ -29,7 +29,7 @@ use crate::decide::{Step, Verdict, backoff, decide_promotion, plan};
 use crate::events::{Publisher, publish, reason};
 use crate::metrics::Metrics;
 use crate::observe::{self, Observed};
-use crate::status::{derive, push_history, set_condition};
+use crate::status::{derive, push_history};
 
 /// Errors of one reconcile, one variant per step that can fail. The variant name is the
 /// bounded `result` label of `champion_reconciles_total`.
@@ -121,11 +121,12 @@ pub struct Context {
 #[derive(Debug, Default)]
 pub struct Freshness(Mutex<HashMap<(String, String), String>>);
 
-impl Freshness {
-    fn key(mp: &ModelPipeline) -> (String, String) {
-        (mp.namespace().unwrap_or_default(), mp.name_any())
-    }
+/// A pipeline's (namespace, name): how the operator's per-pipeline records are keyed.
+fn pipeline_key(mp: &ModelPipeline) -> (String, String) {
+    (mp.namespace().unwrap_or_default(), mp.name_any())
+}
 
+impl Freshness {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
         // The map holds plain strings: a panic elsewhere cannot leave it inconsistent.
         self.0
@@ -136,13 +137,13 @@ impl Freshness {
     /// Remembers `mp`'s resourceVersion as the newest seen.
     pub fn saw(&self, mp: &ModelPipeline) {
         if let Some(rv) = mp.resource_version() {
-            self.map().insert(Self::key(mp), rv);
+            self.map().insert(pipeline_key(mp), rv);
         }
     }
 
     /// Forgets a pipeline that no longer exists.
     pub fn forget(&self, mp: &ModelPipeline) {
-        self.map().remove(&Self::key(mp));
+        self.map().remove(&pipeline_key(mp));
     }
 
     /// Forgets every pipeline not in `keep` (namespace, name).
@@ -152,7 +153,7 @@ impl Freshness {
 
     /// Whether `mp` is older or newer than the copy last seen, so it must be read again.
     pub fn is_stale(&self, mp: &ModelPipeline) -> bool {
-        match self.map().get(&Self::key(mp)) {
+        match self.map().get(&pipeline_key(mp)) {
             None => false,
             Some(rv) => mp.resource_version().as_ref() != Some(rv),
         }
@@ -346,19 +347,7 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
     let requeue = execute(&mp, &ns, &ctx, &obs, step, &mut status).await?;
 
     // record
-    derive(&mp, &mut status, &obs);
-    if queued {
-        // Say why new data is not being trained on yet.
-        set_condition(
-            &mut status.conditions,
-            champion_api::condition::TRAINING,
-            false,
-            "Queued",
-            "new data waits for a free trainer slot (the operator's maxConcurrentRuns)",
-            mp.metadata.generation,
-            now,
-        );
-    }
+    derive(&mp, &mut status, &obs, queued);
     record_scores(&ctx.metrics, &ns, &name, &status);
     if status != before {
         let written = apply_status(&ctx.client, &mp, &status)
@@ -838,10 +827,7 @@ async fn execute(
 /// Forgets what the operator keeps per pipeline (score series, freshness records) for
 /// pipelines that no longer exist: deletion has no reconcile of its own.
 pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
-    let keep: HashSet<(String, String)> = existing
-        .iter()
-        .map(|mp| (mp.namespace().unwrap_or_default(), mp.name_any()))
-        .collect();
+    let keep: HashSet<(String, String)> = existing.iter().map(|mp| pipeline_key(mp)).collect();
     ctx.fresh.retain(&keep);
     ctx.metrics.retain_pipelines(&keep);
 }

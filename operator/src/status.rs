@@ -68,8 +68,9 @@ pub fn push_history(history: &mut Vec<HistoryEntry>, entry: HistoryEntry, limit:
     }
 }
 
-/// Fills in conditions, phase and observedGeneration from the rest of the status.
-pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observed) {
+/// Fills in conditions, phase and observedGeneration from the rest of the status; `queued`:
+/// new data is waiting for a free trainer slot.
+pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observed, queued: bool) {
     let generation = mp.metadata.generation;
     let now = obs.now;
     let conds = &mut status.conditions;
@@ -112,6 +113,12 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
             true,
             "JobRunning",
             &format!("Job {} trains version {}", c.job, c.version),
+        ),
+        None if queued => set(
+            condition::TRAINING,
+            false,
+            "Queued",
+            "new data waits for a free trainer slot (the operator's maxConcurrentRuns)",
         ),
         None => set(
             condition::TRAINING,
@@ -327,10 +334,10 @@ mod tests {
             version: Some("v1".into()),
             rollout: RolloutState::Complete,
         });
-        derive(&mp, &mut status, &obs);
+        derive(&mp, &mut status, &obs, false);
         let first = status.clone();
         obs.now += SignedDuration::from_secs(30);
-        derive(&mp, &mut status, &obs);
+        derive(&mp, &mut status, &obs, false);
         assert_eq!(
             first, status,
             "a later poll of the same world changes nothing"
@@ -355,7 +362,7 @@ mod tests {
         let mp = pipeline();
         let mut status = ModelPipelineStatus::default();
         let obs = observed(Some(Err("permission denied listing s3://b/p/".into())));
-        derive(&mp, &mut status, &obs);
+        derive(&mp, &mut status, &obs, false);
         let degraded = status
             .conditions
             .iter()
