@@ -718,39 +718,45 @@ async fn delete_pipelines(stage: &Stage, deadline: Duration) -> Result<()> {
     .await
 }
 
+/// Runs `op` on each of the `n` scale-scenario pipelines (`p000`, `p001`, …), 16 requests in
+/// flight, stopping at the first error.
+async fn each_scale_pipeline<F, Fut>(n: usize, op: F) -> Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    futures::stream::iter((0..n).map(|i| format!("p{i:03}")))
+        .map(op)
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 async fn scale_on(stage: &Stage, cli: &Cli, rows: &mut Vec<Row>) -> Result<()> {
     let n = cli.pipelines;
     let created_at = Instant::now();
     // The manifest's data prefix (`<store>/data/`) stays empty: NoData, no Job, no predictor.
-    let manifests: Vec<Value> = (0..n)
-        .map(|i| {
-            let mut m = stage.pipeline_manifest(&format!("p{i:03}"), json!({}));
-            if let Some(d) = m.pointer_mut("/spec/data").and_then(Value::as_object_mut) {
-                d.remove("pollInterval");
-            }
-            m
-        })
-        .collect();
     let api = stage.pipelines().clone();
-    futures::stream::iter(manifests)
-        .map(|m| {
-            let api = api.clone();
-            async move {
-                let obj: DynamicObject =
-                    serde_json::from_value(m).map_err(|source| ClusterError::Serialize {
-                        what: "ModelPipeline",
-                        source,
-                    })?;
-                let name = obj.name_any();
-                api.create(&PostParams::default(), &obj)
-                    .await
-                    .map_err(ClusterError::kube(format!("create ModelPipeline {name}")))?;
-                Ok::<(), ClusterError>(())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
+    each_scale_pipeline(n, |name| {
+        let api = api.clone();
+        let mut m = stage.pipeline_manifest(&name, json!({}));
+        if let Some(d) = m.pointer_mut("/spec/data").and_then(Value::as_object_mut) {
+            d.remove("pollInterval");
+        }
+        async move {
+            let obj: DynamicObject =
+                serde_json::from_value(m).map_err(|source| ClusterError::Serialize {
+                    what: "ModelPipeline",
+                    source,
+                })?;
+            api.create(&PostParams::default(), &obj)
+                .await
+                .map_err(ClusterError::kube(format!("create ModelPipeline {name}")))?;
+            Ok(())
+        }
+    })
+    .await?;
     let create_s = created_at.elapsed().as_secs_f64();
     eprintln!("{n} pipelines created in {create_s:.1} s");
     let deadline = Duration::from_secs(cli.steady_deadline);
@@ -805,21 +811,17 @@ async fn scale_on(stage: &Stage, cli: &Cli, rows: &mut Vec<Row>) -> Result<()> {
     let mut last = default_window;
     if cli.fast_poll_window {
         let patched_at = Instant::now();
-        let names: Vec<String> = (0..n).map(|i| format!("p{i:03}")).collect();
-        futures::stream::iter(names)
-            .map(|name| {
-                let api = api.clone();
-                async move {
-                    let patch = json!({"spec": {"data": {"pollInterval": "2s"}}});
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map_err(ClusterError::kube(format!("patch ModelPipeline {name}")))?;
-                    Ok::<(), ClusterError>(())
-                }
-            })
-            .buffer_unordered(16)
-            .try_collect::<Vec<()>>()
-            .await?;
+        each_scale_pipeline(n, |name| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"spec": {"data": {"pollInterval": "2s"}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(ClusterError::kube(format!("patch ModelPipeline {name}")))?;
+                Ok(())
+            }
+        })
+        .await?;
         let (again, again_s) = wait_steady(stage, n, patched_at, deadline).await?;
         eprintln!("{again} / {n} steady at pollInterval 2s after {again_s:.1} s");
         let fast = idle_window(stage, cli.idle_seconds).await?;
