@@ -601,7 +601,7 @@ mod tests {
             "--algorithm",
             "adaboost",
             "--param",
-            "nEstimators=20",
+            "n_estimators=20",
             "--termination-log",
             "/dev/termination-log",
         ];

@@ -49,7 +49,7 @@ pub fn pipeline() -> ModelPipeline {
             }),
         },
         trainer: champion_api::TrainerSpec {
-            params: BTreeMap::from([("nEstimators".to_string(), "20".to_string())]),
+            params: BTreeMap::from([("n_estimators".to_string(), "20".to_string())]),
             ..Default::default()
         },
         evaluation: Default::default(),

@@ -2,7 +2,6 @@
 //! `/predict` form, KServe v1 and the Open Inference Protocol v2 over plain hyper.
 
 pub mod config;
-pub mod features;
 pub mod loader;
 pub mod metrics;
 pub mod model;

@@ -61,23 +61,18 @@ pub fn split_model_uri(uri: &str) -> (String, Option<String>) {
     }
 }
 
-/// The default model name: the pipeline segment of `<modelStore>/<pipeline>/<version>/`, so
-/// `/v2/models/wine/infer` works for pipeline `wine` without extra configuration; "model" when
-/// the URI has no usable segment.
+/// The default model name: the pipeline segment of the version directory (see
+/// [`champion_model::VersionDir`]), so `/v2/models/wine/infer` works for pipeline `wine`
+/// without extra configuration; "model" when the URI has no usable segment.
 pub fn default_model_name(dir_uri: &str) -> String {
-    let path = dir_uri
-        .split_once("://")
-        .map_or(dir_uri, |(_, rest)| rest)
-        .trim_end_matches('/');
-    let mut segments = path.rsplit('/');
-    let _version = segments.next();
-    match segments.next() {
-        Some(s)
-            if !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+    match champion_model::VersionDir::parse(dir_uri) {
+        Ok(dir)
+            if dir
+                .pipeline
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
         {
-            s.to_string()
+            dir.pipeline
         }
         _ => "model".to_string(),
     }

@@ -144,7 +144,7 @@ impl ServedModel {
         self.meta
             .feature_names
             .iter()
-            .position(|f| crate::features::normalized_eq(raw, f))
+            .position(|f| champion_model::normalized_eq(raw, f))
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use champion_model::MetricName;
+use champion_model::trainer_cli::{self, flag};
 use clap::{Args, Parser, Subcommand};
 use trainer_job::algorithms::params::parse_param_items;
 use trainer_job::{Algorithm, ReadOptions, TrainConfig, TrainError, dataset, train};
@@ -24,6 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Read the data, fit, score challenger and champion, write model.json and report.json.
+    #[command(name = trainer_cli::TRAIN)]
     Train(Box<TrainArgs>),
     /// Write a demo data set as CSV slots.
     Dataset {
@@ -46,45 +48,45 @@ enum DatasetCommand {
 #[derive(Args)]
 struct TrainArgs {
     /// Prefix (or single object) holding the CSV data: file:///, s3://, gs://, az://, http(s)://.
-    #[arg(long, env = "DATA_URI")]
+    #[arg(long = flag::DATA_URI, env = "DATA_URI")]
     data_uri: String,
     /// Version directory to write model.json and report.json to; its last segment is the version.
-    #[arg(long, env = "MODEL_URI")]
+    #[arg(long = flag::MODEL_URI, env = "MODEL_URI")]
     model_uri: String,
     /// Version directory of the current champion, scored on the same holdout.
-    #[arg(long, env = "CHAMPION_URI")]
+    #[arg(long = flag::CHAMPION_URI, env = "CHAMPION_URI")]
     champion_uri: Option<String>,
     /// Fixed holdout data; its rows never train.
-    #[arg(long, env = "TEST_DATA_URI")]
+    #[arg(long = flag::TEST_DATA_URI, env = "TEST_DATA_URI")]
     test_data_uri: Option<String>,
     /// Target column (case, spaces and underscores do not matter).
-    #[arg(long, env = "TARGET")]
+    #[arg(long = flag::TARGET, env = "TARGET")]
     target: String,
     /// Binarise the target: class "1" when above this value, "0" otherwise.
-    #[arg(long, env = "POSITIVE_ABOVE", allow_negative_numbers = true)]
+    #[arg(long = flag::POSITIVE_ABOVE, env = "POSITIVE_ABOVE", allow_negative_numbers = true)]
     positive_above: Option<f64>,
     /// Columns to ignore (repeat or comma-separate).
-    #[arg(long, env = "DROP", value_delimiter = ',')]
+    #[arg(long = flag::DROP, env = "DROP", value_delimiter = ',')]
     drop: Vec<String>,
     /// Metric the scores are in: f1Macro, f1Weighted, f1Binary, accuracy.
-    #[arg(long, env = "METRIC", default_value = "f1Macro")]
+    #[arg(long = flag::METRIC, env = "METRIC", default_value = "f1Macro")]
     metric: String,
-    #[arg(long, env = "HOLDOUT_FRACTION", default_value_t = 0.2)]
+    #[arg(long = flag::HOLDOUT_FRACTION, env = "HOLDOUT_FRACTION", default_value_t = 0.2)]
     holdout_fraction: f64,
-    #[arg(long, env = "SEED", default_value_t = 42)]
+    #[arg(long = flag::SEED, env = "SEED", default_value_t = 42)]
     seed: u64,
     /// adaboost, logistic, random-forest or gaussian-nb.
-    #[arg(long, env = "ALGORITHM", default_value = "adaboost")]
+    #[arg(long = flag::ALGORITHM, env = "ALGORITHM", default_value = "adaboost")]
     algorithm: String,
     /// Hyper-parameter key=value (repeat, or comma-separate in PARAMS).
-    #[arg(long = "param", env = "PARAMS", value_delimiter = ',')]
+    #[arg(long = flag::PARAM, env = "PARAMS", value_delimiter = ',')]
     params: Vec<String>,
     /// Skip and count bad rows instead of failing.
     #[arg(long, env = "SKIP_BAD_ROWS", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     skip_bad_rows: bool,
     /// Where Kubernetes reads the termination message from.
-    #[arg(long, env = "TERMINATION_LOG", default_value = DEFAULT_TERMINATION_LOG)]
+    #[arg(long = flag::TERMINATION_LOG, env = "TERMINATION_LOG", default_value = DEFAULT_TERMINATION_LOG)]
     termination_log: PathBuf,
 }
 
@@ -126,10 +128,11 @@ fn write_termination_log(path: &PathBuf, message: &str) {
 fn termination_log_before_parsing() -> PathBuf {
     let args: Vec<String> = std::env::args().collect();
     for (i, arg) in args.iter().enumerate() {
-        if let Some(v) = arg.strip_prefix("--termination-log=") {
+        let long = trainer_cli::long(flag::TERMINATION_LOG);
+        if let Some(v) = arg.strip_prefix(&format!("{long}=")) {
             return PathBuf::from(v);
         }
-        if arg == "--termination-log"
+        if *arg == long
             && let Some(v) = args.get(i + 1)
         {
             return PathBuf::from(v);

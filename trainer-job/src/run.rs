@@ -45,14 +45,9 @@ pub struct TrainOutcome {
 
 /// The model version of a version directory URI: its last path segment.
 pub fn model_version(model_uri: &str) -> Result<String, TrainError> {
-    let path = model_uri.split(['?', '#']).next().unwrap_or("");
-    let version = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    if version.is_empty() || path.trim_end_matches('/').ends_with(':') || !path.contains("://") {
-        return Err(TrainError::Config(format!(
-            "--model-uri {model_uri:?} must be a version directory URI like s3://models/pipeline/v1/"
-        )));
-    }
-    Ok(version.to_string())
+    champion_model::VersionDir::parse(model_uri)
+        .map(|dir| dir.version)
+        .map_err(|e| TrainError::Config(format!("--model-uri: {e}")))
 }
 
 /// Reads every CSV object of a listing into one table.

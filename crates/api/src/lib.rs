@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+pub use champion_model::{Algorithm, MetricName as Metric};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -264,6 +265,7 @@ pub struct HostPathVolume {
 /// The trainer Job.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = param_keys_rule)]
 pub struct TrainerSpec {
     /// Trainer image; its entrypoint must accept the trainer contract's `train` arguments.
     #[serde(default = "default_trainer_image")]
@@ -275,7 +277,11 @@ pub struct TrainerSpec {
     /// Classifier to fit.
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// Algorithm parameters passed as `--param key=value` (for example nEstimators: "50").
+    /// Algorithm parameters passed as `--param key=value`, for example `n_estimators: "50"`.
+    /// Keys per algorithm: adaboost: n_estimators, learning_rate, max_depth, tree; logistic:
+    /// alpha, max_iterations, gradient_tolerance; random-forest: n_estimators, max_depth,
+    /// max_features; gaussian-nb: var_smoothing. Any other key is refused when the pipeline
+    /// is applied.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub params: BTreeMap<String, String>,
@@ -294,6 +300,38 @@ pub struct TrainerSpec {
     #[serde(default = "default_ttl_seconds_after_finished")]
     #[schemars(range(min = 0, max = 604800))]
     pub ttl_seconds_after_finished: i32,
+}
+
+/// The CEL rule that refuses `params` keys the chosen algorithm does not accept, generated
+/// from [`Algorithm::param_keys`] so the CRD and the trainer cannot disagree.
+fn param_keys_rule(schema: &mut schemars::Schema) {
+    let per_algorithm: Vec<String> = Algorithm::ALL
+        .iter()
+        .map(|a| {
+            let keys: Vec<String> = a.param_keys().iter().map(|k| format!("'{k}'")).collect();
+            format!(
+                "(self.algorithm == '{}' && self.params.all(k, k in [{}]))",
+                a.as_str(),
+                keys.join(", ")
+            )
+        })
+        .collect();
+    let message: Vec<String> = Algorithm::ALL
+        .iter()
+        .map(|a| format!("{}: {}", a.as_str(), a.param_keys().join(", ")))
+        .collect();
+    let rule = serde_json::json!({
+        "rule": format!("!has(self.params) || {}", per_algorithm.join(" || ")),
+        "message": format!("params has a key the algorithm does not accept; accepted keys: {}", message.join("; ")),
+    });
+    if let Some(obj) = schema.as_object_mut() {
+        let rules = obj
+            .entry("x-kubernetes-validations")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let Some(list) = rules.as_array_mut() {
+            list.push(rule);
+        }
+    }
 }
 
 impl Default for TrainerSpec {
@@ -334,33 +372,6 @@ impl PullPolicy {
     }
 }
 
-/// Classifier fitted by the trainer (trainer `--algorithm`).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Algorithm {
-    /// AdaBoost over decision stumps.
-    #[default]
-    Adaboost,
-    /// Multinomial logistic regression.
-    Logistic,
-    /// Random forest of decision trees.
-    RandomForest,
-    /// Gaussian naive Bayes.
-    GaussianNb,
-}
-
-impl Algorithm {
-    /// The trainer's `--algorithm` spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Adaboost => "adaboost",
-            Algorithm::Logistic => "logistic",
-            Algorithm::RandomForest => "random-forest",
-            Algorithm::GaussianNb => "gaussian-nb",
-        }
-    }
-}
-
 /// How challenger and champion are scored.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -387,36 +398,6 @@ impl Default for EvaluationSpec {
             metric: Metric::default(),
             holdout_fraction: default_holdout_fraction(),
             seed: default_seed(),
-        }
-    }
-}
-
-/// Evaluation metric; the same names as the trainer's `--metric` and report.json's `metric`.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
-pub enum Metric {
-    /// Unweighted mean of the per-class F1 scores.
-    #[default]
-    #[serde(rename = "f1Macro")]
-    F1Macro,
-    /// Per-class F1 scores weighted by class support.
-    #[serde(rename = "f1Weighted")]
-    F1Weighted,
-    /// F1 of the positive class (binary targets).
-    #[serde(rename = "f1Binary")]
-    F1Binary,
-    /// Share of correctly classified rows.
-    #[serde(rename = "accuracy")]
-    Accuracy,
-}
-
-impl Metric {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::F1Macro => "f1Macro",
-            Metric::F1Weighted => "f1Weighted",
-            Metric::F1Binary => "f1Binary",
-            Metric::Accuracy => "accuracy",
         }
     }
 }
@@ -722,6 +703,37 @@ impl Outcome {
     }
 }
 
+/// Why a run or rollback ended as it did: the machine-readable half of a history entry's
+/// reason. Conditions and metrics are derived from it, never from the reason's text.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Cause {
+    /// The first model of the pipeline, promoted (firstModel: Promote).
+    FirstModel,
+    /// The challenger beat the champion by more than minImprovement.
+    BeatChampion,
+    /// The challenger scored below minScore.
+    BelowFloor,
+    /// The challenger was better, but not by more than minImprovement.
+    WithinMargin,
+    /// The challenger was not better than the champion.
+    NotBetter,
+    /// The first model waits for a manual promotion (firstModel: Manual).
+    AwaitsManualPromotion,
+    /// The trainer Job failed (its reason and termination message say why).
+    JobFailed,
+    /// The trainer Job was deleted before it finished.
+    JobVanished,
+    /// report.json was missing, unreadable or about another run.
+    ReportUnusable,
+    /// The report did not score the champion, and the champion's recorded score is in
+    /// another metric: the two cannot be compared.
+    ChampionNotComparable,
+    /// The predictor rollout did not progress and was reverted.
+    RolloutStalled,
+    /// The champion.dev/rollback-to annotation asked for it.
+    RollbackRequested,
+}
+
 /// One finished run or rollback.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -730,6 +742,9 @@ pub struct HistoryEntry {
     pub version: String,
     /// What happened.
     pub outcome: Outcome,
+    /// Why, as a fixed word (the reason below says it in full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     /// Challenger score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
@@ -752,11 +767,10 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 impl ModelPipeline {
-    /// The version directory of `version`: `<modelStore.uri>/<pipeline>/<version>/`.
+    /// The version directory of `version` (see [`champion_model::VersionDir`]).
     pub fn model_uri(&self, version: &str) -> String {
-        let base = self.spec.model_store.uri.trim_end_matches('/');
         let name = self.metadata.name.as_deref().unwrap_or_default();
-        format!("{base}/{name}/{version}/")
+        champion_model::VersionDir::new(&self.spec.model_store.uri, name, version).uri()
     }
 }
 

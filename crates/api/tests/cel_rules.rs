@@ -54,6 +54,17 @@ fn with(path: &[&str], value: Value) -> Value {
 fn a_valid_pipeline_passes_every_rule() {
     let e = errors(&valid());
     assert!(e.is_empty(), "{e}");
+    for (algorithm, key) in [
+        ("adaboost", "n_estimators"),
+        ("logistic", "max_iterations"),
+        ("random-forest", "max_features"),
+        ("gaussian-nb", "var_smoothing"),
+    ] {
+        let mut v = with(&["spec", "trainer", "params"], json!({key: "7"}));
+        v["spec"]["trainer"]["algorithm"] = json!(algorithm);
+        let e = errors(&v);
+        assert!(e.is_empty(), "{algorithm} {key}: {e}");
+    }
 }
 
 #[test]
@@ -110,6 +121,23 @@ fn each_rule_rejects_what_it_guards_against() {
                 v
             },
             "minScore + minImprovement must not exceed 1",
+        ),
+        (
+            "a camelCase params key",
+            with(&["spec", "trainer", "params"], json!({"nEstimators": "50"})),
+            "params has a key the algorithm does not accept; accepted keys: adaboost: n_estimators",
+        ),
+        (
+            "a key of another algorithm",
+            {
+                let mut v = with(
+                    &["spec", "trainer", "params"],
+                    json!({"var_smoothing": "1e-9"}),
+                );
+                v["spec"]["trainer"]["algorithm"] = json!("logistic");
+                v
+            },
+            "logistic: alpha, max_iterations, gradient_tolerance",
         ),
         (
             "volume with two sources",

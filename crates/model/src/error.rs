@@ -31,4 +31,10 @@ pub enum ModelError {
     ReportScore { field: String, value: f64 },
     #[error("unknown metric {0:?}; expected one of f1Macro, f1Weighted, f1Binary, accuracy")]
     UnknownMetric(String),
+    #[error("unknown algorithm {0:?}; expected adaboost, logistic, random-forest or gaussian-nb")]
+    UnknownAlgorithm(String),
+    #[error(
+        "{0:?} is not a model version directory URI; expected <modelStore>/<pipeline>/<version>/, like s3://models/wine/v1/"
+    )]
+    VersionDir(String),
 }

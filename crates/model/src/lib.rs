@@ -5,24 +5,29 @@
 //! The crate deliberately depends on serde, sha2 and thiserror only, so that the predictor can
 //! serve a model without linking any training or cloud code.
 
+mod algorithm;
 mod canonical;
 mod error;
 mod inference;
+mod layout;
 pub mod metrics;
 mod model_file;
 mod names;
 mod report;
+pub mod trainer_cli;
 mod tree;
 
+pub use algorithm::Algorithm;
 pub use canonical::{canonical_json, sha256_hex};
 pub use error::ModelError;
 pub use inference::CompiledModel;
+pub use layout::VersionDir;
 pub use metrics::{ClassMetrics, MetricName, Metrics};
 pub use model_file::{
     AdaBoostModel, GaussianNbModel, LogisticModel, MODEL_FORMAT_VERSION, Model, ModelFile,
     RandomForestModel, Scaler,
 };
-pub use names::normalize_feature_name;
+pub use names::{normalize_feature_name, normalized_chars, normalized_eq};
 pub use report::{Durations, REPORT_FORMAT_VERSION, Report, RowCounts};
 pub use tree::DecisionTree;
 

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
-/// The metric a pipeline ranks models by.
+/// The metric a pipeline ranks models by: the same names in the CRD (`spec.evaluation.metric`),
+/// the trainer's `--metric` and report.json's `metric`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum MetricName {
     /// Unweighted mean of the per-class F1 over the classes present in the holdout's truth or

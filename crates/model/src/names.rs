@@ -4,20 +4,47 @@
 /// Trims, lowercases, and turns every run of spaces, underscores and hyphens into one `_`.
 /// Leading and trailing separators are dropped, so "_id" is "id".
 pub fn normalize_feature_name(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    normalized_chars(s).collect()
+}
+
+fn is_separator(c: char) -> bool {
+    c == ' ' || c == '_' || c == '-' || c.is_whitespace()
+}
+
+/// The characters of [`normalize_feature_name`]'s result, lazily and without allocating, so
+/// the predictor can match "Fixed Acidity" against "fixed_acidity" on every request for free.
+pub fn normalized_chars(raw: &str) -> impl Iterator<Item = char> + '_ {
+    let mut chars = raw.trim().chars();
     let mut pending_separator = false;
-    for c in s.trim().chars() {
-        if c == ' ' || c == '_' || c == '-' || c.is_whitespace() {
-            pending_separator = true;
-            continue;
+    let mut emitted = false;
+    let mut lower: Option<std::char::ToLowercase> = None;
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(l) = lower.as_mut() {
+                if let Some(c) = l.next() {
+                    emitted = true;
+                    return Some(c);
+                }
+                lower = None;
+            }
+            let c = chars.next()?;
+            if is_separator(c) {
+                pending_separator = true;
+                continue;
+            }
+            lower = Some(c.to_lowercase());
+            if pending_separator && emitted {
+                pending_separator = false;
+                return Some('_');
+            }
+            pending_separator = false;
         }
-        if pending_separator && !out.is_empty() {
-            out.push('_');
-        }
-        pending_separator = false;
-        out.extend(c.to_lowercase());
-    }
-    out
+    })
+}
+
+/// Whether `raw` normalises to `normalized` (compared without allocating).
+pub fn normalized_eq(raw: &str, normalized: &str) -> bool {
+    normalized_chars(raw).eq(normalized.chars())
 }
 
 #[cfg(test)]
@@ -36,6 +63,23 @@ mod tests {
         ] {
             assert_eq!(normalize_feature_name(s), "fixed_acidity", "{s:?}");
         }
+    }
+
+    #[test]
+    fn comparing_without_allocating_agrees() {
+        assert!(normalized_eq("Fixed Acidity", "fixed_acidity"));
+        assert!(normalized_eq(
+            "  free  sulfur--dioxide ",
+            "free_sulfur_dioxide"
+        ));
+        assert!(normalized_eq("_Id_", "id"));
+        assert!(!normalized_eq("fixed acidity x", "fixed_acidity"));
+        assert!(!normalized_eq("fixed", "fixed_acidity"));
+        assert_eq!(
+            normalize_feature_name("İd"),
+            "i\u{307}d",
+            "multi-char lowercase kept"
+        );
     }
 
     #[test]

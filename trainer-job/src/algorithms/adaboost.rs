@@ -57,7 +57,7 @@ impl TreeLearner {
 
 impl AdaBoostParams {
     pub fn from_params(p: &Params) -> Result<Self, TrainError> {
-        p.only(&["n_estimators", "learning_rate", "max_depth", "tree"])?;
+        p.check_keys()?;
         Ok(AdaBoostParams {
             n_estimators: p.get(
                 "n_estimators",

@@ -24,7 +24,7 @@ pub struct ForestParams {
 
 impl ForestParams {
     pub fn from_params(p: &Params) -> Result<Self, TrainError> {
-        p.only(&["n_estimators", "max_depth", "max_features"])?;
+        p.check_keys()?;
         Ok(ForestParams {
             n_estimators: p.get(
                 "n_estimators",

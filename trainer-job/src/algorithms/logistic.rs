@@ -19,7 +19,7 @@ pub struct LogisticParams {
 
 impl LogisticParams {
     pub fn from_params(p: &Params) -> Result<Self, TrainError> {
-        p.only(&["alpha", "max_iterations", "gradient_tolerance"])?;
+        p.check_keys()?;
         Ok(LogisticParams {
             alpha: p.get("alpha", 1.0, "a number >= 0", |v: f64| {
                 v.is_finite() && v >= 0.0

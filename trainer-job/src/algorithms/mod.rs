@@ -9,8 +9,6 @@ pub mod params;
 mod trees;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use champion_model::{Model, Scaler};
 use ndarray::{Array1, Array2};
@@ -18,47 +16,7 @@ use ndarray::{Array1, Array2};
 use crate::error::TrainError;
 pub use params::Params;
 
-/// The algorithm named by `--algorithm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    AdaBoost,
-    Logistic,
-    RandomForest,
-    GaussianNb,
-}
-
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::AdaBoost => "adaboost",
-            Algorithm::Logistic => "logistic",
-            Algorithm::RandomForest => "random-forest",
-            Algorithm::GaussianNb => "gaussian-nb",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = TrainError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "adaboost" | "ada-boost" => Ok(Algorithm::AdaBoost),
-            "logistic" | "logistic-regression" => Ok(Algorithm::Logistic),
-            "random-forest" | "randomforest" => Ok(Algorithm::RandomForest),
-            "gaussian-nb" | "gaussiannb" | "naive-bayes" => Ok(Algorithm::GaussianNb),
-            _ => Err(TrainError::Config(format!(
-                "unknown algorithm {s:?}; expected adaboost, logistic, random-forest or gaussian-nb"
-            ))),
-        }
-    }
-}
+pub use champion_model::Algorithm;
 
 /// Scaled training rows and their class indices.
 pub struct TrainingSet {

@@ -16,7 +16,7 @@ pub struct NbParams {
 
 impl NbParams {
     pub fn from_params(p: &Params) -> Result<Self, TrainError> {
-        p.only(&["var_smoothing"])?;
+        p.check_keys()?;
         Ok(NbParams {
             var_smoothing: p.get("var_smoothing", 1e-9, "a positive number", |v: f64| {
                 v.is_finite() && v > 0.0

@@ -19,8 +19,10 @@ impl<'a> Params<'a> {
         Ok(Params { algorithm, values })
     }
 
-    /// Checks that every given key is one of `known`.
-    pub fn only(&self, known: &[&str]) -> Result<(), TrainError> {
+    /// Checks that every given key is one the algorithm accepts
+    /// ([`Algorithm::param_keys`], the contract the operator checks too).
+    pub fn check_keys(&self) -> Result<(), TrainError> {
+        let known = self.algorithm.param_keys();
         if let Some(k) = self.values.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(TrainError::Config(format!(
                 "unknown parameter {k:?} for {}; known: {}",
