@@ -1,15 +1,29 @@
-//! Server-side apply with the operator's field manager: every object the operator owns and the
-//! pipeline's status are written the same way, so repeated applies of the same desired state
-//! are no-ops on the server.
+//! Writes the objects a step wants: server-side apply with the operator's field manager, so
+//! repeated applies of the same desired state are no-ops on the server. A trainer Job first
+//! takes one of the operator-wide run slots.
 
 use std::fmt::Debug;
 
-use champion_api::{FIELD_MANAGER, ModelPipeline, ModelPipelineStatus};
+use champion_api::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::effects::{Desired, Effects};
+use crate::error::Error;
+
+/// How applying a step's objects went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Every object was applied.
+    All,
+    /// The step's trainer Job found no free run slot (another pipeline took the last one
+    /// since `observe` counted them): nothing was applied.
+    NoRunSlot,
+}
 
 /// Applies `obj` in `ns`, taking ownership of conflicting fields.
 pub async fn apply<K>(client: &kube::Client, ns: &str, obj: &K) -> Result<K, kube::Error>
@@ -26,20 +40,40 @@ where
         .await
 }
 
-/// Applies the whole status of `mp` (the status subresource; the spec is never written).
-pub async fn apply_status(
-    client: &kube::Client,
-    mp: &ModelPipeline,
-    status: &ModelPipelineStatus,
-) -> Result<ModelPipeline, kube::Error> {
-    let ns = mp.namespace().unwrap_or_default();
-    let api: Api<ModelPipeline> = Api::namespaced(client.clone(), &ns);
-    let body = serde_json::json!({
-        "apiVersion": "champion.dev/v1alpha1",
-        "kind": "ModelPipeline",
-        "status": status,
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&mp.name_any(), &params, &Patch::Apply(&body))
-        .await
+/// Applies the objects of `effects` in `ns`, in order.
+pub async fn apply_objects(ctx: &Context, ns: &str, effects: &Effects) -> Result<Applied, Error> {
+    for object in &effects.objects {
+        match object {
+            Desired::Job(job) => {
+                let name = job.name_any();
+                if !ctx.runs.take(&ctx.jobs, ns, &name) {
+                    return Ok(Applied::NoRunSlot);
+                }
+                if let Err(source) = apply(&ctx.client, ns, job.as_ref()).await {
+                    ctx.runs.release(ns, &name);
+                    return Err(Error::ApplyJob {
+                        name,
+                        source: Box::new(source),
+                    });
+                }
+            }
+            Desired::Deployment(d) => {
+                apply(&ctx.client, ns, d.as_ref()).await.map_err(|source| {
+                    Error::ApplyDeployment {
+                        name: d.name_any(),
+                        source: Box::new(source),
+                    }
+                })?;
+            }
+            Desired::Service(s) => {
+                apply(&ctx.client, ns, s.as_ref())
+                    .await
+                    .map_err(|source| Error::ApplyService {
+                        name: s.name_any(),
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+    }
+    Ok(Applied::All)
 }

@@ -1,18 +1,19 @@
-//! What to do next: pure functions of the pipeline and what was observed.
+//! What to do next: one pure function of the pipeline and what was observed.
 //!
-//! [`decide_promotion`] is the promotion gate (report + policy + champion → promote, reject or
-//! fail); [`plan`] picks the one step a reconcile takes. Neither touches a client or a clock, so
-//! both are tested as tables.
+//! [`decide`] picks the one step a reconcile takes, in a documented priority order; when the
+//! tracked run finished, the step carries the promotion gate's [`Decision`]
+//! ([`decide_promotion`]: report + policy + champion → promote, reject or fail, with a typed
+//! cause). Neither touches a client or a clock, so both are tested as tables.
 
 use champion_api::{
-    ANNOTATION_FORCE_RUN, ANNOTATION_ROLLBACK_TO, ChallengerState, ChampionStatus,
+    ANNOTATION_FORCE_RUN, ANNOTATION_ROLLBACK_TO, Cause, ChallengerState, ChampionStatus,
     FirstModelPolicy, HistoryEntry, Metric, ModelPipeline, Outcome, PromotionSpec,
 };
 use champion_model::Report;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::build::run_version;
-use crate::observe::{DeploymentView, JobState, Observed, RolloutState};
+use crate::names::run_version;
+use crate::observe::{DeploymentView, JobState, Observed, ReadFailure, RolloutState};
 
 /// The promotion gate's verdict.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,10 +26,13 @@ pub enum Verdict {
     Fail,
 }
 
-/// A verdict with its reason and the two scores it was based on.
+/// A verdict with its cause, its reason and the two scores it was based on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub verdict: Verdict,
+    /// Why, as a fixed word: what conditions and metrics are derived from.
+    pub cause: Cause,
+    /// Why, in full, for the user.
     pub reason: String,
     pub score: Option<f64>,
     pub champion_score: Option<f64>,
@@ -36,45 +40,55 @@ pub struct Decision {
 
 /// Decides whether the challenger described by `report` replaces `champion`.
 ///
-/// `report` is `Err(reason)` when report.json was missing or unreadable. The champion's score
-/// is the one the trainer measured on the same holdout; when the report has none for the
-/// current champion (it was trained against another one, or could not score it), the score
-/// recorded at the champion's promotion is used instead and the reason says so.
+/// `report` is `Err` when report.json was missing or unreadable. The champion's score is the
+/// one the trainer measured on the same holdout; when the report has none for the current
+/// champion (it was trained against another one, or could not score it), the score recorded at
+/// the champion's promotion is used instead, and the reason says so, but only when it was
+/// measured in the same metric: scores in two metrics are not compared.
 pub fn decide_promotion(
     policy: &PromotionSpec,
     metric: Metric,
     expected_version: &str,
-    report: Result<&Report, &str>,
+    report: Result<&Report, &ReadFailure>,
     champion: Option<&ChampionStatus>,
 ) -> Decision {
-    let fail = |reason: String| Decision {
+    let fail = |cause: Cause, reason: String| Decision {
         verdict: Verdict::Fail,
+        cause,
         reason,
         score: None,
         champion_score: None,
     };
     let report = match report {
         Ok(r) => r,
-        Err(e) => return fail(format!("no usable report.json: {e}")),
+        Err(e) => {
+            return fail(Cause::ReportUnusable, format!("no usable report.json: {e}"));
+        }
     };
-    if report.metric.as_str() != metric.as_str() {
-        return fail(format!(
-            "report.json scores {} but the pipeline evaluates {}",
-            report.metric.as_str(),
-            metric.as_str()
-        ));
+    if report.metric != metric {
+        return fail(
+            Cause::ReportUnusable,
+            format!(
+                "report.json scores {} but the pipeline evaluates {}",
+                report.metric, metric
+            ),
+        );
     }
     if report.model_version != expected_version {
-        return fail(format!(
-            "report.json is for version {} but the run wrote version {expected_version}",
-            report.model_version
-        ));
+        return fail(
+            Cause::ReportUnusable,
+            format!(
+                "report.json is for version {} but the run wrote version {expected_version}",
+                report.model_version
+            ),
+        );
     }
     let score = report.challenger_score;
     let m = metric.as_str();
     let Some(champion) = champion else {
-        let d = |verdict, reason| Decision {
+        let d = |verdict, cause, reason| Decision {
             verdict,
+            cause,
             reason,
             score: Some(score),
             champion_score: None,
@@ -82,6 +96,7 @@ pub fn decide_promotion(
         if score < policy.min_score {
             return d(
                 Verdict::Reject,
+                Cause::BelowFloor,
                 format!(
                     "first model scores {m} {score:.4}, below the floor minScore {}",
                     policy.min_score
@@ -89,11 +104,14 @@ pub fn decide_promotion(
             );
         }
         return match policy.first_model {
-            FirstModelPolicy::Promote => {
-                d(Verdict::Promote, format!("first model, {m} {score:.4}"))
-            }
+            FirstModelPolicy::Promote => d(
+                Verdict::Promote,
+                Cause::FirstModel,
+                format!("first model, {m} {score:.4}"),
+            ),
             FirstModelPolicy::Manual => d(
                 Verdict::Reject,
+                Cause::AwaitsManualPromotion,
                 format!(
                     "first model ({m} {score:.4}) awaits manual promotion (firstModel: Manual)"
                 ),
@@ -103,13 +121,26 @@ pub fn decide_promotion(
     let same_champion = report.champion_version.as_deref() == Some(champion.version.as_str());
     let (champion_score, basis) = match (same_champion, report.champion_score) {
         (true, Some(s)) => (Some(s), "on the same holdout"),
+        _ if champion.score.is_some() && champion.metric != Some(metric) => {
+            let recorded = champion
+                .metric
+                .map_or("an unrecorded metric", Metric::as_str);
+            return fail(
+                Cause::ChampionNotComparable,
+                format!(
+                    "report.json did not score champion {} on the holdout, and its score recorded at promotion is in {recorded}, not {m}: the two cannot be compared; the next run scores both again",
+                    champion.version
+                ),
+            );
+        }
         _ => (
             champion.score,
             "as recorded at its promotion (the trainer did not score it)",
         ),
     };
-    let d = |verdict, reason| Decision {
+    let d = |verdict, cause, reason| Decision {
         verdict,
+        cause,
         reason,
         score: Some(score),
         champion_score,
@@ -117,6 +148,7 @@ pub fn decide_promotion(
     if score < policy.min_score {
         return d(
             Verdict::Reject,
+            Cause::BelowFloor,
             format!(
                 "challenger {m} {score:.4} is below the floor minScore {}",
                 policy.min_score
@@ -126,6 +158,7 @@ pub fn decide_promotion(
     let Some(cs) = champion_score else {
         return d(
             Verdict::Promote,
+            Cause::BeatChampion,
             format!(
                 "challenger {m} {score:.4}; champion {} has no score",
                 champion.version
@@ -136,6 +169,7 @@ pub fn decide_promotion(
     if delta > policy.min_improvement {
         d(
             Verdict::Promote,
+            Cause::BeatChampion,
             format!(
                 "challenger {m} {score:.4} beats champion {} {cs:.4} {basis} by {delta:.4}",
                 champion.version
@@ -144,6 +178,7 @@ pub fn decide_promotion(
     } else if delta > 0.0 {
         d(
             Verdict::Reject,
+            Cause::WithinMargin,
             format!(
                 "challenger {m} {score:.4} beats champion {} {cs:.4} by {delta:.4}, within the margin minImprovement {}",
                 champion.version, policy.min_improvement
@@ -152,6 +187,7 @@ pub fn decide_promotion(
     } else if delta == 0.0 {
         d(
             Verdict::Reject,
+            Cause::NotBetter,
             format!(
                 "challenger {m} {score:.4} equals champion {} {basis}",
                 champion.version
@@ -160,6 +196,7 @@ pub fn decide_promotion(
     } else {
         d(
             Verdict::Reject,
+            Cause::NotBetter,
             format!(
                 "challenger {m} {score:.4} is worse than champion {} {cs:.4} {basis}",
                 champion.version
@@ -192,12 +229,21 @@ pub enum Step {
         version: String,
         fingerprint: String,
     },
-    /// The tracked Job completed; evaluate its report.
-    Evaluate { job: String, version: String },
-    /// The tracked Job failed (or vanished).
-    TrainingFailed { job: String, reason: String },
+    /// The tracked Job completed and its report was judged by the promotion gate.
+    Judge {
+        job: String,
+        version: String,
+        decision: Decision,
+    },
+    /// The tracked Job failed (or vanished): why, with the trainer's own words when it left
+    /// any.
+    TrainingFailed {
+        job: String,
+        cause: Cause,
+        reason: String,
+    },
     /// Listing the data failed.
-    DataUnavailable { reason: String },
+    DataUnavailable { reason: ReadFailure },
     /// The data prefix is empty.
     NoData,
     /// The last run failed; wait before retrying.
@@ -263,7 +309,7 @@ fn rollout_failed(
 
 /// Picks the one step this reconcile takes, in priority order: suspension, an ongoing rollout,
 /// a rollback request, a missing predictor, the running or finished run, then the data.
-pub fn plan(mp: &ModelPipeline, obs: &Observed) -> Step {
+pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
     let status = mp.status.clone().unwrap_or_default();
     if mp.spec.suspend {
         return Step::Suspended;
@@ -333,16 +379,36 @@ pub fn plan(mp: &ModelPipeline, obs: &Observed) -> Step {
                 version: ch.version.clone(),
                 fingerprint: ch.data_fingerprint.clone(),
             },
-            Some(JobState::Complete) => Step::Evaluate {
-                job: ch.job.clone(),
-                version: ch.version.clone(),
-            },
+            Some(JobState::Complete) => {
+                let missing = ReadFailure::NotRead;
+                let report = match &obs.report {
+                    Some(Ok(r)) => Ok(r),
+                    Some(Err(e)) => Err(e),
+                    None => Err(&missing),
+                };
+                Step::Judge {
+                    job: ch.job.clone(),
+                    version: ch.version.clone(),
+                    decision: decide_promotion(
+                        &mp.spec.promotion,
+                        mp.spec.evaluation.metric,
+                        &ch.version,
+                        report,
+                        status.champion.as_ref(),
+                    ),
+                }
+            }
             Some(JobState::Failed(reason)) => Step::TrainingFailed {
                 job: ch.job.clone(),
-                reason: reason.clone(),
+                cause: Cause::JobFailed,
+                reason: match &obs.termination_message {
+                    Some(msg) => format!("{reason}; trainer said: {msg}"),
+                    None => reason.clone(),
+                },
             },
             None => Step::TrainingFailed {
                 job: ch.job.clone(),
+                cause: Cause::JobVanished,
                 reason: format!("Job {} disappeared before it finished", ch.job),
             },
         };
@@ -547,12 +613,14 @@ mod tests {
             ),
         ];
         for (name, policy, rep, has_champion, verdict, fragment) in table {
-            let rep = rep.map(|(s, cs, cv)| report("newversion01", s, cs, cv));
+            let rep = rep
+                .map(|(s, cs, cv)| report("newversion01", s, cs, cv))
+                .map_err(|e| ReadFailure::Fetch(e.to_string()));
             let d = decide_promotion(
                 &policy,
                 Metric::F1Macro,
                 "newversion01",
-                rep.as_ref().map_err(|e| *e),
+                rep.as_ref(),
                 has_champion.then_some(&champ),
             );
             assert_eq!(d.verdict, verdict, "{name}: {}", d.reason);
@@ -572,6 +640,40 @@ mod tests {
         assert_eq!(d.verdict, Verdict::Fail, "{}", d.reason);
         let d = decide_promotion(&p, Metric::F1Macro, "otherversion", Ok(&r), None);
         assert_eq!(d.verdict, Verdict::Fail, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_recorded_champion_score_in_another_metric_is_not_compared() {
+        let p = PromotionSpec::default();
+        // The trainer could not score the champion; its recorded score is in accuracy.
+        let r = report("newversion01", 0.9, None, None);
+        let mut champ = champion("champ0000001", 0.95);
+        champ.metric = Some(Metric::Accuracy);
+        let d = decide_promotion(&p, Metric::F1Macro, "newversion01", Ok(&r), Some(&champ));
+        assert_eq!(d.verdict, Verdict::Fail, "{}", d.reason);
+        assert_eq!(d.cause, Cause::ChampionNotComparable);
+        assert!(
+            d.reason.contains("in accuracy, not f1Macro"),
+            "{}",
+            d.reason
+        );
+        champ.metric = None;
+        let d = decide_promotion(&p, Metric::F1Macro, "newversion01", Ok(&r), Some(&champ));
+        assert_eq!(d.cause, Cause::ChampionNotComparable, "{}", d.reason);
+        // The same metric: the recorded score is used, and the reason says so.
+        champ.metric = Some(Metric::F1Macro);
+        let d = decide_promotion(&p, Metric::F1Macro, "newversion01", Ok(&r), Some(&champ));
+        assert_eq!(d.verdict, Verdict::Reject, "{}", d.reason);
+        assert!(
+            d.reason.contains("recorded at its promotion"),
+            "{}",
+            d.reason
+        );
+        // Scored on the same holdout: the metric of the recorded score does not matter.
+        champ.metric = Some(Metric::Accuracy);
+        let r = report("newversion01", 0.9, Some(0.8), Some("champ0000001"));
+        let d = decide_promotion(&p, Metric::F1Macro, "newversion01", Ok(&r), Some(&champ));
+        assert_eq!(d.verdict, Verdict::Promote, "{}", d.reason);
     }
 
     #[test]
@@ -607,7 +709,7 @@ mod tests {
             fingerprint: "fp1".into(),
             objects: 3,
         })));
-        let step = plan(&pipeline(), &obs);
+        let step = decide(&pipeline(), &obs);
         assert_eq!(
             step,
             Step::Launch {
@@ -625,9 +727,9 @@ mod tests {
             objects: 3,
         })));
         obs.run_slots = Some(0);
-        assert_eq!(plan(&pipeline(), &obs), Step::Queued);
+        assert_eq!(decide(&pipeline(), &obs), Step::Queued);
         obs.run_slots = Some(1);
-        assert!(matches!(plan(&pipeline(), &obs), Step::Launch { .. }));
+        assert!(matches!(decide(&pipeline(), &obs), Step::Launch { .. }));
     }
 
     #[test]
@@ -643,12 +745,12 @@ mod tests {
             fingerprint: "fp1".into(),
             objects: 3,
         })));
-        assert_eq!(plan(&mp, &obs), Step::Idle);
+        assert_eq!(decide(&mp, &obs), Step::Idle);
         let obs = observed(Some(Ok(DataListing {
             fingerprint: "e".into(),
             objects: 0,
         })));
-        assert_eq!(plan(&pipeline(), &obs), Step::NoData);
+        assert_eq!(decide(&pipeline(), &obs), Step::NoData);
     }
 
     #[test]
@@ -663,7 +765,7 @@ mod tests {
             fingerprint: "fp1".into(),
             state: JobState::Running,
         });
-        let step = plan(&pipeline(), &obs);
+        let step = decide(&pipeline(), &obs);
         assert_eq!(
             step,
             Step::WaitTraining {
@@ -691,18 +793,30 @@ mod tests {
         };
         let mut obs = observed(None);
         obs.jobs = vec![job(JobState::Complete)];
-        assert!(matches!(plan(&mp, &obs), Step::Evaluate { .. }));
+        assert!(
+            matches!(decide(&mp, &obs), Step::Judge { decision, .. } if decision.verdict == Verdict::Fail && decision.cause == Cause::ReportUnusable),
+            "a complete Job whose report was not read fails its run"
+        );
+        obs.report = Some(Ok(report("run000000001", 0.8, None, None)));
+        assert!(
+            matches!(decide(&mp, &obs), Step::Judge { decision, .. } if decision.verdict == Verdict::Promote && decision.cause == Cause::FirstModel)
+        );
         obs.jobs = vec![job(JobState::Failed("exit 1: bad row".into()))];
         assert_eq!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::TrainingFailed {
                 job: "wine-train-run000000001".into(),
+                cause: Cause::JobFailed,
                 reason: "exit 1: bad row".into()
             }
         );
+        obs.termination_message = Some("wine-3.csv line 17: expected 13 columns".into());
+        assert!(
+            matches!(decide(&mp, &obs), Step::TrainingFailed { reason, .. } if reason == "exit 1: bad row; trainer said: wine-3.csv line 17: expected 13 columns")
+        );
         obs.jobs.clear();
         assert!(
-            matches!(plan(&mp, &obs), Step::TrainingFailed { reason, .. } if reason.contains("disappeared"))
+            matches!(decide(&mp, &obs), Step::TrainingFailed { reason, cause: Cause::JobVanished, .. } if reason.contains("disappeared"))
         );
     }
 
@@ -723,9 +837,9 @@ mod tests {
             objects: 3,
         })));
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(50);
-        assert_eq!(plan(&mp, &obs), Step::Backoff { until });
+        assert_eq!(decide(&mp, &obs), Step::Backoff { until });
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(101);
-        let step = plan(&mp, &obs);
+        let step = decide(&mp, &obs);
         assert_eq!(
             step,
             Step::Launch {
@@ -752,11 +866,11 @@ mod tests {
             fingerprint: "fp1".into(),
             objects: 3,
         })));
-        assert!(matches!(plan(&mp, &obs), Step::Launch { forced: Some(t), .. } if t == "t1"));
+        assert!(matches!(decide(&mp, &obs), Step::Launch { forced: Some(t), .. } if t == "t1"));
         if let Some(s) = mp.status.as_mut() {
             s.last_forced_run = Some("t1".into());
         }
-        assert_eq!(plan(&mp, &obs), Step::Idle);
+        assert_eq!(decide(&mp, &obs), Step::Idle);
     }
 
     #[test]
@@ -764,6 +878,7 @@ mod tests {
         let entry = HistoryEntry {
             version: "old000000001".into(),
             outcome: Outcome::Promoted,
+            cause: Some(Cause::FirstModel),
             score: Some(0.6),
             champion_score: None,
             data_fingerprint: Some("fp0".into()),
@@ -787,7 +902,7 @@ mod tests {
         );
         let obs = observed(None);
         assert_eq!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::Rollback {
                 entry,
                 request: "old000000001".into()
@@ -796,13 +911,13 @@ mod tests {
         mp.metadata.annotations =
             Some([(ANNOTATION_ROLLBACK_TO.to_string(), "nope".to_string())].into());
         assert!(
-            matches!(plan(&mp, &obs), Step::RefuseRollback { reason, .. } if reason.contains("not a promoted"))
+            matches!(decide(&mp, &obs), Step::RefuseRollback { reason, .. } if reason.contains("not a promoted"))
         );
         if let Some(s) = mp.status.as_mut() {
             s.last_rollback_to = Some("nope".into());
         }
         assert!(!matches!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::RefuseRollback { .. } | Step::Rollback { .. }
         ));
     }
@@ -832,12 +947,12 @@ mod tests {
             })
         };
         obs.deployment = view("new000000001", RolloutState::Progressing);
-        assert_eq!(plan(&mp, &obs), Step::WaitRollout);
+        assert_eq!(decide(&mp, &obs), Step::WaitRollout);
         obs.deployment = view("new000000001", RolloutState::Complete);
-        assert_eq!(plan(&mp, &obs), Step::RolloutComplete);
+        assert_eq!(decide(&mp, &obs), Step::RolloutComplete);
         obs.deployment = view("old000000001", RolloutState::Complete);
         assert_eq!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::WaitRollout,
             "the old version being available is not the new rollout"
         );
@@ -847,20 +962,20 @@ mod tests {
         };
         obs.deployment = view("new000000001", stalled(3));
         assert_eq!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::RolloutFailed {
                 reason: "ProgressDeadlineExceeded".into()
             }
         );
         obs.deployment = view("new000000001", stalled(-1));
         assert_eq!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::WaitRollout,
             "a stall reported before this rollout started is the replaced rollout's"
         );
         obs.deployment = view("new000000001", RolloutState::Progressing);
         obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1000);
-        assert!(matches!(plan(&mp, &obs), Step::RolloutFailed { .. }));
+        assert!(matches!(decide(&mp, &obs), Step::RolloutFailed { .. }));
     }
 
     #[test]
@@ -871,7 +986,7 @@ mod tests {
             fingerprint: "fp1".into(),
             objects: 3,
         })));
-        assert_eq!(plan(&mp, &obs), Step::Suspended);
+        assert_eq!(decide(&mp, &obs), Step::Suspended);
     }
 
     #[test]
@@ -890,22 +1005,22 @@ mod tests {
             fingerprint: "fp1".into(),
             objects: 3,
         })));
-        assert_eq!(plan(&mp, &obs), Step::EnsurePredictor);
+        assert_eq!(decide(&mp, &obs), Step::EnsurePredictor);
         obs.deployment = Some(DeploymentView {
             version: Some("cur000000001".into()),
             rollout: RolloutState::Complete,
         });
-        assert_eq!(plan(&mp, &obs), Step::Idle);
+        assert_eq!(decide(&mp, &obs), Step::Idle);
         // A deleted predictor is restored first, even while a run trains.
         if let Some(st) = mp.status.as_mut() {
             st.challenger = Some(challenger(ChallengerState::Training, "fp2"));
         }
         let serving = obs.deployment.take();
-        assert_eq!(plan(&mp, &obs), Step::EnsurePredictor);
+        assert_eq!(decide(&mp, &obs), Step::EnsurePredictor);
         obs.deployment = serving;
         mp.metadata.generation = Some(2);
         assert_eq!(
-            plan(&mp, &obs),
+            decide(&mp, &obs),
             Step::EnsurePredictor,
             "a spec change reaches the predictor"
         );

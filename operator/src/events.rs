@@ -12,15 +12,76 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
-/// Event reasons the operator emits.
-pub mod reason {
-    pub const TRAINING_STARTED: &str = "TrainingStarted";
-    pub const TRAINING_FAILED: &str = "TrainingFailed";
-    pub const CANDIDATE_REJECTED: &str = "CandidateRejected";
-    pub const MODEL_PROMOTED: &str = "ModelPromoted";
-    pub const ROLLOUT_FAILED: &str = "RolloutFailed";
-    pub const ROLLED_BACK: &str = "RolledBack";
-    pub const ROLLBACK_REFUSED: &str = "RollbackRefused";
+/// Normal or Warning, as `kubectl describe` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// The reasons of the Events the operator emits; each has one type and one action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    TrainingStarted,
+    TrainingFailed,
+    CandidateRejected,
+    ModelPromoted,
+    RolloutFailed,
+    RolledBack,
+    RollbackRefused,
+}
+
+impl Reason {
+    /// The wire spelling (the Event's `reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TrainingStarted => "TrainingStarted",
+            Reason::TrainingFailed => "TrainingFailed",
+            Reason::CandidateRejected => "CandidateRejected",
+            Reason::ModelPromoted => "ModelPromoted",
+            Reason::RolloutFailed => "RolloutFailed",
+            Reason::RolledBack => "RolledBack",
+            Reason::RollbackRefused => "RollbackRefused",
+        }
+    }
+
+    /// Warning for what a user has to look at, Normal for the rest.
+    pub fn event_type(self) -> EventType {
+        match self {
+            Reason::TrainingFailed | Reason::RolloutFailed | Reason::RollbackRefused => {
+                EventType::Warning
+            }
+            _ => EventType::Normal,
+        }
+    }
+
+    /// The Event's `action`: what the operator was doing.
+    pub fn action(self) -> &'static str {
+        match self {
+            Reason::TrainingStarted | Reason::TrainingFailed => "Train",
+            Reason::CandidateRejected => "Evaluate",
+            Reason::ModelPromoted => "Promote",
+            Reason::RolloutFailed => "Rollout",
+            Reason::RolledBack | Reason::RollbackRefused => "Rollback",
+        }
+    }
+}
+
+/// An Event to send about the pipeline: its reason and the note a user reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventSpec {
+    pub reason: Reason,
+    pub note: String,
 }
 
 /// Who reports the Events.
@@ -45,15 +106,8 @@ impl Publisher {
     }
 
     /// The Event object for `mp` at `now`.
-    pub fn event(
-        &self,
-        mp: &ModelPipeline,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: &str,
-        now: Timestamp,
-    ) -> Event {
+    pub fn event(&self, mp: &ModelPipeline, spec: &EventSpec, now: Timestamp) -> Event {
+        let EventSpec { reason, note } = spec;
         let name = mp.name_any();
         Event {
             metadata: ObjectMeta {
@@ -61,11 +115,11 @@ impl Publisher {
                 namespace: mp.namespace(),
                 ..ObjectMeta::default()
             },
-            action: Some(action.to_string()),
-            reason: Some(reason.to_string()),
+            action: Some(reason.action().to_string()),
+            reason: Some(reason.as_str().to_string()),
             // The API server refuses notes above 1 kB.
             note: Some(note.chars().take(1000).collect()),
-            type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
+            type_: Some(reason.event_type().as_str().to_string()),
             event_time: Some(MicroTime(now)),
             regarding: Some(mp.object_ref(&())),
             reporting_controller: Some(self.controller.clone()),
@@ -76,21 +130,14 @@ impl Publisher {
 }
 
 /// Publishes one Event regarding `mp`.
-pub async fn publish(
-    publisher: &Publisher,
-    mp: &ModelPipeline,
-    warning: bool,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = publisher.event(mp, warning, reason, action, &note, Timestamp::now());
+pub async fn publish(publisher: &Publisher, mp: &ModelPipeline, spec: &EventSpec) {
+    let event = publisher.event(mp, spec, Timestamp::now());
     let api: Api<Event> = Api::namespaced(
         publisher.client.clone(),
         &mp.namespace().unwrap_or_default(),
     );
     if let Err(error) = api.create(&PostParams::default(), &event).await {
-        tracing::warn!(%error, reason, "publishing an Event failed");
+        tracing::warn!(%error, reason = spec.reason.as_str(), "publishing an Event failed");
     }
 }
 
@@ -112,14 +159,13 @@ mod tests {
         );
         let mp = pipeline();
         let long = "x".repeat(2000);
-        let e = p.event(
-            &mp,
-            true,
-            reason::CANDIDATE_REJECTED,
-            "Evaluate",
-            &long,
-            Timestamp::UNIX_EPOCH,
-        );
+        let spec = EventSpec {
+            reason: Reason::RolloutFailed,
+            note: long,
+        };
+        let e = p.event(&mp, &spec, Timestamp::UNIX_EPOCH);
+        assert_eq!(e.action.as_deref(), Some("Rollout"));
+        assert_eq!(e.reason.as_deref(), Some("RolloutFailed"));
         assert_eq!(e.type_.as_deref(), Some("Warning"));
         assert_eq!(
             e.regarding.as_ref().and_then(|r| r.kind.as_deref()),

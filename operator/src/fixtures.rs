@@ -24,9 +24,9 @@ use kube::runtime::{reflector, watcher};
 use prometheus::Registry;
 use tower_test::mock::{self, Handle};
 
-use crate::controller::Context;
+use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::observe::{DataListing, Observed};
+use crate::observe::{DataListing, Observed, ReadFailure};
 
 /// The wine pipeline of the original system, with data and models on a hostPath volume.
 pub fn pipeline() -> ModelPipeline {
@@ -90,13 +90,15 @@ pub fn champion(version: &str, score: f64) -> ChampionStatus {
 }
 
 /// What a reconcile saw, with nothing but the data listing.
-pub fn observed(data: Option<Result<DataListing, String>>) -> Observed {
+pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
     Observed {
         now: Timestamp::UNIX_EPOCH,
         data,
         jobs: Vec::new(),
         deployment: None,
         run_slots: None,
+        report: None,
+        termination_message: None,
     }
 }
 

@@ -3,31 +3,34 @@
 
 mod apply;
 mod build;
+mod context;
 mod controller;
 mod decide;
+mod effects;
+mod error;
 mod events;
 #[cfg(test)]
 mod fixtures;
+mod freshness;
+mod health;
 mod lease;
 mod metrics;
+mod names;
 mod observe;
+mod record;
+mod run_slots;
+mod signals;
 mod status;
+mod transition;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use champion_api::{LABEL_MANAGED_BY, MANAGED_BY, ModelPipeline};
 use clap::Parser;
 use futures::StreamExt;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -38,7 +41,11 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus::Registry;
 use tokio::sync::watch;
 
-use crate::controller::{Context, RunSlots, error_policy, forget_deleted, reconcile};
+use crate::context::Context;
+use crate::controller::{error_policy, forget_deleted, reconcile};
+use crate::health::{Health, run_http};
+use crate::run_slots::RunSlots;
+use crate::signals::shutdown_signal;
 
 /// Command line and environment of the operator.
 #[derive(Parser, Debug)]
@@ -96,103 +103,6 @@ enum MainError {
     Bind { port: u16, source: std::io::Error },
     #[error("leadership lost; exiting so that a fresh process rejoins the election")]
     LeadershipLost,
-}
-
-struct Health {
-    registry: Registry,
-    ready: AtomicBool,
-}
-
-/// The answer to a request for `path`: status, content type and body.
-fn route(path: &str, health: &Health) -> (StatusCode, &'static str, Bytes) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    match path {
-        "/healthz" => (StatusCode::OK, TEXT, Bytes::from_static(b"ok\n")),
-        "/readyz" if health.ready.load(Ordering::Acquire) => {
-            (StatusCode::OK, TEXT, Bytes::from_static(b"ready\n"))
-        }
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            Bytes::from_static(b"not ready\n"),
-        ),
-        "/metrics" => match metrics::render(&health.registry) {
-            Ok(body) => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                Bytes::from(body),
-            ),
-            Err(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                TEXT,
-                Bytes::from_static(b"encoding metrics failed\n"),
-            ),
-        },
-        _ => (
-            StatusCode::NOT_FOUND,
-            TEXT,
-            Bytes::from_static(b"not found\n"),
-        ),
-    }
-}
-
-async fn serve_http(
-    req: Request<Incoming>,
-    health: Arc<Health>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = route(req.uri().path(), &health);
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    Ok(response)
-}
-
-async fn run_http(listener: tokio::net::TcpListener, health: Arc<Health>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a metrics connection failed");
-                continue;
-            }
-        };
-        let health = health.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| serve_http(req, health.clone()));
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(%error, "metrics connection ended with an error");
-            }
-        });
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
@@ -383,25 +293,6 @@ async fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn health_endpoints_and_metrics() {
-        let registry = Registry::new();
-        let m = metrics::Metrics::register(&registry).expect("metrics register");
-        m.promotions.inc();
-        let health = Health {
-            registry,
-            ready: AtomicBool::new(false),
-        };
-        assert_eq!(route("/healthz", &health).0, StatusCode::OK);
-        assert_eq!(route("/readyz", &health).0, StatusCode::SERVICE_UNAVAILABLE);
-        health.ready.store(true, Ordering::Release);
-        assert_eq!(route("/readyz", &health).0, StatusCode::OK);
-        let (status, _, body) = route("/metrics", &health);
-        assert_eq!(status, StatusCode::OK);
-        assert!(String::from_utf8_lossy(&body).contains("champion_promotions_total 1"));
-        assert_eq!(route("/nope", &health).0, StatusCode::NOT_FOUND);
-    }
 
     #[test]
     fn flags_have_documented_defaults() {

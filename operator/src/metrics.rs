@@ -9,6 +9,53 @@ use prometheus::{
 use prometheus::{GaugeVec, core::Collector};
 use std::collections::HashSet;
 
+/// How a training run ended, as the `outcome` label of `champion_training_runs_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Promoted,
+    Rejected,
+    Failed,
+}
+
+impl RunOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Promoted => "promoted",
+            RunOutcome::Rejected => "rejected",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Why the predictor was rolled back, as the `cause` label of `champion_rollbacks_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollbackCause {
+    /// The rollout did not progress and was reverted.
+    RolloutFailed,
+    /// The champion.dev/rollback-to annotation asked for it.
+    Requested,
+}
+
+impl RollbackCause {
+    fn label(self) -> &'static str {
+        match self {
+            RollbackCause::RolloutFailed => "rollout_failed",
+            RollbackCause::Requested => "requested",
+        }
+    }
+}
+
+/// One change to the metrics that a reconcile step causes; recorded after the step's writes
+/// succeeded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MetricEvent {
+    RunStarted,
+    RunFinished(RunOutcome),
+    RolledBack(RollbackCause),
+    /// Seconds from the first sighting of the data to the model trained on it serving.
+    DataToServing(f64),
+}
+
 /// Every metric the operator exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -106,6 +153,61 @@ impl Metrics {
         }
     }
 
+    /// Counts a training run launched.
+    pub fn run_started(&self) {
+        self.training_runs.with_label_values(&["started"]).inc();
+    }
+
+    /// Counts a training run that ended; a promotion also counts in `champion_promotions_total`.
+    pub fn run_finished(&self, outcome: RunOutcome) {
+        self.training_runs
+            .with_label_values(&[outcome.label()])
+            .inc();
+        if outcome == RunOutcome::Promoted {
+            self.promotions.inc();
+        }
+    }
+
+    /// Counts a rollback of the predictor.
+    pub fn rolled_back(&self, cause: RollbackCause) {
+        self.rollbacks.with_label_values(&[cause.label()]).inc();
+    }
+
+    /// Records one [`MetricEvent`].
+    pub fn record(&self, event: MetricEvent) {
+        match event {
+            MetricEvent::RunStarted => self.run_started(),
+            MetricEvent::RunFinished(outcome) => self.run_finished(outcome),
+            MetricEvent::RolledBack(cause) => self.rolled_back(cause),
+            MetricEvent::DataToServing(secs) => self.data_to_serving.observe(secs.max(0.0)),
+        }
+    }
+
+    /// Counts a reconcile that succeeded.
+    pub fn reconciled(&self) {
+        self.reconciles.with_label_values(&["ok"]).inc();
+    }
+
+    /// Counts a reconcile that failed, by its error's bounded category.
+    pub fn reconcile_failed(&self, category: &'static str) {
+        self.reconciles.with_label_values(&[category]).inc();
+    }
+
+    /// Sets the per-pipeline score gauges from the status (also after a restart): the
+    /// champion's series goes away when there is no champion.
+    pub fn scores(&self, ns: &str, name: &str, champion: Option<f64>, challenger: Option<f64>) {
+        let key = [ns, name];
+        match champion {
+            Some(s) => self.champion_score.with_label_values(&key).set(s),
+            None => {
+                let _ = self.champion_score.remove_label_values(&key);
+            }
+        }
+        if let Some(s) = challenger {
+            self.challenger_score.with_label_values(&key).set(s);
+        }
+    }
+
     /// Times one reconcile; the histogram is observed when the guard drops.
     pub fn reconcile_timer(&self) -> prometheus::HistogramTimer {
         self.reconcile_duration
@@ -129,11 +231,11 @@ mod tests {
     fn metrics_render_with_their_names() {
         let registry = Registry::new();
         let m = Metrics::register(&registry).expect("metrics register once");
-        m.reconciles.with_label_values(&["ok"]).inc();
-        m.training_runs.with_label_values(&["started"]).inc();
-        m.champion_score
-            .with_label_values(&["default", "wine"])
-            .set(0.8);
+        m.reconciled();
+        m.record(MetricEvent::RunStarted);
+        m.record(MetricEvent::RunFinished(RunOutcome::Promoted));
+        m.record(MetricEvent::RolledBack(RollbackCause::Requested));
+        m.scores("default", "wine", Some(0.8), None);
         drop(m.reconcile_timer());
         let text = String::from_utf8(render(&registry).expect("renders")).expect("utf-8");
         assert!(
@@ -148,6 +250,14 @@ mod tests {
             text.contains("champion_reconcile_duration_seconds_count 1"),
             "{text}"
         );
+        for line in [
+            "champion_training_runs_total{outcome=\"started\"} 1",
+            "champion_training_runs_total{outcome=\"promoted\"} 1",
+            "champion_promotions_total 1",
+            "champion_rollbacks_total{cause=\"requested\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         m.challenger_score
             .with_label_values(&["default", "gone"])
             .set(0.7);

@@ -1,11 +1,15 @@
-//! The only step that reads the world: the data listing, the pipeline's Jobs and Deployment
-//! (from the controller's caches), store credentials, report.json and a failed pod's
-//! termination message. The views it returns are small and plain, so `decide` stays pure.
+//! The only step that reads the world: a fresh copy of the pipeline, its Jobs and Deployment
+//! (from the controller's caches, and the API server when the Job cache lags), store
+//! credentials, the data listing, the finished run's report.json and a failed pod's
+//! termination message. [`observe`] returns all of it as one [`Observed`] value of small,
+//! plain views, with the store's failures as typed values, so `decide` stays pure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use champion_api::{
-    ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION, LABEL_PIPELINE, ModelPipeline, SecretRef,
+    ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION, ChallengerState, LABEL_PIPELINE,
+    ModelPipeline, SecretRef,
 };
 use champion_model::{REPORT_FILE_NAME, Report};
 use champion_store::{Store, StoreError, fingerprint};
@@ -13,11 +17,34 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 
-use crate::build::{label_value, predictor_name};
-use crate::controller::Error;
+use crate::context::Context;
+use crate::error::Error;
+use crate::names::{label_value, predictor_name};
+
+/// A store read that failed: which step, and the store's message (credentials are redacted
+/// from it by the store).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReadFailure {
+    /// The URI or the store options were refused.
+    #[error("{0}")]
+    OpenStore(String),
+    /// Listing the data prefix failed.
+    #[error("{0}")]
+    List(String),
+    /// Fetching an object failed (missing, forbidden, unreachable).
+    #[error("{0}")]
+    Fetch(String),
+    /// The object was read but is not what it must be.
+    #[error("{0}")]
+    Parse(String),
+    /// The object was not read in this reconcile.
+    #[error("report.json was not read")]
+    NotRead,
+}
 
 /// The data prefix as last listed.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,16 +91,119 @@ pub struct DeploymentView {
     pub rollout: RolloutState,
 }
 
-/// Everything `decide::plan` needs to know about the world.
+/// Everything `decide` needs to know about the world.
 #[derive(Clone, Debug)]
 pub struct Observed {
     pub now: Timestamp,
     /// None when the data was not listed (suspended pipeline, or a run is in flight).
-    pub data: Option<Result<DataListing, String>>,
+    pub data: Option<Result<DataListing, ReadFailure>>,
     pub jobs: Vec<JobView>,
     pub deployment: Option<DeploymentView>,
     /// How many more runs may start operator-wide (None: no limit).
     pub run_slots: Option<usize>,
+    /// The tracked run's report.json, read once its Job completed.
+    pub report: Option<Result<Report, ReadFailure>>,
+    /// The trainer's own one-line reason, when the tracked run's Job failed and left one.
+    pub termination_message: Option<String>,
+}
+
+/// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
+/// gone. Only what the status says can matter is read: the data is not listed while a run or
+/// a rollout is in flight, and a report only once the tracked Job completed.
+pub async fn observe(
+    ctx: &Context,
+    mp: Arc<ModelPipeline>,
+) -> Result<Option<(Arc<ModelPipeline>, Observed)>, Error> {
+    let ns = mp
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(mp.name_any()))?;
+    let Some(mp) = fresh_copy(ctx, &ns, mp).await? else {
+        return Ok(None);
+    };
+    let now = Timestamp::now();
+    let status = mp.status.clone().unwrap_or_default();
+    let tracked = status
+        .challenger
+        .as_ref()
+        .filter(|c| c.state == ChallengerState::Training);
+    let busy = status.rollout.is_some() || tracked.is_some();
+
+    let data = if mp.spec.suspend || busy {
+        None
+    } else {
+        let opts = secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await?;
+        Some(list_data(&mp.spec.data.uri, opts).await)
+    };
+
+    let mut jobs = jobs_of(&ctx.jobs, &mp);
+    if let Some(c) = tracked
+        && !jobs.iter().any(|j| j.name == c.job)
+    {
+        // The Job watch may not have delivered a Job created a moment ago; ask the API server
+        // before concluding that the run vanished.
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+        let job = api.get_opt(&c.job).await.map_err(|source| Error::ReadJob {
+            name: c.job.clone(),
+            source: Box::new(source),
+        })?;
+        jobs.extend(job.as_ref().and_then(job_view));
+    }
+
+    let mut report = None;
+    let mut termination = None;
+    let finished = tracked
+        .filter(|_| !mp.spec.suspend && status.rollout.is_none())
+        .and_then(|c| Some((c, &jobs.iter().find(|j| j.name == c.job)?.state)));
+    match finished {
+        Some((c, JobState::Complete)) => {
+            let opts =
+                secret_options(&ctx.client, &ns, mp.spec.model_store.secret_ref.as_ref()).await?;
+            report = Some(read_report(&mp.model_uri(&c.version), opts).await);
+        }
+        Some((c, JobState::Failed(_))) => {
+            termination = termination_message(&ctx.client, &ns, &c.job).await;
+        }
+        _ => {}
+    }
+
+    let observed = Observed {
+        now,
+        data,
+        jobs,
+        deployment: deployment_of(&ctx.deployments, &mp),
+        run_slots: ctx.runs.free(&ctx.jobs),
+        report,
+        termination_message: termination,
+    };
+    Ok(Some((mp, observed)))
+}
+
+/// `mp` itself when the cache is up to date, else the API server's copy; `None` when the
+/// pipeline is gone (see [`crate::freshness::Freshness`]).
+async fn fresh_copy(
+    ctx: &Context,
+    ns: &str,
+    mp: Arc<ModelPipeline>,
+) -> Result<Option<Arc<ModelPipeline>>, Error> {
+    if !ctx.fresh.is_stale(&mp) {
+        return Ok(Some(mp));
+    }
+    let api: Api<ModelPipeline> = Api::namespaced(ctx.client.clone(), ns);
+    let name = mp.name_any();
+    match api.get_opt(&name).await {
+        Ok(Some(current)) => {
+            ctx.fresh.saw(&current);
+            Ok(Some(Arc::new(current)))
+        }
+        Ok(None) => {
+            ctx.fresh.forget(&mp);
+            Ok(None)
+        }
+        Err(source) => Err(Error::ReadPipeline {
+            name,
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// The view of a trainer Job; `None` for Jobs without the operator's annotations.
@@ -238,15 +368,19 @@ pub async fn secret_options(
     Ok(out.into_iter().collect())
 }
 
-/// Lists the data prefix and fingerprints it. Errors are returned as text for the status:
-/// the store redacts credentials from its errors.
-pub async fn list_data(uri: &str, options: Vec<(String, String)>) -> Result<DataListing, String> {
-    let store = Store::from_uri_with_options(uri, options).map_err(|e| e.to_string())?;
+/// Lists the data prefix and fingerprints it. The store redacts credentials from its errors,
+/// so their text can go to the status.
+pub async fn list_data(
+    uri: &str,
+    options: Vec<(String, String)>,
+) -> Result<DataListing, ReadFailure> {
+    let store = Store::from_uri_with_options(uri, options)
+        .map_err(|e| ReadFailure::OpenStore(e.to_string()))?;
     let objects = match store.list().await {
         Ok(objects) => objects,
         // A prefix that does not exist yet holds no data, as an empty bucket prefix does.
         Err(StoreError::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(ReadFailure::List(e.to_string())),
     };
     Ok(DataListing {
         fingerprint: fingerprint(&objects),
@@ -254,17 +388,19 @@ pub async fn list_data(uri: &str, options: Vec<(String, String)>) -> Result<Data
     })
 }
 
-/// Reads `<version dir>/report.json`; `Err` carries the reason it is missing or unreadable.
+/// Reads `<version dir>/report.json`; `Err` says why it is missing or unreadable.
 pub async fn read_report(
     model_uri: &str,
     options: Vec<(String, String)>,
-) -> Result<Report, String> {
-    let store = Store::from_uri_with_options(model_uri, options).map_err(|e| e.to_string())?;
+) -> Result<Report, ReadFailure> {
+    let store = Store::from_uri_with_options(model_uri, options)
+        .map_err(|e| ReadFailure::OpenStore(e.to_string()))?;
     let bytes = store
         .get(REPORT_FILE_NAME)
         .await
-        .map_err(|e| e.to_string())?;
-    Report::from_json(&bytes).map_err(|e| format!("{model_uri}{REPORT_FILE_NAME}: {e}"))
+        .map_err(|e| ReadFailure::Fetch(e.to_string()))?;
+    Report::from_json(&bytes)
+        .map_err(|e| ReadFailure::Parse(format!("{model_uri}{REPORT_FILE_NAME}: {e}")))
 }
 
 /// The termination message of a failed trainer pod (the trainer's one-line reason), if any.

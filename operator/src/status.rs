@@ -3,7 +3,8 @@
 //! the controller only patches the status when it differs.
 
 use champion_api::{
-    ChallengerState, HistoryEntry, ModelPipeline, ModelPipelineStatus, Outcome, Phase, condition,
+    Cause, ChallengerState, HistoryEntry, ModelPipeline, ModelPipelineStatus, Outcome, Phase,
+    condition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -69,9 +70,23 @@ pub fn push_history(history: &mut Vec<HistoryEntry>, entry: HistoryEntry, limit:
 }
 
 /// Fills in conditions, phase and observedGeneration from the rest of the status; `queued`:
-/// new data is waiting for a free trainer slot.
-pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observed, queued: bool) {
-    let generation = mp.metadata.generation;
+/// new data is waiting for a free trainer slot; `predictor_applied`: this step applies the
+/// predictor from the current spec.
+///
+/// observedGeneration claims a spec only once it has acted on it: while there is a champion,
+/// that is when the predictor was applied from it. An edit made during a rollout is therefore
+/// not claimed until the rollout ended and the edit reached the Deployment.
+pub fn derive(
+    mp: &ModelPipeline,
+    status: &mut ModelPipelineStatus,
+    obs: &Observed,
+    queued: bool,
+    predictor_applied: bool,
+) {
+    if status.champion.is_none() || predictor_applied {
+        status.observed_generation = mp.metadata.generation;
+    }
+    let generation = status.observed_generation;
     let now = obs.now;
     let conds = &mut status.conditions;
     // Every condition here is stamped with the same generation and time.
@@ -97,7 +112,12 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
             );
         }
         Some(Err(e)) => {
-            set(condition::DATA_AVAILABLE, false, "ListFailed", e);
+            set(
+                condition::DATA_AVAILABLE,
+                false,
+                "ListFailed",
+                &e.to_string(),
+            );
         }
         None => {}
     }
@@ -203,7 +223,7 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
             (Some(Outcome::Failed), Some(h)) if h.outcome == Outcome::Failed => {
                 Some(("TrainingFailed", h.reason.clone()))
             }
-            (Some(Outcome::RolledBack), Some(h)) if h.reason.starts_with("rollout of") => {
+            (Some(Outcome::RolledBack), Some(h)) if h.cause == Some(Cause::RolloutStalled) => {
                 Some(("RolloutFailed", h.reason.clone()))
             }
             _ => None,
@@ -227,7 +247,6 @@ pub fn derive(mp: &ModelPipeline, status: &mut ModelPipelineStatus, obs: &Observ
     } else {
         Phase::Pending
     });
-    status.observed_generation = generation;
 }
 
 #[cfg(test)]
@@ -298,6 +317,7 @@ mod tests {
         HistoryEntry {
             version: format!("v{i}"),
             outcome: Outcome::Rejected,
+            cause: None,
             score: None,
             champion_score: None,
             data_fingerprint: None,
@@ -334,10 +354,10 @@ mod tests {
             version: Some("v1".into()),
             rollout: RolloutState::Complete,
         });
-        derive(&mp, &mut status, &obs, false);
+        derive(&mp, &mut status, &obs, false, false);
         let first = status.clone();
         obs.now += SignedDuration::from_secs(30);
-        derive(&mp, &mut status, &obs, false);
+        derive(&mp, &mut status, &obs, false, false);
         assert_eq!(
             first, status,
             "a later poll of the same world changes nothing"
@@ -361,8 +381,10 @@ mod tests {
     fn list_failure_degrades_the_pipeline() {
         let mp = pipeline();
         let mut status = ModelPipelineStatus::default();
-        let obs = observed(Some(Err("permission denied listing s3://b/p/".into())));
-        derive(&mp, &mut status, &obs, false);
+        let obs = observed(Some(Err(crate::observe::ReadFailure::List(
+            "permission denied listing s3://b/p/".into(),
+        ))));
+        derive(&mp, &mut status, &obs, false, false);
         let degraded = status
             .conditions
             .iter()

@@ -1,0 +1,32 @@
+//! What every reconcile shares: the client, the watch caches and the operator-wide records.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::reflector::Store as Cache;
+
+use crate::events::Publisher;
+use crate::freshness::Freshness;
+use crate::metrics::Metrics;
+use crate::run_slots::RunSlots;
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: kube::Client,
+    /// The operator's trainer Jobs (label managed-by=champion), kept by a watch.
+    pub jobs: Cache<Job>,
+    /// The operator's predictor Deployments, kept by a watch.
+    pub deployments: Cache<Deployment>,
+    /// Set once both caches hold a complete listing: before that a missing Job could be
+    /// mistaken for a vanished one.
+    pub caches_ready: Arc<AtomicBool>,
+    /// Operator-wide limit of concurrently running trainer Jobs, so that hundreds of pipelines
+    /// seeing data at once do not flood the cluster.
+    pub runs: RunSlots,
+    pub events: Publisher,
+    pub metrics: Metrics,
+    /// Which copy of each pipeline is the newest the operator has seen.
+    pub fresh: Freshness,
+}
