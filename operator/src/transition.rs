@@ -404,3 +404,439 @@ impl Next<'_> {
 fn entry_outcome(status: &ModelPipelineStatus) -> Outcome {
     status.history.last().map_or(Outcome::Failed, |h| h.outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Decision;
+    use crate::fixtures::{champion, observed, pipeline};
+    use crate::observe::DataListing;
+    use k8s_openapi::jiff::SignedDuration;
+
+    /// Kinds of the objects a transition applies, in order.
+    fn kinds(e: &Effects) -> Vec<&'static str> {
+        e.objects
+            .iter()
+            .map(|o| match o {
+                Desired::Job(_) => "Job",
+                Desired::Deployment(_) => "Deployment",
+                Desired::Service(_) => "Service",
+            })
+            .collect()
+    }
+
+    fn reasons(e: &Effects) -> Vec<Reason> {
+        e.events.iter().map(|ev| ev.reason).collect()
+    }
+
+    fn training() -> ChallengerStatus {
+        ChallengerStatus {
+            version: "new000000001".into(),
+            job: "wine-train-new000000001".into(),
+            data_fingerprint: "fp1".into(),
+            state: ChallengerState::Training,
+            score: None,
+            champion_score: None,
+            reason: None,
+            started_at: Time(Timestamp::UNIX_EPOCH),
+            data_seen_at: Some(Time(Timestamp::UNIX_EPOCH)),
+        }
+    }
+
+    fn decision(verdict: Verdict, cause: Cause) -> Decision {
+        Decision {
+            verdict,
+            cause,
+            reason: "because".into(),
+            score: Some(0.8),
+            champion_score: Some(0.7),
+        }
+    }
+
+    fn serving(old: &ChampionStatus) -> ModelPipelineStatus {
+        ModelPipelineStatus {
+            champion: Some(old.clone()),
+            observed_generation: Some(1),
+            ..Default::default()
+        }
+    }
+
+    fn judging(old: &ChampionStatus) -> ModelPipelineStatus {
+        ModelPipelineStatus {
+            challenger: Some(training()),
+            ..serving(old)
+        }
+    }
+
+    fn rolling(new: &ChampionStatus, previous: Option<&ChampionStatus>) -> ModelPipelineStatus {
+        ModelPipelineStatus {
+            champion: Some(new.clone()),
+            observed_generation: Some(1),
+            rollout: Some(RolloutStatus {
+                version: new.version.clone(),
+                previous: previous.cloned(),
+                started_at: Time(Timestamp::UNIX_EPOCH),
+                data_seen_at: Some(Time(Timestamp::UNIX_EPOCH)),
+                cause: Outcome::Promoted,
+            }),
+            ..Default::default()
+        }
+    }
+
+    type Row = (
+        &'static str,
+        ModelPipelineStatus,
+        Step,
+        Vec<&'static str>,
+        Vec<Reason>,
+        Vec<MetricEvent>,
+        fn(&ModelPipelineStatus),
+    );
+
+    /// Every step from the statuses it is taken in: the status it leads to, the objects it
+    /// applies, the Events it sends and the metrics it counts.
+    #[test]
+    fn transition_table() {
+        use Reason::*;
+        let old = champion("old000000001", 0.7);
+        let new = champion("new000000001", 0.8);
+        let now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(90);
+        let rows: Vec<Row> = vec![
+            (
+                "launch",
+                ModelPipelineStatus::default(),
+                Step::Launch {
+                    version: "new000000001".into(),
+                    fingerprint: "fp1".into(),
+                    forced: None,
+                },
+                vec!["Job"],
+                vec![TrainingStarted],
+                vec![MetricEvent::RunStarted],
+                |s| {
+                    let c = s.challenger.as_ref().expect("challenger");
+                    assert_eq!(c.state, ChallengerState::Training);
+                    assert_eq!(c.job, "wine-train-new000000001");
+                    assert_eq!(s.phase, Some(champion_api::Phase::Training));
+                    assert_eq!(s.last_forced_run, None);
+                },
+            ),
+            (
+                "forced launch remembers its token",
+                ModelPipelineStatus::default(),
+                Step::Launch {
+                    version: "new000000001".into(),
+                    fingerprint: "fp1".into(),
+                    forced: Some("t1".into()),
+                },
+                vec!["Job"],
+                vec![TrainingStarted],
+                vec![MetricEvent::RunStarted],
+                |s| assert_eq!(s.last_forced_run.as_deref(), Some("t1")),
+            ),
+            (
+                "promotion starts a rollout that remembers the old champion",
+                judging(&old),
+                Step::Judge {
+                    job: "wine-train-new000000001".into(),
+                    version: "new000000001".into(),
+                    decision: decision(Verdict::Promote, Cause::BeatChampion),
+                },
+                vec!["Deployment", "Service"],
+                vec![ModelPromoted],
+                vec![MetricEvent::RunFinished(RunOutcome::Promoted)],
+                |s| {
+                    assert_eq!(
+                        s.champion.as_ref().map(|c| c.version.as_str()),
+                        Some("new000000001")
+                    );
+                    let r = s.rollout.as_ref().expect("rollout");
+                    assert_eq!(
+                        r.previous.as_ref().map(|p| p.version.as_str()),
+                        Some("old000000001")
+                    );
+                    assert_eq!(
+                        s.history.last().and_then(|h| h.cause),
+                        Some(Cause::BeatChampion)
+                    );
+                    assert_eq!(s.last_outcome, Some(Outcome::Promoted));
+                    assert_eq!(s.observed_generation, Some(2));
+                },
+            ),
+            (
+                "rejection leaves the champion",
+                judging(&old),
+                Step::Judge {
+                    job: "wine-train-new000000001".into(),
+                    version: "new000000001".into(),
+                    decision: decision(Verdict::Reject, Cause::WithinMargin),
+                },
+                vec![],
+                vec![CandidateRejected],
+                vec![MetricEvent::RunFinished(RunOutcome::Rejected)],
+                |s| {
+                    assert_eq!(
+                        s.champion.as_ref().map(|c| c.version.as_str()),
+                        Some("old000000001")
+                    );
+                    assert_eq!(
+                        s.challenger.as_ref().map(|c| c.state),
+                        Some(ChallengerState::Rejected)
+                    );
+                    assert_eq!(
+                        s.history.last().and_then(|h| h.cause),
+                        Some(Cause::WithinMargin)
+                    );
+                    assert!(s.rollout.is_none());
+                },
+            ),
+            (
+                "an unusable report fails the run and backs off",
+                judging(&old),
+                Step::Judge {
+                    job: "wine-train-new000000001".into(),
+                    version: "new000000001".into(),
+                    decision: decision(Verdict::Fail, Cause::ReportUnusable),
+                },
+                vec![],
+                vec![TrainingFailed],
+                vec![MetricEvent::RunFinished(RunOutcome::Failed)],
+                |s| {
+                    assert_eq!(
+                        s.champion.as_ref().map(|c| c.version.as_str()),
+                        Some("old000000001")
+                    );
+                    assert_eq!(s.consecutive_failures, 1);
+                    assert!(s.retry_after.is_some());
+                    assert_eq!(
+                        s.history.last().and_then(|h| h.cause),
+                        Some(Cause::ReportUnusable)
+                    );
+                    assert_eq!(s.phase, Some(champion_api::Phase::Degraded));
+                },
+            ),
+            (
+                "a failed Job fails the run",
+                judging(&old),
+                Step::TrainingFailed {
+                    job: "wine-train-new000000001".into(),
+                    cause: Cause::JobFailed,
+                    reason: "BackoffLimitExceeded".into(),
+                },
+                vec![],
+                vec![TrainingFailed],
+                vec![MetricEvent::RunFinished(RunOutcome::Failed)],
+                |s| {
+                    assert_eq!(
+                        s.challenger.as_ref().map(|c| c.state),
+                        Some(ChallengerState::Failed)
+                    );
+                    assert_eq!(
+                        s.champion.as_ref().map(|c| c.version.as_str()),
+                        Some("old000000001")
+                    );
+                },
+            ),
+            (
+                "a finished rollout measures data to serving",
+                rolling(&new, Some(&old)),
+                Step::RolloutComplete,
+                vec![],
+                vec![],
+                vec![MetricEvent::DataToServing(90.0)],
+                |s| assert!(s.rollout.is_none()),
+            ),
+            (
+                "a stalled rollout reverts to the previous champion",
+                rolling(&new, Some(&old)),
+                Step::RolloutFailed {
+                    reason: "timed out".into(),
+                },
+                vec!["Deployment", "Service"],
+                vec![RolloutFailed, RolledBack],
+                vec![MetricEvent::RolledBack(RollbackCause::RolloutFailed)],
+                |s| {
+                    assert_eq!(
+                        s.champion.as_ref().map(|c| c.version.as_str()),
+                        Some("old000000001")
+                    );
+                    let r = s.rollout.as_ref().expect("the revert is a rollout");
+                    assert!(r.previous.is_none());
+                    assert_eq!(
+                        s.history.last().and_then(|h| h.cause),
+                        Some(Cause::RolloutStalled)
+                    );
+                },
+            ),
+            (
+                "a stalled first rollout leaves no champion",
+                rolling(&new, None),
+                Step::RolloutFailed {
+                    reason: "timed out".into(),
+                },
+                vec![],
+                vec![RolloutFailed],
+                vec![],
+                |s| {
+                    assert!(s.champion.is_none());
+                    assert!(s.rollout.is_none());
+                },
+            ),
+            (
+                "a requested rollback",
+                serving(&new),
+                Step::Rollback {
+                    entry: HistoryEntry {
+                        version: "old000000001".into(),
+                        outcome: Outcome::Promoted,
+                        cause: Some(Cause::FirstModel),
+                        score: Some(0.7),
+                        champion_score: None,
+                        data_fingerprint: Some("fp0".into()),
+                        reason: "first".into(),
+                        time: Time(Timestamp::UNIX_EPOCH),
+                    },
+                    request: "old000000001".into(),
+                },
+                vec!["Deployment", "Service"],
+                vec![RolledBack],
+                vec![MetricEvent::RolledBack(RollbackCause::Requested)],
+                |s| {
+                    assert_eq!(
+                        s.champion.as_ref().map(|c| c.version.as_str()),
+                        Some("old000000001")
+                    );
+                    assert_eq!(s.last_rollback_to.as_deref(), Some("old000000001"));
+                    assert_eq!(
+                        s.history.last().and_then(|h| h.cause),
+                        Some(Cause::RollbackRequested)
+                    );
+                },
+            ),
+            (
+                "a refused rollback is remembered",
+                serving(&new),
+                Step::RefuseRollback {
+                    request: "nope".into(),
+                    reason: "not in history".into(),
+                },
+                vec![],
+                vec![RollbackRefused],
+                vec![],
+                |s| assert_eq!(s.last_rollback_to.as_deref(), Some("nope")),
+            ),
+            (
+                "ensure predictor re-applies the champion and claims the spec",
+                serving(&old),
+                Step::EnsurePredictor,
+                vec!["Deployment", "Service"],
+                vec![],
+                vec![],
+                |s| assert_eq!(s.observed_generation, Some(2)),
+            ),
+            (
+                "waiting for a rollout claims no spec edit",
+                rolling(&new, Some(&old)),
+                Step::WaitRollout,
+                vec![],
+                vec![],
+                vec![],
+                |s| assert_eq!(s.observed_generation, Some(1)),
+            ),
+            (
+                "a running Job the status does not know is adopted",
+                serving(&old),
+                Step::WaitTraining {
+                    job: "wine-train-new000000001".into(),
+                    version: "new000000001".into(),
+                    fingerprint: "fp1".into(),
+                },
+                vec![],
+                vec![],
+                vec![],
+                |s| {
+                    assert_eq!(
+                        s.challenger.as_ref().map(|c| c.state),
+                        Some(ChallengerState::Training)
+                    )
+                },
+            ),
+            (
+                "queued says so",
+                ModelPipelineStatus::default(),
+                Step::Queued,
+                vec![],
+                vec![],
+                vec![],
+                |s| {
+                    let t = s.conditions.iter().find(|c| c.type_ == "Training");
+                    assert_eq!(t.map(|c| c.reason.as_str()), Some("Queued"));
+                },
+            ),
+            (
+                "idle records the listing only",
+                ModelPipelineStatus::default(),
+                Step::Idle,
+                vec![],
+                vec![],
+                vec![],
+                |s| {
+                    assert_eq!(s.data.as_ref().map(|d| d.objects), Some(3));
+                    assert!(s.challenger.is_none());
+                },
+            ),
+        ];
+        for (name, status, step, objects, events, metrics, check) in rows {
+            let mut mp = pipeline();
+            mp.metadata.generation = Some(2);
+            mp.status = Some(status);
+            let mut obs = observed(Some(Ok(DataListing {
+                fingerprint: "fp1".into(),
+                objects: 3,
+            })));
+            obs.now = now;
+            let t = transition(&mp, &obs, &step);
+            assert_eq!(kinds(&t.effects), objects, "{name}: objects");
+            assert_eq!(reasons(&t.effects), events, "{name}: events");
+            assert_eq!(t.effects.metrics, metrics, "{name}: metrics");
+            check(&t.status);
+            assert_eq!(
+                transition(&mp, &obs, &step),
+                t,
+                "{name}: the same inputs give the same transition"
+            );
+        }
+    }
+
+    #[test]
+    fn requeue_follows_the_poll_interval_the_rollout_and_the_backoff() {
+        let mp = pipeline();
+        let mut obs = observed(None);
+        obs.now = Timestamp::UNIX_EPOCH;
+        assert_eq!(
+            transition(&mp, &obs, &Step::Idle).effects.requeue,
+            Duration::from_secs(2)
+        );
+        let mut slow = pipeline();
+        slow.spec.data.poll_interval = kube::core::Duration::from(Duration::from_secs(60));
+        assert_eq!(
+            transition(&slow, &obs, &Step::WaitRollout).effects.requeue,
+            Duration::from_secs(10)
+        );
+        let until = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(25);
+        assert_eq!(
+            transition(&mp, &obs, &Step::Backoff { until })
+                .effects
+                .requeue,
+            Duration::from_secs(25)
+        );
+        let far = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(3600);
+        assert_eq!(
+            transition(&mp, &obs, &Step::Backoff { until: far })
+                .effects
+                .requeue,
+            Duration::from_secs(40),
+            "capped at 20 polls"
+        );
+    }
+}
