@@ -13,7 +13,8 @@ use champion_model::Report;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::names::run_version;
-use crate::observe::{DeploymentView, JobState, Observed, ReadFailure, RolloutState};
+use crate::observe::Observed;
+use crate::views::{DeploymentView, JobState, ReadFailure, RolloutState};
 
 /// The promotion gate's verdict.
 #[derive(Clone, Debug, PartialEq)]
@@ -271,13 +272,6 @@ fn annotation<'a>(mp: &'a ModelPipeline, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Exponential back-off after `failures` failed runs in a row: 10 s, 20 s, 40 s, … capped at
-/// 10 minutes.
-pub fn backoff(failures: i32) -> SignedDuration {
-    let exp = failures.clamp(1, 7) - 1;
-    SignedDuration::from_secs((10i64 << exp).min(600))
-}
-
 fn rollout_failed(
     obs: &Observed,
     mp: &ModelPipeline,
@@ -470,7 +464,7 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
 mod tests {
     use super::*;
     use crate::fixtures::{champion, observed, pipeline, report};
-    use crate::observe::{DataListing, JobView};
+    use crate::views::{DataListing, JobView};
     use champion_api::{ChallengerStatus, ModelPipelineStatus, RolloutStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -674,14 +668,6 @@ mod tests {
         let r = report("newversion01", 0.9, Some(0.8), Some("champ0000001"));
         let d = decide_promotion(&p, Metric::F1Macro, "newversion01", Ok(&r), Some(&champ));
         assert_eq!(d.verdict, Verdict::Promote, "{}", d.reason);
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1).as_secs(), 10);
-        assert_eq!(backoff(2).as_secs(), 20);
-        assert_eq!(backoff(3).as_secs(), 40);
-        assert_eq!(backoff(30).as_secs(), 600);
     }
 
     fn with_status(mut mp: ModelPipeline, s: ModelPipelineStatus) -> ModelPipeline {

@@ -26,7 +26,8 @@ use tower_test::mock::{self, Handle};
 
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::observe::{DataListing, Observed, ReadFailure};
+use crate::observe::Observed;
+use crate::views::{DataListing, ReadFailure};
 
 /// The wine pipeline of the original system, with data and models on a hostPath volume.
 pub fn pipeline() -> ModelPipeline {

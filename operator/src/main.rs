@@ -22,6 +22,7 @@ mod run_slots;
 mod signals;
 mod status;
 mod transition;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

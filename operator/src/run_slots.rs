@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 
-use crate::observe;
+use crate::views::{JobState, job_view};
 
 /// The operator-wide cap on running trainer Jobs. The Job cache lags behind a create, so the
 /// Jobs this process launched that the cache does not show yet count too, and a launch takes its
@@ -28,7 +28,7 @@ impl RunSlots {
 
     fn used(&self, cache: &Cache<Job>, launched: &mut HashSet<(String, String)>) -> usize {
         launched.retain(|(ns, name)| cache.get(&ObjectRef::new(name).within(ns)).is_none());
-        observe::running_runs(cache) + launched.len()
+        running_runs(cache) + launched.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
@@ -64,6 +64,15 @@ impl RunSlots {
     pub fn release(&self, ns: &str, name: &str) {
         self.lock().remove(&(ns.to_string(), name.to_string()));
     }
+}
+
+/// Trainer Jobs of every pipeline that are still running, from the controller's cache.
+fn running_runs(cache: &Cache<Job>) -> usize {
+    cache
+        .state()
+        .iter()
+        .filter(|j| job_view(j).is_some_and(|v| v.state == JobState::Running))
+        .count()
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use champion_api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::observe::{DeploymentView, Observed, RolloutState};
+use crate::observe::Observed;
+use crate::views::{DeploymentView, RolloutState};
 
 /// Sets condition `type_`. `lastTransitionTime` moves only when the status flips; nothing
 /// changes when status, reason, message and generation are all the same. Returns whether
@@ -253,7 +254,7 @@ pub fn derive(
 mod tests {
     use super::*;
     use crate::fixtures::{champion, observed, pipeline};
-    use crate::observe::DataListing;
+    use crate::views::DataListing;
     use k8s_openapi::jiff::SignedDuration;
 
     #[test]
@@ -381,7 +382,7 @@ mod tests {
     fn list_failure_degrades_the_pipeline() {
         let mp = pipeline();
         let mut status = ModelPipelineStatus::default();
-        let obs = observed(Some(Err(crate::observe::ReadFailure::List(
+        let obs = observed(Some(Err(crate::views::ReadFailure::List(
             "permission denied listing s3://b/p/".into(),
         ))));
         derive(&mp, &mut status, &obs, false, false);

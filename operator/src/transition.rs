@@ -9,10 +9,10 @@ use champion_api::{
     ModelPipeline, ModelPipelineStatus, Outcome, RolloutStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::build::{build_deployment, build_job, build_service};
-use crate::decide::{Decision, Step, Verdict, backoff};
+use crate::decide::{Decision, Step, Verdict};
 use crate::effects::{Desired, Effects};
 use crate::events::{EventSpec, Reason};
 use crate::metrics::{MetricEvent, RollbackCause, RunOutcome};
@@ -30,6 +30,13 @@ pub struct Transition {
 pub fn poll_interval(mp: &ModelPipeline) -> Duration {
     let d: Duration = mp.spec.data.poll_interval.into();
     d.max(Duration::from_secs(1))
+}
+
+/// Exponential back-off after `failures` failed runs in a row: 10 s, 20 s, 40 s, … capped at
+/// 10 minutes.
+pub fn backoff(failures: i32) -> SignedDuration {
+    let exp = failures.clamp(1, 7) - 1;
+    SignedDuration::from_secs((10i64 << exp).min(600))
 }
 
 /// The status and effects that `step` leads to.
@@ -410,7 +417,7 @@ mod tests {
     use super::*;
     use crate::decide::Decision;
     use crate::fixtures::{champion, observed, pipeline};
-    use crate::observe::DataListing;
+    use crate::views::DataListing;
     use k8s_openapi::jiff::SignedDuration;
 
     /// Kinds of the objects a transition applies, in order.
@@ -806,6 +813,14 @@ mod tests {
                 "{name}: the same inputs give the same transition"
             );
         }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1).as_secs(), 10);
+        assert_eq!(backoff(2).as_secs(), 20);
+        assert_eq!(backoff(3).as_secs(), 40);
+        assert_eq!(backoff(30).as_secs(), 600);
     }
 
     #[test]
