@@ -194,3 +194,34 @@ fn the_wine_dataset_command_writes_slots_that_train() {
     assert_eq!(report.rows.holdout, 399);
     assert!(report.challenger_score > 0.6, "{}", report.challenger_score);
 }
+
+/// The operator writes the trainer's command line from `champion_model::trainer_cli`; every
+/// flag named there must be one this binary accepts.
+#[test]
+fn every_contract_flag_is_accepted() {
+    use champion_model::trainer_cli::{self, flag, long};
+    let out = trainer()
+        .args([trainer_cli::TRAIN, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        flag::DATA_URI,
+        flag::MODEL_URI,
+        flag::CHAMPION_URI,
+        flag::TEST_DATA_URI,
+        flag::TARGET,
+        flag::POSITIVE_ABOVE,
+        flag::DROP,
+        flag::METRIC,
+        flag::HOLDOUT_FRACTION,
+        flag::SEED,
+        flag::ALGORITHM,
+        flag::PARAM,
+        flag::TERMINATION_LOG,
+    ] {
+        let needle = format!("{} <", long(name));
+        assert!(help.contains(&needle), "{needle:?} missing from:\n{help}");
+    }
+}
