@@ -208,14 +208,21 @@ pub async fn secret_options(
     Ok(out.into_iter().collect())
 }
 
+/// Opens `uri` with options from the pipeline's Secret, as far as a pipeline may set them.
+fn open(uri: &str, options: Vec<(String, String)>) -> Result<Store, ReadFailure> {
+    Store::from_tenant_uri(uri, options).map_err(|e| match e {
+        StoreError::OptionNotAllowed { .. } => ReadFailure::Refused(e.to_string()),
+        e => ReadFailure::OpenStore(e.to_string()),
+    })
+}
+
 /// Lists the data prefix and fingerprints it. The store redacts credentials from its errors,
 /// so their text can go to the status.
 pub async fn list_data(
     uri: &str,
     options: Vec<(String, String)>,
 ) -> Result<DataListing, ReadFailure> {
-    let store = Store::from_uri_with_options(uri, options)
-        .map_err(|e| ReadFailure::OpenStore(e.to_string()))?;
+    let store = open(uri, options)?;
     let objects = match store.list().await {
         Ok(objects) => objects,
         // A prefix that does not exist yet holds no data, as an empty bucket prefix does.
@@ -233,8 +240,7 @@ pub async fn read_report(
     model_uri: &str,
     options: Vec<(String, String)>,
 ) -> Result<Report, ReadFailure> {
-    let store = Store::from_uri_with_options(model_uri, options)
-        .map_err(|e| ReadFailure::OpenStore(e.to_string()))?;
+    let store = open(model_uri, options)?;
     let bytes = store
         .get(REPORT_FILE_NAME)
         .await

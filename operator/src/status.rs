@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::observe::Observed;
-use crate::views::{DeploymentView, RolloutState};
+use crate::views::{DeploymentView, ReadFailure, RolloutState};
 
 /// Sets condition `type_`. `lastTransitionTime` moves only when the status flips; nothing
 /// changes when status, reason, message and generation are all the same. Returns whether
@@ -214,7 +214,9 @@ pub fn derive(
         }
     }
 
-    let degraded = if data_failed {
+    let degraded = if let Some(Err(ReadFailure::Refused(why))) = &obs.data {
+        Some(("PolicyViolation", why.clone()))
+    } else if data_failed {
         Some((
             "DataUnavailable",
             "listing the data failed; see DataAvailable".to_string(),
@@ -376,6 +378,23 @@ mod tests {
                 "condition {t} is written"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_store_option_degrades_the_pipeline_naming_the_key() {
+        let mp = pipeline();
+        let mut status = ModelPipelineStatus::default();
+        let obs = observed(Some(Err(ReadFailure::Refused(
+            "store option \"AWS_WEB_IDENTITY_TOKEN_FILE\" is not allowed".into(),
+        ))));
+        derive(&mp, &mut status, &obs, false, false);
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        assert_eq!(degraded.map(|c| c.reason.as_str()), Some("PolicyViolation"));
+        assert!(
+            degraded.is_some_and(|c| c.message.contains("AWS_WEB_IDENTITY_TOKEN_FILE")),
+            "{degraded:?}"
+        );
+        assert_eq!(status.phase, Some(Phase::Degraded));
     }
 
     #[test]

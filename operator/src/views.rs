@@ -11,9 +11,12 @@ use k8s_openapi::jiff::Timestamp;
 /// from it by the store).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ReadFailure {
-    /// The URI or the store options were refused.
+    /// The URI could not be opened as a store.
     #[error("{0}")]
     OpenStore(String),
+    /// The store options from the pipeline's Secret include one a pipeline may not set.
+    #[error("{0}")]
+    Refused(String),
     /// Listing the data prefix failed.
     #[error("{0}")]
     List(String),

@@ -18,6 +18,8 @@ use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+pub mod tenant;
+
 /// Environment variable prefixes whose values configure a cloud store
 /// (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, GOOGLE_SERVICE_ACCOUNT, AZURE_…).
 const ENV_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
@@ -60,6 +62,14 @@ pub enum StoreError {
         uri: String,
         #[source]
         source: object_store::Error,
+    },
+    #[error(
+        "store option {key:?} is not allowed from a pipeline's Secret for {scheme} URIs (credential-provider URLs, token files, metadata endpoints, proxies and TLS switches are refused); allowed: {allowed}"
+    )]
+    OptionNotAllowed {
+        key: String,
+        scheme: &'static str,
+        allowed: String,
     },
     #[error("{key:?} is not a valid object key under {uri}: {reason}")]
     InvalidKey {
@@ -155,6 +165,17 @@ impl Store {
             is_local,
             is_http,
         })
+    }
+
+    /// Opens the store for `uri` with options from a pipeline author's Secret: only the options
+    /// [`tenant::tenant_options`] allows for the backend are accepted, any other key refuses
+    /// the store (by its name, never its value).
+    pub fn from_tenant_uri(
+        uri: &str,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Store, StoreError> {
+        let options = tenant::tenant_options(uri, options)?;
+        Store::from_uri_with_options(uri, options)
     }
 
     /// The store's URI, with any user info or query removed.
