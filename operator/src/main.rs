@@ -120,10 +120,30 @@ where
     }
 }
 
-async fn run(args: Args) -> Result<(), MainError> {
-    let client = kube::Client::try_default()
+/// How long one Kubernetes request may take. A request that hangs (a partitioned API server)
+/// fails instead, so a leader that cannot renew its Lease steps down within the lease duration
+/// and no reconcile waits forever.
+const KUBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Two clients from the in-cluster config (or a kubeconfig): one for watches, whose long
+/// polls need kube's own read timeout, and one with [`KUBE_TIMEOUT`] on every request for
+/// everything else (reconciles, Events, the Lease).
+async fn clients() -> Result<(kube::Client, kube::Client), MainError> {
+    let config = kube::Config::infer()
         .await
-        .map_err(MainError::Client)?;
+        .map_err(|e| MainError::Client(kube::Error::InferConfig(e)))?;
+    let mut bounded = config.clone();
+    bounded.connect_timeout = Some(KUBE_TIMEOUT);
+    bounded.read_timeout = Some(KUBE_TIMEOUT);
+    bounded.write_timeout = Some(KUBE_TIMEOUT);
+    Ok((
+        kube::Client::try_from(config).map_err(MainError::Client)?,
+        kube::Client::try_from(bounded).map_err(MainError::Client)?,
+    ))
+}
+
+async fn run(args: Args) -> Result<(), MainError> {
+    let (watch_client, client) = clients().await?;
     let registry = Registry::new();
     let metrics = metrics::Metrics::register(&registry).map_err(MainError::Metrics)?;
     let health = Arc::new(Health {
@@ -190,13 +210,13 @@ async fn run(args: Args) -> Result<(), MainError> {
     let (deployments, deployment_writer) = reflector::store::<Deployment>();
     let job_stream = reflector(
         job_writer,
-        watcher(api::<Job>(&client, ns), managed.clone()),
+        watcher(api::<Job>(&watch_client, ns), managed.clone()),
     )
     .default_backoff()
     .touched_objects();
     let deployment_stream = reflector(
         deployment_writer,
-        watcher(api::<Deployment>(&client, ns), managed.clone()),
+        watcher(api::<Deployment>(&watch_client, ns), managed.clone()),
     )
     .default_backoff()
     .touched_objects();
@@ -232,7 +252,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         }
     };
     let controller = Controller::new(
-        api::<ModelPipeline>(&client, ns),
+        api::<ModelPipeline>(&watch_client, ns),
         watcher::Config::default(),
     );
     {
@@ -251,7 +271,7 @@ async fn run(args: Args) -> Result<(), MainError> {
     controller
         .owns_stream(job_stream)
         .owns_stream(deployment_stream)
-        .owns(api::<Service>(&client, ns), managed)
+        .owns(api::<Service>(&watch_client, ns), managed)
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop_controller)
         .run(reconcile, error_policy, ctx)

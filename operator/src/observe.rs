@@ -208,6 +208,28 @@ pub async fn secret_options(
     Ok(out.into_iter().collect())
 }
 
+/// The most objects a data listing reads: a prefix with more is reported, not collected.
+pub const MAX_LISTED_OBJECTS: usize = 10_000;
+/// The largest report.json the operator reads (real ones are a few KiB).
+pub const MAX_REPORT_BYTES: u64 = 1024 * 1024;
+/// How long one store call inside a reconcile may take: a store that never answers costs a
+/// pipeline this much, not a reconcile slot forever.
+pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs one store call with [`STORE_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, ReadFailure>>,
+) -> Result<T, ReadFailure> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ReadFailure::Fetch(format!(
+            "{what} did not answer within {}s",
+            STORE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 /// Opens `uri` with options from the pipeline's Secret, as far as a pipeline may set them.
 fn open(uri: &str, options: Vec<(String, String)>) -> Result<Store, ReadFailure> {
     Store::from_tenant_uri(uri, options).map_err(|e| match e {
@@ -223,7 +245,8 @@ pub async fn list_data(
     options: Vec<(String, String)>,
 ) -> Result<DataListing, ReadFailure> {
     let store = open(uri, options)?;
-    let objects = match store.list().await {
+    let listing = async { Ok(store.list_at_most(MAX_LISTED_OBJECTS).await) };
+    let objects = match bounded(&format!("listing {}", store.uri()), listing).await? {
         Ok(objects) => objects,
         // A prefix that does not exist yet holds no data, as an empty bucket prefix does.
         Err(StoreError::NotFound { .. }) => Vec::new(),
@@ -241,10 +264,13 @@ pub async fn read_report(
     options: Vec<(String, String)>,
 ) -> Result<Report, ReadFailure> {
     let store = open(model_uri, options)?;
-    let bytes = store
-        .get(REPORT_FILE_NAME)
-        .await
-        .map_err(|e| ReadFailure::Fetch(e.to_string()))?;
+    let read = async {
+        store
+            .get_capped(REPORT_FILE_NAME, MAX_REPORT_BYTES)
+            .await
+            .map_err(|e| ReadFailure::Fetch(e.to_string()))
+    };
+    let bytes = bounded(&format!("reading {model_uri}{REPORT_FILE_NAME}"), read).await?;
     Report::from_json(&bytes)
         .map_err(|e| ReadFailure::Parse(format!("{model_uri}{REPORT_FILE_NAME}: {e}")))
 }

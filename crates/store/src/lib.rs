@@ -71,6 +71,10 @@ pub enum StoreError {
         scheme: &'static str,
         allowed: String,
     },
+    #[error("{uri} is {size} bytes, more than the {max} bytes a reader accepts")]
+    TooLarge { uri: String, size: u64, max: u64 },
+    #[error("{uri} holds more than {max} objects; a listing reads at most {max}")]
+    TooManyObjects { uri: String, max: usize },
     #[error("{key:?} is not a valid object key under {uri}: {reason}")]
     InvalidKey {
         uri: String,
@@ -267,6 +271,10 @@ impl Store {
     /// path that does not exist is an error rather than an empty listing, so a typo is not
     /// mistaken for "no data yet"; so is any URI under which nothing exists.
     pub async fn list(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.list_limited(None).await
+    }
+
+    async fn list_limited(&self, max: Option<usize>) -> Result<Vec<ObjectInfo>, StoreError> {
         if self.is_local {
             let path = std::path::PathBuf::from(format!("/{}", self.prefix.as_ref()));
             if path.is_file() {
@@ -291,20 +299,25 @@ impl Store {
             }
         }
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .inner
-            .list(prefix)
-            .try_collect()
-            .await
-            .map_err(|source| match source {
-                object_store::Error::NotFound { .. } => StoreError::NotFound {
+        let mut stream = self.inner.list(prefix);
+        let mut metas: Vec<object_store::ObjectMeta> = Vec::new();
+        while let Some(meta) = stream.try_next().await.map_err(|source| match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                uri: self.uri.clone(),
+            },
+            source => StoreError::List {
+                uri: self.uri.clone(),
+                source,
+            },
+        })? {
+            if max.is_some_and(|max| metas.len() >= max) {
+                return Err(StoreError::TooManyObjects {
                     uri: self.uri.clone(),
-                },
-                source => StoreError::List {
-                    uri: self.uri.clone(),
-                    source,
-                },
-            })?;
+                    max: max.unwrap_or_default(),
+                });
+            }
+            metas.push(meta);
+        }
         let mut objects: Vec<ObjectInfo> = metas
             .into_iter()
             .filter_map(|m| {
@@ -344,6 +357,51 @@ impl Store {
             .map_err(|source| StoreError::Get { uri, source })
     }
 
+    /// The bytes of one object of at most `max` bytes: a larger object is refused from its
+    /// size before its body is read, and a body that outgrows its announced size is cut off at
+    /// `max`, so a hostile object cannot exhaust the reader's memory.
+    pub async fn get_capped(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let path = self.path_of(key)?;
+        let uri = self.uri_of(key);
+        let result = self.inner.get(&path).await.map_err(|source| match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound { uri: uri.clone() },
+            source => StoreError::Get {
+                uri: uri.clone(),
+                source,
+            },
+        })?;
+        if result.meta.size > max {
+            return Err(StoreError::TooLarge {
+                uri,
+                size: result.meta.size,
+                max,
+            });
+        }
+        let mut stream = result.into_stream();
+        let mut out = Vec::with_capacity(usize::try_from(result_size_hint(max)).unwrap_or(0));
+        while let Some(chunk) = stream.try_next().await.map_err(|source| StoreError::Get {
+            uri: uri.clone(),
+            source,
+        })? {
+            if out.len() as u64 + chunk.len() as u64 > max {
+                return Err(StoreError::TooLarge {
+                    uri,
+                    size: out.len() as u64 + chunk.len() as u64,
+                    max,
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Like [`Store::list`], but refuses a prefix that holds more than `max` objects, without
+    /// collecting more than that.
+    pub async fn list_at_most(&self, max: usize) -> Result<Vec<ObjectInfo>, StoreError> {
+        let objects = self.list_limited(Some(max)).await?;
+        Ok(objects)
+    }
+
     /// Writes one object atomically: a reader sees the old object or the whole new one, never
     /// a part (a single PUT on object stores, write-then-rename on `file://`).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
@@ -370,6 +428,12 @@ impl Store {
             }),
         }
     }
+}
+
+/// How much to reserve for a capped read: small objects are the rule, so at most 64 KiB up
+/// front.
+fn result_size_hint(max: u64) -> u64 {
+    max.min(64 * 1024)
 }
 
 /// Hex sha256 over the listing, sorted by key, of (key, size, e-tag — or last-modified when
@@ -424,6 +488,28 @@ mod tests {
 
     fn file_uri(dir: &std::path::Path) -> String {
         format!("file://{}/", dir.display())
+    }
+
+    #[tokio::test]
+    async fn capped_reads_refuse_what_is_too_large_or_too_many() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("{i}.csv")), vec![b'x'; 100]).expect("write");
+        }
+        let store = Store::from_uri(&file_uri(dir.path())).expect("store");
+        assert_eq!(
+            store.get_capped("0.csv", 100).await.expect("fits").len(),
+            100
+        );
+        let err = store.get_capped("0.csv", 99).await.expect_err("too large");
+        assert!(
+            err.to_string()
+                .contains("100 bytes, more than the 99 bytes"),
+            "{err}"
+        );
+        assert_eq!(store.list_at_most(5).await.expect("fits").len(), 5);
+        let err = store.list_at_most(4).await.expect_err("too many");
+        assert!(err.to_string().contains("more than 4 objects"), "{err}");
     }
 
     #[tokio::test]
