@@ -10,6 +10,7 @@ use kube::runtime::reflector::Store as Cache;
 use crate::events::Publisher;
 use crate::freshness::Freshness;
 use crate::metrics::Metrics;
+use crate::retry::ErrorBackoff;
 use crate::run_slots::RunSlots;
 
 /// Shared state of every reconcile.
@@ -29,4 +30,6 @@ pub struct Context {
     pub metrics: Metrics,
     /// Which copy of each pipeline is the newest the operator has seen.
     pub fresh: Freshness,
+    /// Failed reconciles in a row, per pipeline: how long the error policy waits.
+    pub errors: ErrorBackoff,
 }

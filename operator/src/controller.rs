@@ -54,6 +54,7 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
         next = transition(&mp, &observed, &Step::Queued);
     }
     record(&ctx, &mp, &next).await?;
+    ctx.errors.succeeded(&pipeline_key(&mp));
     ctx.metrics.reconciled();
     Ok(Action::requeue(next.effects.requeue))
 }
@@ -63,14 +64,24 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
 pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
     let keep: HashSet<(String, String)> = existing.iter().map(|mp| pipeline_key(mp)).collect();
     ctx.fresh.retain(&keep);
+    ctx.errors.retain(&keep);
     ctx.metrics.retain_pipelines(&keep);
 }
 
-/// Requeues failed reconciles after a short pause and counts them by category.
+/// Requeues a failed reconcile after a delay that grows with its failures in a row
+/// ([`crate::retry`]), and counts it by category.
 pub fn error_policy(mp: Arc<ModelPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(pipeline = %mp.name_any(), category = error.category(), %error, "reconcile failed");
+    let delay = ctx.errors.failed(pipeline_key(&mp));
+    warn!(
+        namespace = %mp.namespace().unwrap_or_default(),
+        pipeline = %mp.name_any(),
+        category = error.category(),
+        retry_in_seconds = delay.as_secs(),
+        %error,
+        "reconcile failed"
+    );
     ctx.metrics.reconcile_failed(error.category());
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub enum Reason {
     RolloutFailed,
     RolledBack,
     RollbackRefused,
+    DataUnavailable,
 }
 
 impl Reason {
@@ -52,15 +53,17 @@ impl Reason {
             Reason::RolloutFailed => "RolloutFailed",
             Reason::RolledBack => "RolledBack",
             Reason::RollbackRefused => "RollbackRefused",
+            Reason::DataUnavailable => "DataUnavailable",
         }
     }
 
     /// Warning for what a user has to look at, Normal for the rest.
     pub fn event_type(self) -> EventType {
         match self {
-            Reason::TrainingFailed | Reason::RolloutFailed | Reason::RollbackRefused => {
-                EventType::Warning
-            }
+            Reason::TrainingFailed
+            | Reason::RolloutFailed
+            | Reason::RollbackRefused
+            | Reason::DataUnavailable => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -70,6 +73,7 @@ impl Reason {
         match self {
             Reason::TrainingStarted | Reason::TrainingFailed => "Train",
             Reason::CandidateRejected => "Evaluate",
+            Reason::DataUnavailable => "List",
             Reason::ModelPromoted => "Promote",
             Reason::RolloutFailed => "Rollout",
             Reason::RolledBack | Reason::RollbackRefused => "Rollback",

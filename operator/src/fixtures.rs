@@ -212,6 +212,7 @@ impl Context {
             events: crate::events::Publisher::new(client, "champion-operator", "test"),
             metrics,
             fresh: Default::default(),
+            errors: Default::default(),
         };
         (Arc::new(ctx), handle, registry)
     }

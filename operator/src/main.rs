@@ -18,6 +18,7 @@ mod metrics;
 mod names;
 mod observe;
 mod record;
+mod retry;
 mod run_slots;
 mod signals;
 mod status;
@@ -239,6 +240,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         events: events::Publisher::new(client.clone(), "champion-operator", identity.clone()),
         metrics,
         fresh: Default::default(),
+        errors: Default::default(),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

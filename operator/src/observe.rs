@@ -65,8 +65,18 @@ pub async fn observe(
     let data = if mp.spec.suspend || busy {
         None
     } else {
-        let opts = secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await?;
-        Some(list_data(&mp.spec.data.uri, opts).await)
+        // A Secret that is missing or forbidden is the author's to fix: it shows in the status
+        // as the reason the data cannot be listed, not only in the operator's log.
+        Some(
+            match secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await {
+                Ok(opts) => list_data(&mp.spec.data.uri, opts).await,
+                Err(Error::ReadSecret { name, source }) => Err(ReadFailure::Secret(format!(
+                    "reading the credentials Secret {name} of spec.data.secretRef: {}",
+                    secret_error(&source)
+                ))),
+                Err(e) => return Err(e),
+            },
+        )
     };
 
     let mut jobs = jobs_of(&ctx.jobs, &mp);
@@ -176,6 +186,17 @@ pub fn deployment_of(cache: &Cache<Deployment>, mp: &ModelPipeline) -> Option<De
     cache
         .get(&ObjectRef::new(&name).within(&ns))
         .map(|d| deployment_view(&d))
+}
+
+/// What went wrong reading a Secret, in the words a pipeline author needs.
+fn secret_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) if status.code == 404 => "it does not exist".to_string(),
+        kube::Error::Api(status) if status.code == 403 => {
+            "the operator may not read it (forbidden)".to_string()
+        }
+        e => e.to_string(),
+    }
 }
 
 /// The key/value pairs of a credentials Secret. Values never leave this process except as

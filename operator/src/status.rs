@@ -113,12 +113,7 @@ pub fn derive(
             );
         }
         Some(Err(e)) => {
-            set(
-                condition::DATA_AVAILABLE,
-                false,
-                "ListFailed",
-                &e.to_string(),
-            );
+            set(condition::DATA_AVAILABLE, false, e.reason(), &e.to_string());
         }
         None => {}
     }

@@ -170,11 +170,25 @@ impl Next<'_> {
 
     fn step(&mut self, step: &Step) {
         match step {
-            Step::Suspended
-            | Step::Idle
-            | Step::NoData
-            | Step::DataUnavailable { .. }
-            | Step::Queued => {}
+            Step::Suspended | Step::Idle | Step::NoData | Step::Queued => {}
+            Step::DataUnavailable { reason } => {
+                // Once per failure, not once per poll: only when DataAvailable was not
+                // already False for this reason.
+                let known = self.status.conditions.iter().any(|c| {
+                    c.type_ == champion_api::condition::DATA_AVAILABLE
+                        && c.status == "False"
+                        && c.reason == reason.reason()
+                });
+                if !known {
+                    self.event(
+                        Reason::DataUnavailable,
+                        format!(
+                            "the data at {} cannot be listed: {reason}",
+                            self.mp.spec.data.uri
+                        ),
+                    );
+                }
+            }
             Step::WaitTraining {
                 job,
                 version,

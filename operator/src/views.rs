@@ -7,6 +7,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 
+impl ReadFailure {
+    /// The condition reason for a listing that failed this way.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReadFailure::Secret(_) => "SecretUnavailable",
+            ReadFailure::Refused(_) => "PolicyViolation",
+            _ => "ListFailed",
+        }
+    }
+}
+
 /// A store read that failed: which step, and the store's message (credentials are redacted
 /// from it by the store).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -14,6 +25,9 @@ pub enum ReadFailure {
     /// The URI could not be opened as a store.
     #[error("{0}")]
     OpenStore(String),
+    /// The Secret the pipeline names could not be read.
+    #[error("{0}")]
+    Secret(String),
     /// The store options from the pipeline's Secret include one a pipeline may not set.
     #[error("{0}")]
     Refused(String),

@@ -619,3 +619,59 @@ async fn a_spec_edit_made_during_a_rollout_reaches_the_deployment_once_it_ends()
     ];
     reconcile_expecting(after, ctx, handle, script).await;
 }
+
+#[tokio::test]
+async fn a_missing_secret_shows_in_the_status_and_one_warning_event() {
+    let (_dir, mp, _version) = pipeline_with_new_data().await;
+    let (ctx, handle, _registry) = Context::test(Vec::new(), Vec::new());
+    let not_found = || {
+        Expect::new(
+            Method::GET,
+            SECRET_PATH,
+            Box::new(|_| {
+                (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": "secrets \"store-creds\" not found", "reason": "NotFound", "code": 404}),
+                )
+            }),
+        )
+    };
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    let keep = written.clone();
+    let script = vec![
+        not_found(),
+        status_applied(&mp).and(move |s| {
+            let status = &s.body["status"];
+            assert_eq!(
+                condition(status, "DataAvailable"),
+                (json!("False"), json!("SecretUnavailable"))
+            );
+            assert_eq!(condition(status, "Degraded").0, "True");
+            let message = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "DataAvailable").cloned())
+                .unwrap_or_default()["message"]
+                .clone();
+            assert!(
+                message
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("store-creds of spec.data.secretRef: it does not exist"),
+                "{message}"
+            );
+            if let Ok(mut w) = keep.lock() {
+                *w = status.clone();
+            }
+        }),
+        event("DataUnavailable", "Warning").and(|s| note_contains(s, "it does not exist")),
+    ];
+    reconcile_expecting(mp.clone(), ctx, handle, script).await;
+
+    // The next poll finds the same failure: no second Event, no status write.
+    let mut again = mp;
+    again.status =
+        serde_json::from_value(written.lock().map(|w| w.clone()).unwrap_or_default()).ok();
+    let (ctx, handle, _registry) = Context::test(Vec::new(), Vec::new());
+    reconcile_expecting(again, ctx, handle, vec![not_found()]).await;
+}
