@@ -232,3 +232,22 @@ pub fn serving_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Depl
     });
     d
 }
+
+/// The challenger of run `version` (Job `job`, data "fp1") that is still training.
+pub fn training_challenger(
+    version: &str,
+    job: &str,
+    data_seen_at: Option<Time>,
+) -> champion_api::ChallengerStatus {
+    champion_api::ChallengerStatus {
+        version: version.into(),
+        job: job.into(),
+        data_fingerprint: "fp1".into(),
+        state: champion_api::ChallengerState::Training,
+        score: None,
+        champion_score: None,
+        reason: None,
+        started_at: Time(Timestamp::UNIX_EPOCH),
+        data_seen_at,
+    }
+}

@@ -430,7 +430,7 @@ fn entry_outcome(status: &ModelPipelineStatus) -> Outcome {
 mod tests {
     use super::*;
     use crate::decide::Decision;
-    use crate::fixtures::{champion, observed, pipeline};
+    use crate::fixtures::{champion, observed, pipeline, training_challenger};
     use crate::views::DataListing;
     use k8s_openapi::jiff::SignedDuration;
 
@@ -451,17 +451,11 @@ mod tests {
     }
 
     fn training() -> ChallengerStatus {
-        ChallengerStatus {
-            version: "new000000001".into(),
-            job: "wine-train-new000000001".into(),
-            data_fingerprint: "fp1".into(),
-            state: ChallengerState::Training,
-            score: None,
-            champion_score: None,
-            reason: None,
-            started_at: Time(Timestamp::UNIX_EPOCH),
-            data_seen_at: Some(Time(Timestamp::UNIX_EPOCH)),
-        }
+        training_challenger(
+            "new000000001",
+            "wine-train-new000000001",
+            Some(Time(Timestamp::UNIX_EPOCH)),
+        )
     }
 
     fn decision(verdict: Verdict, cause: Cause) -> Decision {

@@ -340,17 +340,23 @@ impl Store {
         Ok(objects)
     }
 
-    /// The bytes of one object.
-    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+    /// Starts reading one object: its metadata and body stream, and its URI for messages.
+    async fn open_object(
+        &self,
+        key: &str,
+    ) -> Result<(object_store::GetResult, String), StoreError> {
         let path = self.path_of(key)?;
         let uri = self.uri_of(key);
-        let result = self.inner.get(&path).await.map_err(|source| match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { uri: uri.clone() },
-            source => StoreError::Get {
-                uri: uri.clone(),
-                source,
-            },
-        })?;
+        match self.inner.get(&path).await {
+            Ok(result) => Ok((result, uri)),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound { uri }),
+            Err(source) => Err(StoreError::Get { uri, source }),
+        }
+    }
+
+    /// The bytes of one object.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let (result, uri) = self.open_object(key).await?;
         result
             .bytes()
             .await
@@ -361,15 +367,7 @@ impl Store {
     /// size before its body is read, and a body that outgrows its announced size is cut off at
     /// `max`, so a hostile object cannot exhaust the reader's memory.
     pub async fn get_capped(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
-        let path = self.path_of(key)?;
-        let uri = self.uri_of(key);
-        let result = self.inner.get(&path).await.map_err(|source| match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { uri: uri.clone() },
-            source => StoreError::Get {
-                uri: uri.clone(),
-                source,
-            },
-        })?;
+        let (result, uri) = self.open_object(key).await?;
         if result.meta.size > max {
             return Err(StoreError::TooLarge {
                 uri,

@@ -1,16 +1,17 @@
 //! Whole reconciles against a mock API server (tower-test): each test states the world, then
-//! the exact requests the reconcile must send, in order, as a [`Script`] of expectations.
+//! the exact requests the reconcile must send, in order, as a script of [`Expect`]ations.
 
 use super::*;
 use crate::build::build_job;
 use crate::fixtures::{
     ApiHandle, Seen, champion, expect_request, pipeline, report, serving_deployment,
+    training_challenger,
 };
 use crate::names::{job_name, run_version};
 use crate::observe;
 use champion_api::{
-    ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION, ChallengerState, ChallengerStatus,
-    ChampionStatus, ModelPipelineStatus, Outcome, RolloutStatus,
+    ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION, ChampionStatus, ModelPipelineStatus,
+    Outcome, RolloutStatus,
 };
 use http::Method;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
@@ -221,21 +222,6 @@ fn job_fixture(name: &str, version: &str, condition_type: &str, reason: Option<&
             }]),
             ..Default::default()
         }),
-    }
-}
-
-/// The challenger of a run `version` (Job `job`, data "fp1") that is still training.
-fn training_challenger(version: &str, job: &str, data_seen_at: Option<Time>) -> ChallengerStatus {
-    ChallengerStatus {
-        version: version.into(),
-        job: job.into(),
-        data_fingerprint: "fp1".into(),
-        state: ChallengerState::Training,
-        score: None,
-        champion_score: None,
-        reason: None,
-        started_at: Time(Timestamp::UNIX_EPOCH),
-        data_seen_at,
     }
 }
 
