@@ -67,10 +67,19 @@ impl RunSlots {
 }
 
 /// Trainer Jobs of every pipeline that are still running, from the controller's cache.
+/// Only a Job a ModelPipeline controls is a run: a Job that merely carries the labels and
+/// annotations (made by anyone who may create Jobs) takes no slot from the pipelines.
 fn running_runs(cache: &Cache<Job>) -> usize {
     cache
         .state()
         .iter()
+        .filter(|j| {
+            j.metadata.owner_references.iter().flatten().any(|o| {
+                o.controller == Some(true)
+                    && o.kind == "ModelPipeline"
+                    && o.api_version.starts_with("champion.dev/")
+            })
+        })
         .filter(|j| job_view(j).is_some_and(|v| v.state == JobState::Running))
         .count()
 }
@@ -113,6 +122,23 @@ mod tests {
         assert!(
             slots.take(&cache, &ns, &name),
             "re-applying a Job that exists takes no new slot"
+        );
+        // A Job with the labels and annotations but no ModelPipeline owner takes no slot.
+        let mut forged = crate::build::build_job(&mp, "v2", "fp2", None);
+        forged.metadata.name = Some("forged".into());
+        forged.metadata.owner_references = None;
+        writer.apply_watcher_event(&watcher::Event::Apply(forged));
+        assert_eq!(
+            slots.free(&cache),
+            Some(0),
+            "still a, c and the one real run"
+        );
+        slots.release("default", "a");
+        slots.release("default", "c");
+        assert_eq!(
+            slots.free(&cache),
+            Some(1),
+            "the forged Job counts for nothing"
         );
         assert!(RunSlots::new(None).take(&cache, "default", "x"));
         assert_eq!(RunSlots::new(None).free(&cache), None);

@@ -90,10 +90,23 @@ pub struct DeploymentView {
     pub rollout: RolloutState,
 }
 
+/// Whether `v` has the shape of a model version: 1 to 63 lowercase letters and digits
+/// ([`crate::names::run_version`] makes 12 hex digits), so it is safe as a path segment.
+pub fn is_version(v: &str) -> bool {
+    (1..=63).contains(&v.len())
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
 /// The view of a trainer Job; `None` for Jobs without the operator's annotations.
 pub fn job_view(job: &Job) -> Option<JobView> {
     let ann = job.metadata.annotations.as_ref()?;
-    let version = ann.get(ANNOTATION_MODEL_VERSION)?.clone();
+    // The version becomes a path segment in the model store: anything but a plain version
+    // (someone else's Job, or an edited annotation) is not a run of ours.
+    let version = ann
+        .get(ANNOTATION_MODEL_VERSION)
+        .filter(|v| is_version(v))?
+        .clone();
     let fingerprint = ann.get(ANNOTATION_DATA_FINGERPRINT)?.clone();
     let conditions = job
         .status
@@ -221,6 +234,13 @@ mod tests {
         assert!(
             matches!(failed, Some(JobState::Failed(r)) if r.starts_with("BackoffLimitExceeded: "))
         );
+        for bad in ["../../champion", "V1", "", "a/b", &"a".repeat(64)] {
+            let mut edited = job(None);
+            if let Some(a) = edited.metadata.annotations.as_mut() {
+                a.insert(ANNOTATION_MODEL_VERSION.to_string(), bad.to_string());
+            }
+            assert_eq!(job_view(&edited), None, "version {bad:?} is not a run");
+        }
         let mut foreign = job(None);
         foreign.metadata.annotations = None;
         assert_eq!(
