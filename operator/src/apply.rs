@@ -43,6 +43,7 @@ where
 /// Applies the objects of `effects` in `ns`, in order.
 pub async fn apply_objects(ctx: &Context, ns: &str, effects: &Effects) -> Result<Applied, Error> {
     for object in &effects.objects {
+        ctx.may_write(|| object.describe())?;
         match object {
             Desired::Job(job) => {
                 let name = job.name_any();

@@ -9,6 +9,7 @@ use kube::runtime::reflector::Store as Cache;
 
 use crate::events::Publisher;
 use crate::freshness::Freshness;
+use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::retry::ErrorBackoff;
 use crate::run_slots::RunSlots;
@@ -32,4 +33,17 @@ pub struct Context {
     pub fresh: Freshness,
     /// Failed reconciles in a row, per pipeline: how long the error policy waits.
     pub errors: ErrorBackoff,
+    /// Whether this replica may write now; checked before every write.
+    pub fence: Fence,
+}
+
+impl Context {
+    /// Refuses a write of `what` unless this replica holds the leader Lease now.
+    pub fn may_write(&self, what: impl FnOnce() -> String) -> Result<(), crate::error::Error> {
+        if self.fence.holds() {
+            Ok(())
+        } else {
+            Err(crate::error::Error::NotLeader { what: what() })
+        }
+    }
 }

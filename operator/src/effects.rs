@@ -20,6 +20,18 @@ pub enum Desired {
     Service(Box<Service>),
 }
 
+impl Desired {
+    /// "Job <name>", "Deployment <name>" or "Service <name>", for messages.
+    pub fn describe(&self) -> String {
+        let (kind, name) = match self {
+            Desired::Job(o) => ("Job", o.metadata.name.as_deref()),
+            Desired::Deployment(o) => ("Deployment", o.metadata.name.as_deref()),
+            Desired::Service(o) => ("Service", o.metadata.name.as_deref()),
+        };
+        format!("{kind} {}", name.unwrap_or_default())
+    }
+}
+
 /// Everything one step changes besides the status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Effects {

@@ -37,6 +37,8 @@ pub enum Error {
         name: String,
         source: Box<kube::Error>,
     },
+    #[error("not writing {what}: this replica no longer holds the leader Lease")]
+    NotLeader { what: String },
     #[error("writing the status of ModelPipeline {name}: {source}")]
     PatchStatus {
         name: String,
@@ -55,6 +57,7 @@ impl Error {
             Error::ApplyJob { .. } => "apply_job",
             Error::ApplyDeployment { .. } => "apply_deployment",
             Error::ApplyService { .. } => "apply_service",
+            Error::NotLeader { .. } => "not_leader",
             Error::PatchStatus { .. } => "patch_status",
         }
     }

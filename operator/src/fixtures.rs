@@ -213,6 +213,7 @@ impl Context {
             metrics,
             fresh: Default::default(),
             errors: Default::default(),
+            fence: crate::lease::Fence::open(),
         };
         (Arc::new(ctx), handle, registry)
     }

@@ -14,6 +14,52 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
+/// Whether this replica may write right now: leadership as a deadline on the local monotonic
+/// clock, not a flag. The election moves the deadline forward after every successful renewal
+/// (to the moment that renewal started plus the lease duration, less one retry period); a
+/// replica whose renewals stopped — partitioned, or paused with SIGSTOP — finds the deadline
+/// passed the moment it runs again, before its election loop has noticed anything, and writes
+/// nothing.
+#[derive(Clone, Debug)]
+pub struct Fence(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Fence {
+    /// A fence that never opens until the election extends it.
+    pub fn closed() -> Self {
+        Fence(std::sync::Arc::new(std::sync::Mutex::new(None)))
+    }
+
+    /// A fence that is always open: no leader election, this replica always writes.
+    pub fn open() -> Self {
+        // About a century: never reached by a running process.
+        let far = std::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        Fence(std::sync::Arc::new(std::sync::Mutex::new(Some(far))))
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        // A plain deadline: a panic elsewhere cannot leave it inconsistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether writes are allowed now.
+    pub fn holds(&self) -> bool {
+        self.slot()
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// Allows writes until `until`.
+    pub fn extend(&self, until: std::time::Instant) {
+        *self.slot() = Some(until);
+    }
+
+    /// Forbids writes from now on.
+    pub fn close(&self) {
+        *self.slot() = None;
+    }
+}
+
 /// The parts of a Lease the election reads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeaseRecord {
@@ -213,21 +259,26 @@ pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Er
     Ok(())
 }
 
-/// Runs the election until `shutdown` resolves, publishing leadership on `leader`. A leader
-/// that cannot renew within the lease duration steps down (sends `false`).
+/// Runs the election until `shutdown` resolves, publishing leadership on `leader` and as a
+/// write deadline on `fence`. A leader that cannot renew within the lease duration steps down
+/// (sends `false`); its fence has closed by then already.
 pub async fn run(
     api: Api<Lease>,
     cfg: LeaseConfig,
     leader: watch::Sender<bool>,
+    fence: Fence,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut elector = Elector::new(cfg.identity.clone(), cfg.lease_duration);
     let mut last_renew: Option<tokio::time::Instant> = None;
+    let valid_for = cfg.lease_duration.saturating_sub(cfg.retry_period);
     tokio::pin!(shutdown);
     loop {
+        let started = std::time::Instant::now();
         let holding = match try_acquire_or_renew(&api, &cfg, &mut elector).await {
             Ok(true) => {
                 last_renew = Some(tokio::time::Instant::now());
+                fence.extend(started + valid_for);
                 true
             }
             Ok(false) => false,
@@ -241,6 +292,7 @@ pub async fn run(
         };
         if !holding {
             last_renew = None;
+            fence.close();
         }
         leader.send_if_modified(|l| {
             let changed = *l != holding;
@@ -253,6 +305,7 @@ pub async fn run(
         }
     }
     if *leader.borrow() {
+        fence.close();
         if let Err(error) = release(&api, &cfg).await {
             tracing::warn!(%error, "releasing the Lease failed");
         }
@@ -452,7 +505,8 @@ mod tests {
         let api: Api<Lease> = Api::namespaced(client, "champion-system");
         let (leader_tx, mut leader_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let election = tokio::spawn(run(api, config(), leader_tx, async move {
+        let fence = Fence::closed();
+        let election = tokio::spawn(run(api, config(), leader_tx, fence.clone(), async move {
             let _ = stop_rx.await;
         }));
         // Round one: no Lease, create it.
@@ -465,6 +519,7 @@ mod tests {
             .await
             .expect("leadership is announced")
             .expect("sender alive");
+        assert!(fence.holds(), "the leader may write");
         // Shutdown: the leader hands the Lease back.
         let _ = stop_tx.send(());
         let (req, send) = handle.next_request().await.expect("GET before release");
@@ -484,5 +539,71 @@ mod tests {
             .expect("the election loop ends")
             .expect("no panic");
         assert!(!*leader_rx.borrow(), "not leading after release");
+        assert!(!fence.holds(), "no writes after release");
+    }
+
+    /// A leader whose renewal hangs (a partitioned API server, or a process paused past its
+    /// lease) stops writing once its last renewal expires, whether or not its election loop
+    /// gets to run again.
+    #[tokio::test]
+    async fn a_leader_that_cannot_renew_stops_writing_within_the_lease_duration() {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "champion-system");
+        let api: Api<Lease> = Api::namespaced(client, "champion-system");
+        let (leader_tx, mut leader_rx) = watch::channel(false);
+        let cfg = LeaseConfig {
+            lease_duration: Duration::from_secs(2),
+            retry_period: Duration::from_secs(1),
+            ..config()
+        };
+        let fence = Fence::closed();
+        let started = std::time::Instant::now();
+        let election = tokio::spawn(run(
+            api,
+            cfg,
+            leader_tx,
+            fence.clone(),
+            std::future::pending::<()>(),
+        ));
+        let (_, send) = handle.next_request().await.expect("GET the lease");
+        send.send_response(json_response(404, not_found()));
+        let (req, send) = handle.next_request().await.expect("POST the lease");
+        let created = body_json(req).await;
+        send.send_response(json_response(201, created));
+        tokio::time::timeout(Duration::from_secs(5), leader_rx.wait_for(|l| *l))
+            .await
+            .expect("leadership is announced")
+            .expect("sender alive");
+        assert!(fence.holds());
+        // The next renewal's GET is never answered.
+        let (_hung, _never) = handle.next_request().await.expect("GET to renew");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fence.holds() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fence closes within the lease duration"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            started.elapsed() <= Duration::from_secs(2) + Duration::from_millis(500),
+            "closed {:?} after the last renewal started, within the 2 s lease",
+            started.elapsed()
+        );
+        election.abort();
+    }
+
+    #[test]
+    fn a_fence_holds_until_its_deadline() {
+        let f = Fence::closed();
+        assert!(!f.holds());
+        f.extend(std::time::Instant::now() + Duration::from_secs(60));
+        assert!(f.holds());
+        f.extend(std::time::Instant::now() - Duration::from_millis(1));
+        assert!(!f.holds(), "a passed deadline is no leadership");
+        assert!(Fence::open().holds());
+        let o = Fence::open();
+        o.close();
+        assert!(!o.holds());
     }
 }

@@ -175,6 +175,11 @@ async fn run(args: Args) -> Result<(), MainError> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "champion-operator".to_string());
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
+    let fence = if args.leader_elect {
+        lease::Fence::closed()
+    } else {
+        lease::Fence::open()
+    };
     let mut election = None;
     if args.leader_elect {
         let cfg = lease::LeaseConfig {
@@ -193,6 +198,7 @@ async fn run(args: Args) -> Result<(), MainError> {
             leases,
             cfg,
             leader_tx,
+            fence.clone(),
             stopped(stop_rx.clone()),
         )));
     }
@@ -241,6 +247,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         metrics,
         fresh: Default::default(),
         errors: Default::default(),
+        fence,
     });
 
     let lost = Arc::new(AtomicBool::new(false));

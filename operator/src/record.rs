@@ -22,6 +22,7 @@ pub async fn record(
 ) -> Result<(), Error> {
     let before = mp.status.clone().unwrap_or_default();
     if next.status != before {
+        ctx.may_write(|| format!("the status of {}", mp.name_any()))?;
         let written = apply_status(&ctx.client, mp, &next.status)
             .await
             .map_err(|source| Error::PatchStatus {
@@ -31,6 +32,7 @@ pub async fn record(
         ctx.fresh.saw(&written);
     }
     for event in &next.effects.events {
+        ctx.may_write(|| format!("Event {}", event.reason.as_str()))?;
         publish(&ctx.events, mp, event).await;
     }
     for m in &next.effects.metrics {
@@ -46,7 +48,9 @@ pub async fn record(
     Ok(())
 }
 
-/// Applies the whole status of `mp` (the status subresource; the spec is never written).
+/// Applies the whole status of `mp` (the status subresource; the spec is never written),
+/// conditional on `mp`'s resourceVersion: a write based on a copy that someone else has
+/// changed since (a newer leader) is refused by the API server with 409 Conflict.
 pub async fn apply_status(
     client: &kube::Client,
     mp: &ModelPipeline,
@@ -54,11 +58,14 @@ pub async fn apply_status(
 ) -> Result<ModelPipeline, kube::Error> {
     let ns = mp.namespace().unwrap_or_default();
     let api: Api<ModelPipeline> = Api::namespaced(client.clone(), &ns);
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": "champion.dev/v1alpha1",
         "kind": "ModelPipeline",
         "status": status,
     });
+    if let Some(rv) = mp.resource_version() {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&mp.name_any(), &params, &Patch::Apply(&body))
         .await

@@ -456,6 +456,10 @@ async fn a_stale_cached_copy_is_read_again_before_acting() {
         ),
         // Only the conditions are new; the rollout goes on.
         status_applied(&current).and(|s| {
+            assert_eq!(
+                s.body["metadata"]["resourceVersion"], "2",
+                "the status write is conditional on the copy it was computed from"
+            );
             assert_eq!(s.body["status"]["rollout"]["version"], "new000000001");
             assert_eq!(s.body["status"]["champion"]["version"], "new000000001");
         }),
@@ -660,4 +664,29 @@ async fn a_missing_secret_shows_in_the_status_and_one_warning_event() {
         serde_json::from_value(written.lock().map(|w| w.clone()).unwrap_or_default()).ok();
     let (ctx, handle, _registry) = Context::test(Vec::new(), Vec::new());
     reconcile_expecting(again, ctx, handle, vec![not_found()]).await;
+}
+
+#[tokio::test]
+async fn a_replica_without_the_lease_reads_but_writes_nothing() {
+    let (_dir, mp, _version) = pipeline_with_new_data().await;
+    let (mut ctx, mut handle, _registry) = Context::test(Vec::new(), Vec::new());
+    if let Some(c) = Arc::get_mut(&mut ctx) {
+        c.fence = crate::lease::Fence::closed();
+    }
+    let server = tokio::spawn(async move {
+        let e = secret_read();
+        let seen = expect_request(&mut handle, e.reply).await;
+        assert_eq!(seen.uri, SECRET_PATH);
+        handle
+    });
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(mp), ctx))
+        .await
+        .expect("reconcile finished");
+    assert!(
+        matches!(&result, Err(Error::NotLeader { what }) if what.starts_with("Job wine-train-")),
+        "{result:?}"
+    );
+    let mut handle = server.await.expect("only the read was sent");
+    let extra = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
+    assert!(!matches!(extra, Ok(Some(_))), "no write after the read");
 }
