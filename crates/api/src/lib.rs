@@ -296,9 +296,10 @@ pub struct TrainerSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: i32,
-    /// Seconds a finished trainer Job is kept before Kubernetes deletes it.
+    /// Seconds a finished trainer Job is kept before Kubernetes deletes it, at least 60: the
+    /// operator judges a run from its finished Job, which must still be there when it looks.
     #[serde(default = "default_ttl_seconds_after_finished")]
-    #[schemars(range(min = 0, max = 604800))]
+    #[schemars(range(min = 60, max = 604800))]
     pub ttl_seconds_after_finished: i32,
 }
 

@@ -196,3 +196,11 @@ fn the_chart_example_parses_and_passes_every_rule() {
     let e = errors(&serde_json::to_value(mp).expect("serialises"));
     assert!(e.is_empty(), "{e}");
 }
+
+/// A finished Job must outlive the poll that judges it: a TTL below a minute is refused by
+/// the schema (the API server enforces `minimum`).
+#[test]
+fn a_finished_job_is_kept_long_enough_to_be_judged() {
+    let ttl = &schema()["properties"]["spec"]["properties"]["trainer"]["properties"]["ttlSecondsAfterFinished"];
+    assert_eq!(ttl["minimum"], json!(60), "{ttl}");
+}
