@@ -15,12 +15,14 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     HTTPGetAction, HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecurityContext, Service,
     ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -132,11 +134,31 @@ fn env_from(names: &[Option<&str>]) -> Option<Vec<EnvFromSource>> {
     )
 }
 
+/// The most a pod's writable /tmp may hold before the kubelet evicts it.
+pub const TMP_SIZE_LIMIT: &str = "1Gi";
+
+/// Requests and a memory limit for a container whose spec sets none, so that no pipeline's
+/// pod runs unbounded on a shared node.
+fn default_resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q(cpu)),
+            ("memory".to_string(), q(memory)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), q(memory_limit))])),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// Store volumes from the spec plus a writable /tmp (the root filesystem is read-only).
 fn volumes(mp: &ModelPipeline) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut vols = vec![Volume {
         name: "tmp".to_string(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(TMP_SIZE_LIMIT.to_string())),
+            ..EmptyDirVolumeSource::default()
+        }),
         ..Volume::default()
     }];
     let mut mounts = vec![VolumeMount {
@@ -237,7 +259,12 @@ pub fn build_job(
                 .as_ref()
                 .map(|s| s.name.as_str()),
         ]),
-        resources: spec.trainer.resources.clone(),
+        resources: Some(
+            spec.trainer
+                .resources
+                .clone()
+                .unwrap_or_else(|| default_resources("250m", "256Mi", "2Gi")),
+        ),
         security_context: Some(container_security_context()),
         termination_message_path: Some(TERMINATION_LOG.to_string()),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
@@ -339,7 +366,12 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
         }]),
         readiness_probe: Some(http_probe("/v2/health/ready", port, 2, 3)),
         liveness_probe: Some(http_probe("/v2/health/live", port, 10, 3)),
-        resources: spec.predictor.resources.clone(),
+        resources: Some(
+            spec.predictor
+                .resources
+                .clone()
+                .unwrap_or_else(|| default_resources("100m", "64Mi", "512Mi")),
+        ),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -499,6 +531,33 @@ mod tests {
         let sc = c.security_context.clone().expect("security context");
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.run_as_user, Some(RUN_AS));
+    }
+
+    #[test]
+    fn pods_without_resources_get_defaults_and_a_bounded_tmp() {
+        let mut mp = pipeline();
+        mp.spec.trainer.resources = None;
+        mp.spec.predictor.resources = None;
+        let job = build_job(&mp, "0123456789ab", "fp", None);
+        let deployment = build_deployment(&mp, &champion("v1", 0.8));
+        for pod in [
+            job.spec.and_then(|s| s.template.spec),
+            deployment.spec.and_then(|s| s.template.spec),
+        ] {
+            let pod = pod.expect("a pod spec");
+            let r = pod.containers[0].resources.clone().expect("resources");
+            let requests = r.requests.unwrap_or_default();
+            assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+            assert!(r.limits.unwrap_or_default().contains_key("memory"));
+            let tmp = pod
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .find(|v| v.name == "tmp")
+                .and_then(|v| v.empty_dir)
+                .and_then(|e| e.size_limit);
+            assert_eq!(tmp, Some(Quantity(TMP_SIZE_LIMIT.into())));
+        }
     }
 
     #[test]

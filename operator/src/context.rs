@@ -11,6 +11,7 @@ use crate::events::Publisher;
 use crate::freshness::Freshness;
 use crate::lease::Fence;
 use crate::metrics::Metrics;
+use crate::policy::PodPolicy;
 use crate::retry::ErrorBackoff;
 use crate::run_slots::RunSlots;
 
@@ -35,6 +36,8 @@ pub struct Context {
     pub errors: ErrorBackoff,
     /// Whether this replica may write now; checked before every write.
     pub fence: Fence,
+    /// What pipelines may ask of their pods.
+    pub policy: PodPolicy,
 }
 
 impl Context {

@@ -211,6 +211,8 @@ pub fn decide_promotion(
 pub enum Step {
     /// spec.suspend: record it, do nothing else.
     Suspended,
+    /// The spec asks for what the operator's pod policy does not allow: build nothing.
+    PolicyViolation { reason: String },
     /// A predictor rollout is in progress.
     WaitRollout,
     /// The rollout finished: the champion serves.
@@ -301,12 +303,18 @@ fn rollout_failed(
     })
 }
 
-/// Picks the one step this reconcile takes, in priority order: suspension, an ongoing rollout,
+/// Picks the one step this reconcile takes, in priority order: suspension, a pod-policy
+/// violation (nothing is built for such a spec), an ongoing rollout,
 /// a rollback request, a missing predictor, the running or finished run, then the data.
 pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
     let status = mp.status.clone().unwrap_or_default();
     if mp.spec.suspend {
         return Step::Suspended;
+    }
+    if let Some(reason) = &obs.policy_violation {
+        return Step::PolicyViolation {
+            reason: reason.clone(),
+        };
     }
     if let Some(rollout) = &status.rollout {
         let ready = matches!(

@@ -40,6 +40,7 @@ pub enum Reason {
     RolledBack,
     RollbackRefused,
     DataUnavailable,
+    PolicyViolation,
 }
 
 impl Reason {
@@ -54,6 +55,7 @@ impl Reason {
             Reason::RolledBack => "RolledBack",
             Reason::RollbackRefused => "RollbackRefused",
             Reason::DataUnavailable => "DataUnavailable",
+            Reason::PolicyViolation => "PolicyViolation",
         }
     }
 
@@ -63,7 +65,8 @@ impl Reason {
             Reason::TrainingFailed
             | Reason::RolloutFailed
             | Reason::RollbackRefused
-            | Reason::DataUnavailable => EventType::Warning,
+            | Reason::DataUnavailable
+            | Reason::PolicyViolation => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -74,6 +77,7 @@ impl Reason {
             Reason::TrainingStarted | Reason::TrainingFailed => "Train",
             Reason::CandidateRejected => "Evaluate",
             Reason::DataUnavailable => "List",
+            Reason::PolicyViolation => "Validate",
             Reason::ModelPromoted => "Promote",
             Reason::RolloutFailed => "Rollout",
             Reason::RolledBack | Reason::RollbackRefused => "Rollback",

@@ -100,6 +100,7 @@ pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
         run_slots: None,
         report: None,
         termination_message: None,
+        policy_violation: None,
     }
 }
 
@@ -214,6 +215,10 @@ impl Context {
             fresh: Default::default(),
             errors: Default::default(),
             fence: crate::lease::Fence::open(),
+            policy: crate::policy::PodPolicy {
+                host_path_prefixes: vec!["/var/champion".into()],
+                image_prefixes: Vec::new(),
+            },
         };
         (Arc::new(ctx), handle, registry)
     }

@@ -17,6 +17,7 @@ mod lease;
 mod metrics;
 mod names;
 mod observe;
+mod policy;
 mod record;
 mod retry;
 mod run_slots;
@@ -90,6 +91,14 @@ struct Args {
     /// Trainer Jobs running at once across all pipelines (0: no limit). Due runs wait.
     #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = 8)]
     max_concurrent_runs: usize,
+    /// Directories under which pipelines may mount hostPath volumes (comma-separated); empty:
+    /// no hostPath volumes at all.
+    #[arg(long, env = "ALLOWED_HOST_PATH_PREFIXES", value_delimiter = ',')]
+    allowed_host_path_prefixes: Vec<String>,
+    /// Prefixes that trainer and predictor images must start with (comma-separated); empty:
+    /// any image.
+    #[arg(long, env = "ALLOWED_IMAGE_PREFIXES", value_delimiter = ',')]
+    allowed_image_prefixes: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     log_json: bool,
@@ -119,6 +128,15 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// The entries of a comma-separated list that are not blank.
+fn non_empty(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// How long one Kubernetes request may take. A request that hangs (a partitioned API server)
@@ -248,6 +266,10 @@ async fn run(args: Args) -> Result<(), MainError> {
         fresh: Default::default(),
         errors: Default::default(),
         fence,
+        policy: policy::PodPolicy {
+            host_path_prefixes: non_empty(&args.allowed_host_path_prefixes),
+            image_prefixes: non_empty(&args.allowed_image_prefixes),
+        },
     });
 
     let lost = Arc::new(AtomicBool::new(false));

@@ -39,6 +39,8 @@ pub struct Observed {
     pub report: Option<Result<Report, ReadFailure>>,
     /// The trainer's own one-line reason, when the tracked run's Job failed and left one.
     pub termination_message: Option<String>,
+    /// What the pipeline asks for that the operator's pod policy does not allow.
+    pub policy_violation: Option<String>,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -118,6 +120,7 @@ pub async fn observe(
         run_slots: ctx.runs.free(&ctx.jobs),
         report,
         termination_message: termination,
+        policy_violation: ctx.policy.check(&mp).err(),
     };
     Ok(Some((mp, observed)))
 }

@@ -209,7 +209,9 @@ pub fn derive(
         }
     }
 
-    let degraded = if let Some(Err(ReadFailure::Refused(why))) = &obs.data {
+    let degraded = if let Some(why) = &obs.policy_violation {
+        Some(("PolicyViolation", why.clone()))
+    } else if let Some(Err(ReadFailure::Refused(why))) = &obs.data {
         Some(("PolicyViolation", why.clone()))
     } else if data_failed {
         Some((

@@ -171,6 +171,16 @@ impl Next<'_> {
     fn step(&mut self, step: &Step) {
         match step {
             Step::Suspended | Step::Idle | Step::NoData | Step::Queued => {}
+            Step::PolicyViolation { reason } => {
+                let known = self.status.conditions.iter().any(|c| {
+                    c.type_ == champion_api::condition::DEGRADED
+                        && c.reason == "PolicyViolation"
+                        && c.message == *reason
+                });
+                if !known {
+                    self.event(Reason::PolicyViolation, reason.clone());
+                }
+            }
             Step::DataUnavailable { reason } => {
                 // Once per failure, not once per poll: only when DataAvailable was not
                 // already False for this reason.
