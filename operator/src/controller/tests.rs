@@ -690,3 +690,26 @@ async fn a_replica_without_the_lease_reads_but_writes_nothing() {
     let extra = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
     assert!(!matches!(extra, Ok(Some(_))), "no write after the read");
 }
+
+#[tokio::test]
+async fn a_host_path_outside_the_policy_builds_nothing_and_says_why() {
+    let (_dir, mut mp, _version) = pipeline_with_new_data().await;
+    if let Some(h) = mp.spec.volumes[0].host_path.as_mut() {
+        h.path = "/etc".into();
+    }
+    let (ctx, handle, _registry) = Context::test(Vec::new(), Vec::new());
+    let script = vec![
+        secret_read(),
+        // No Job: the status says why, then one Warning Event.
+        status_applied(&mp).and(|s| {
+            let status = &s.body["status"];
+            assert_eq!(
+                condition(status, "Degraded"),
+                (json!("True"), json!("PolicyViolation"))
+            );
+            assert!(status["challenger"].is_null());
+        }),
+        event("PolicyViolation", "Warning").and(|s| note_contains(s, "\"/etc\"")),
+    ];
+    reconcile_expecting(mp, ctx, handle, script).await;
+}
