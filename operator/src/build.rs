@@ -364,6 +364,13 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
+        // The predictor opens its port only once the model is loaded and verified: the startup
+        // probe allows a load of up to 90 s (2 s × 45) before liveness starts counting, so a
+        // slow load is not killed and mistaken for a failed rollout.
+        startup_probe: Some(Probe {
+            timeout_seconds: Some(2),
+            ..http_probe("/v2/health/live", port, 2, 45)
+        }),
         readiness_probe: Some(http_probe("/v2/health/ready", port, 2, 3)),
         liveness_probe: Some(http_probe("/v2/health/live", port, 10, 3)),
         resources: Some(
@@ -637,6 +644,12 @@ mod tests {
             .and_then(|p| p.http_get.as_ref())
             .expect("liveness probe");
         assert_eq!(live.path.as_deref(), Some("/v2/health/live"));
+        let startup = c.startup_probe.as_ref().expect("startup probe");
+        assert_eq!(
+            startup.period_seconds.unwrap_or(0) * startup.failure_threshold.unwrap_or(0),
+            90,
+            "a model load of up to 90 s is not killed"
+        );
         let csc = c
             .security_context
             .clone()
