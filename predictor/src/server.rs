@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::server::conn::http1;
@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
@@ -27,26 +28,58 @@ use crate::routes::{Route, Target, match_path};
 
 pub static X_MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The binary tensor data extension of the Open Inference Protocol: the length of the JSON
+/// inference header at the start of a body whose rest is raw tensor bytes.
+pub static INFERENCE_HEADER_CONTENT_LENGTH: HeaderName =
+    HeaderName::from_static("inference-header-content-length");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 const PROMETHEUS_TEXT: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+
+/// What one client may cost the server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// From the request headers being read to the body being complete; a slower body gets
+    /// 408 and its connection is closed, so a stalled upload holds its buffer no longer.
+    pub request_timeout: Duration,
+    /// How long a connection may take to send request headers, and how long an idle
+    /// keep-alive connection stays open waiting for the next request.
+    pub header_timeout: Duration,
+    /// Open connections at most; beyond it new connections wait in the listen backlog until
+    /// one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
 
 /// Everything a request handler reads; built once, shared by every connection.
 pub struct AppState {
     pub model: ServedModel,
     pub metrics: Metrics,
-    pub max_body_bytes: usize,
+    pub limits: Limits,
     draining: AtomicBool,
     next_request_id: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(model: ServedModel, metrics: Metrics, max_body_bytes: usize) -> Self {
+    pub fn new(model: ServedModel, metrics: Metrics, limits: Limits) -> Self {
         metrics.set_ready(true);
         AppState {
             model,
             metrics,
-            max_body_bytes,
+            limits,
             draining: AtomicBool::new(false),
             next_request_id: AtomicU64::new(1),
         }
@@ -74,6 +107,8 @@ struct Failure {
     message: String,
     about_features: bool,
     allow: Option<&'static str>,
+    /// Close the connection after the response (the rest of the body is not read).
+    close: bool,
 }
 
 impl Failure {
@@ -83,6 +118,7 @@ impl Failure {
             message: message.into(),
             about_features: false,
             allow: None,
+            close: false,
         }
     }
 }
@@ -94,6 +130,7 @@ impl From<InputError> for Failure {
             status: e.status,
             message: e.message,
             allow: None,
+            close: false,
         }
     }
 }
@@ -102,6 +139,8 @@ struct Reply {
     status: StatusCode,
     body: Vec<u8>,
     content_type: HeaderValue,
+    /// Binary tensor data extension: the JSON inference header's length.
+    inference_header_len: Option<usize>,
 }
 
 impl Reply {
@@ -110,6 +149,7 @@ impl Reply {
             status,
             body,
             content_type: JSON,
+            inference_header_len: None,
         }
     }
 }
@@ -157,12 +197,12 @@ where
         route = route.label(),
         method = %parts.method,
     );
-    let outcome = dispatch(&state, target, &parts, body)
+    let outcome = dispatch(&state, target, &parts, body, start)
         .instrument(span)
         .await;
     let model = &state.model;
-    let (reply, allow) = match outcome {
-        Ok(reply) => (reply, None),
+    let (reply, allow, close) = match outcome {
+        Ok(reply) => (reply, None, false),
         Err(f) => {
             let rid = RequestId(request_id.as_ref(), seq);
             if f.status.is_server_error() {
@@ -176,7 +216,7 @@ where
                 message.push_str(&model.expected_features_text);
             }
             let body = render::error(Some(model), &message, route.is_v2(), f.about_features);
-            (Reply::json(f.status, body), f.allow)
+            (Reply::json(f.status, body), f.allow, f.close)
         }
     };
     let status = reply.status;
@@ -190,6 +230,15 @@ where
     }
     if let Some(allow) = allow {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(len) = reply.inference_header_len {
+        headers.insert(
+            INFERENCE_HEADER_CONTENT_LENGTH.clone(),
+            HeaderValue::from(len),
+        );
+    }
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     state
         .metrics
@@ -214,6 +263,7 @@ async fn dispatch<B>(
     target: Target<'_>,
     req: &http::request::Parts,
     body: B,
+    start: Instant,
 ) -> Result<Reply, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -292,10 +342,26 @@ where
             status: StatusCode::OK,
             body: state.metrics.render(),
             content_type: PROMETHEUS_TEXT,
+            inference_header_len: None,
         },
         Route::Predict | Route::V1Predict | Route::V2Infer => {
-            let body = read_body(state, &req.headers, body).await?;
-            Reply::json(StatusCode::OK, predict(state, route, &body)?)
+            let header_len = if route == Route::V2Infer {
+                inference_header_len(&req.headers)?
+            } else {
+                None
+            };
+            let deadline = start + state.limits.request_timeout;
+            let body = read_body(state, &req.headers, body, header_len.is_some(), deadline).await?;
+            let (body, inference_header_len) = predict(state, route, &body, header_len)?;
+            Reply {
+                inference_header_len,
+                content_type: if inference_header_len.is_some() {
+                    OCTET_STREAM
+                } else {
+                    JSON
+                },
+                ..Reply::json(StatusCode::OK, body)
+            }
         }
         Route::Unknown => {
             return Err(Failure::new(StatusCode::NOT_FOUND, "no such route"));
@@ -303,10 +369,35 @@ where
     })
 }
 
-/// JSON, or nothing at all (older clients send no Content-Type).
-fn acceptable_media_type(value: &HeaderValue) -> bool {
+/// `Inference-Header-Content-Length`, when the client sent it: a byte count.
+fn inference_header_len(headers: &http::HeaderMap) -> Result<Option<usize>, Failure> {
+    let Some(value) = headers.get(&INFERENCE_HEADER_CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    {
+        Some(len) => Ok(Some(len)),
+        None => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Inference-Header-Content-Length is {:?}; expected the byte length of the JSON inference header",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+        )),
+    }
+}
+
+/// JSON, or nothing at all (older clients send no Content-Type); with the binary tensor
+/// extension also application/octet-stream.
+fn acceptable_media_type(value: &HeaderValue, binary: bool) -> bool {
     let Ok(s) = value.to_str() else { return false };
     let essence = s.split(';').next().unwrap_or_default().trim();
+    if binary && essence.eq_ignore_ascii_case("application/octet-stream") {
+        return true;
+    }
     essence.eq_ignore_ascii_case("application/json")
         || (essence.len() > 5
             && essence.is_char_boundary(essence.len() - 5)
@@ -318,23 +409,30 @@ async fn read_body<B>(
     state: &AppState,
     headers: &http::HeaderMap,
     body: B,
+    binary: bool,
+    deadline: Instant,
 ) -> Result<Bytes, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if let Some(ct) = headers.get(CONTENT_TYPE)
-        && !acceptable_media_type(ct)
+        && !acceptable_media_type(ct, binary)
     {
         return Err(Failure::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "unsupported media type {:?}; send application/json (or no Content-Type)",
-                String::from_utf8_lossy(ct.as_bytes())
+                "unsupported media type {:?}; send application/json (or no Content-Type{})",
+                String::from_utf8_lossy(ct.as_bytes()),
+                if binary {
+                    ", or application/octet-stream with binary tensor data"
+                } else {
+                    ""
+                }
             ),
         ));
     }
-    let limit = state.max_body_bytes;
+    let limit = state.limits.max_body_bytes;
     let too_large = || {
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -348,7 +446,21 @@ where
     {
         return Err(too_large());
     }
-    match collect_body(Limited::new(body, limit)).await {
+    let timeout = state.limits.request_timeout;
+    let collected =
+        tokio::time::timeout_at(deadline.into(), collect_body(Limited::new(body, limit)))
+            .await
+            .map_err(|_| Failure {
+                close: true,
+                ..Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s; the connection is closed",
+                        timeout.as_secs_f64()
+                    ),
+                )
+            })?;
+    match collected {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Failure::new(
@@ -386,7 +498,12 @@ async fn collect_body<B: hyper::body::Body<Data = Bytes>>(body: B) -> Result<Byt
     })
 }
 
-fn predict(state: &AppState, route: Route, body: &[u8]) -> Result<Vec<u8>, Failure> {
+fn predict(
+    state: &AppState,
+    route: Route,
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<(Vec<u8>, Option<usize>), Failure> {
     let model = &state.model;
     with_work(|w| {
         let Work {
@@ -416,15 +533,15 @@ fn predict(state: &AppState, route: Route, body: &[u8]) -> Result<Vec<u8>, Failu
                 Route::Predict => {
                     let shape = parse::parse_predict(body, model, scratch)?;
                     infer(scratch, classes, per_class)?;
-                    render::predict(model, shape, classes, &scratch.proba)
+                    (render::predict(model, shape, classes, &scratch.proba), None)
                 }
                 Route::V1Predict => {
                     parse::parse_v1(body, model, scratch)?;
                     infer(scratch, classes, per_class)?;
-                    render::v1_predict(model, classes)
+                    (render::v1_predict(model, classes), None)
                 }
                 _ => {
-                    let req = parse::parse_v2(body, model, scratch)?;
+                    let req = parse::parse_v2(body, header_len, model, scratch)?;
                     infer(scratch, classes, per_class)?;
                     render::v2_infer(
                         model,
@@ -463,15 +580,24 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        // Bounds how long a slow client can hold a connection before sending its headers.
-        .header_read_timeout(Duration::from_secs(30))
+        // Bounds how long a slow client can hold a connection before sending its headers, and
+        // how long an idle keep-alive connection is kept.
+        .header_read_timeout(state.limits.header_timeout)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    // One permit per open connection: at the cap, accepting pauses and new connections wait
+    // in the kernel's listen backlog until one closes.
+    let permits = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     let deadline = loop {
+        let next = async {
+            // The semaphore is never closed, so acquiring only waits.
+            let permit = permits.clone().acquire_owned().await.ok();
+            (permit, listener.accept().await)
+        };
         tokio::select! {
             deadline = &mut shutdown => break deadline,
-            accepted = listener.accept() => {
+            (permit, accepted) = next => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -490,6 +616,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
         }
@@ -510,7 +637,14 @@ mod tests {
     fn state() -> Arc<AppState> {
         let m = sum_model();
         let metrics = Metrics::new(&m).unwrap();
-        Arc::new(AppState::new(m, metrics, 1024))
+        Arc::new(AppState::new(
+            m,
+            metrics,
+            Limits {
+                max_body_bytes: 1024,
+                ..Limits::default()
+            },
+        ))
     }
 
     fn call(
@@ -526,6 +660,7 @@ mod tests {
         }
         let req = b.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let resp = rt.block_on(handle(state.clone(), req)).unwrap();
@@ -559,6 +694,7 @@ mod tests {
 
     fn collect(frames: Vec<hyper::body::Frame<Bytes>>) -> Bytes {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         rt.block_on(collect_body(Frames(frames.into())))
@@ -590,6 +726,7 @@ mod tests {
             .body(Frames(frames))
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let resp = rt.block_on(handle(s, req)).unwrap();
