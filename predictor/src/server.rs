@@ -197,12 +197,20 @@ where
         route = route.label(),
         method = %parts.method,
     );
-    let outcome = dispatch(&state, target, &parts, body, start)
+    let mut body = Some(body);
+    let outcome = dispatch(&state, target, &parts, &mut body, start)
         .instrument(span)
         .await;
+    // A body the route did not read (a refusal before reading it, or a GET with a body) is
+    // read and discarded, within the same limits, so that the keep-alive connection survives
+    // a refused request; only a body that cannot be drained closes the connection.
+    let drained = match body {
+        Some(unread) => drain_body(&state, &parts.headers, unread, start).await,
+        None => true,
+    };
     let model = &state.model;
     let (reply, allow, close) = match outcome {
-        Ok(reply) => (reply, None, false),
+        Ok(reply) => (reply, None, !drained),
         Err(f) => {
             let rid = RequestId(request_id.as_ref(), seq);
             if f.status.is_server_error() {
@@ -216,7 +224,7 @@ where
                 message.push_str(&model.expected_features_text);
             }
             let body = render::error(Some(model), &message, route.is_v2(), f.about_features);
-            (Reply::json(f.status, body), f.allow, f.close)
+            (Reply::json(f.status, body), f.allow, f.close || !drained)
         }
     };
     let status = reply.status;
@@ -262,7 +270,7 @@ async fn dispatch<B>(
     state: &AppState,
     target: Target<'_>,
     req: &http::request::Parts,
-    body: B,
+    body: &mut Option<B>,
     start: Instant,
 ) -> Result<Reply, Failure>
 where
@@ -351,7 +359,14 @@ where
                 None
             };
             let deadline = start + state.limits.request_timeout;
-            let body = read_body(state, &req.headers, body, header_len.is_some(), deadline).await?;
+            check_media_type(&req.headers, header_len.is_some())?;
+            let Some(body) = body.take() else {
+                return Err(Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "request body already consumed",
+                ));
+            };
+            let body = read_body(state, &req.headers, body, deadline).await?;
             let (body, inference_header_len) = predict(state, route, &body, header_len)?;
             Reply {
                 inference_header_len,
@@ -367,6 +382,40 @@ where
             return Err(Failure::new(StatusCode::NOT_FOUND, "no such route"));
         }
     })
+}
+
+/// Reads and discards an unread request body within the body limit and the request timeout;
+/// false when that is not possible (the connection must then close).
+async fn drain_body<B>(state: &AppState, headers: &http::HeaderMap, body: B, start: Instant) -> bool
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let limit = state.limits.max_body_bytes as u64;
+    if let Some(len) = headers.get(CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(0) => return true,
+            Some(n) if n <= limit => {}
+            _ => return false,
+        }
+    }
+    let deadline = start + state.limits.request_timeout;
+    let drain = async {
+        let mut body = std::pin::pin!(body);
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout_at(deadline.into(), drain)
+        .await
+        .unwrap_or(false)
 }
 
 /// `Inference-Header-Content-Length`, when the client sent it: a byte count.
@@ -405,17 +454,7 @@ fn acceptable_media_type(value: &HeaderValue, binary: bool) -> bool {
             && essence.contains('/'))
 }
 
-async fn read_body<B>(
-    state: &AppState,
-    headers: &http::HeaderMap,
-    body: B,
-    binary: bool,
-    deadline: Instant,
-) -> Result<Bytes, Failure>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+fn check_media_type(headers: &http::HeaderMap, binary: bool) -> Result<(), Failure> {
     if let Some(ct) = headers.get(CONTENT_TYPE)
         && !acceptable_media_type(ct, binary)
     {
@@ -432,9 +471,24 @@ where
             ),
         ));
     }
+    Ok(())
+}
+
+async fn read_body<B>(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    body: B,
+    deadline: Instant,
+) -> Result<Bytes, Failure>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = state.limits.max_body_bytes;
-    let too_large = || {
-        Failure::new(
+    let too_large = || Failure {
+        // The rest of the body is not read.
+        close: true,
+        ..Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
