@@ -72,6 +72,8 @@ fn raise_open_file_limit() -> Option<u64> {
             lim = raised;
         }
     }
+    // rlim_t is u64 on Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
     Some(lim.rlim_cur as u64)
 }
 

@@ -45,7 +45,10 @@ fn raise_fd_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    // rlim_t is u64 on Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    let limit = lim.rlim_cur as u64;
+    limit
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {

@@ -219,6 +219,9 @@ fn framed(header: &str, tensor: &[u8]) -> Vec<u8> {
     body
 }
 
+/// (Inference-Header-Content-Length, Content-Type, body, expected status, expected message part)
+type FramingCase = (String, Option<&'static str>, Vec<u8>, u16, &'static str);
+
 #[test]
 fn binary_framing_errors_are_clear_4xx() {
     let (dir, p) = start();
@@ -266,7 +269,7 @@ fn binary_framing_errors_are_clear_4xx() {
     let want: Vec<f64> = proba_for(&dir.model, &x).into_iter().flatten().collect();
     assert_eq!(proba, want);
 
-    let cases: Vec<(String, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<FramingCase> = vec![
         (
             (header.len() + bytes.len() + 1).to_string(),
             None,
