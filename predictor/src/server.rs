@@ -663,6 +663,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let open = state.metrics.open_connections.clone();
+                open.inc();
                 let svc = service_fn(move |req| handle(state.clone(), req));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
@@ -670,6 +672,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    open.dec();
                     drop(permit);
                 });
             }

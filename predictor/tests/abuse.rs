@@ -296,7 +296,7 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let rss_before = rss_kib(p.child.id(), "VmRSS:");
-    let (trickled, latencies, window, rss_stalled) = rt.block_on(async {
+    let (trickled, latencies, window, rss_stalled, metrics_stalled) = rt.block_on(async {
         let sent = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let tasks: Vec<_> = (0..STALLED)
@@ -329,6 +329,11 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
         }
         let window_end = Instant::now();
         let rss_stalled = rss_kib(p.child.id(), "VmRSS:");
+        let metrics = tokio::task::spawn_blocking(move || {
+            common::request(addr, "GET", "/metrics", &[], b"").text()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut trickled = Vec::new();
         for t in tasks {
             match tokio::time::timeout(Duration::from_secs(60), t).await {
@@ -338,7 +343,7 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
                 Err(_) => panic!("a trickling connection was still open 60 s later"),
             }
         }
-        (trickled, latencies, window_end, rss_stalled)
+        (trickled, latencies, window_end, rss_stalled, metrics)
     });
     let mut sorted = latencies.clone();
     sorted.sort();
@@ -386,6 +391,25 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
     assert!(
         with_408 * 100 >= STALLED * 99,
         "only {with_408} of {STALLED} stalled connections got their 408 before the close"
+    );
+    let gauge = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let open_while_stalled = gauge(&metrics_stalled, "predictor_open_connections ");
+    assert!(
+        open_while_stalled > STALLED as u64,
+        "predictor_open_connections was {open_while_stalled} while {STALLED} were stalled"
+    );
+    let after = p.get("/metrics").text();
+    assert_eq!(
+        gauge(
+            &after,
+            r#"predictor_requests_total{code="408",route="predict"} "#
+        ),
+        STALLED as u64
     );
     // The predictor serves normally afterwards.
     assert_eq!(p.post_json("/predict", ROW).status, 200);
