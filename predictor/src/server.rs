@@ -390,6 +390,9 @@ async fn drain_body<B>(state: &AppState, headers: &http::HeaderMap, body: B, sta
 where
     B: hyper::body::Body<Data = Bytes>,
 {
+    if body.is_end_stream() {
+        return true; // GET and other bodiless requests: nothing to read
+    }
     let limit = state.limits.max_body_bytes as u64;
     if let Some(len) = headers.get(CONTENT_LENGTH) {
         match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
