@@ -793,6 +793,118 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
+    /// A body whose first bytes came and whose rest never does: a stalled upload.
+    struct Stalled(bool);
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            if self.0 {
+                std::task::Poll::Pending
+            } else {
+                self.0 = true;
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"{")))))
+            }
+        }
+    }
+
+    fn stalled_request(path: &str, content_type: &str) -> (StatusCode, http::HeaderMap, String) {
+        let m = sum_model();
+        let metrics = Metrics::new(&m).unwrap();
+        let s = Arc::new(AppState::new(
+            m,
+            metrics,
+            Limits {
+                request_timeout: Duration::from_millis(100),
+                ..Limits::default()
+            },
+        ));
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(CONTENT_TYPE, content_type)
+            .body(Stalled(false))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let resp = rt.block_on(handle(s, req)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn a_stalled_body_gets_408_and_closes_the_connection() {
+        let (status, headers, body) = stalled_request("/predict", "application/json");
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(headers.get(CONNECTION).unwrap(), "close");
+        assert!(body.contains("did not arrive within 0.1 s"), "{body}");
+        // A request refused before its body (415) that then stalls cannot be drained either:
+        // the refusal still comes, and the connection closes.
+        let (status, headers, _) = stalled_request("/predict", "text/plain");
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(headers.get(CONNECTION).unwrap(), "close");
+    }
+
+    #[test]
+    fn a_refused_body_is_drained_and_the_connection_kept() {
+        let s = state();
+        let (status, _, h) = call(&s, "POST", "/predict", Some("text/plain"), b"{\"a\": 1}");
+        assert_eq!(status, 415);
+        assert!(h.get(CONNECTION).is_none(), "{h:?}");
+        let (status, _, h) = call(&s, "POST", "/v2/models/other/infer", None, b"{}");
+        assert_eq!(status, 404);
+        assert!(h.get(CONNECTION).is_none(), "{h:?}");
+    }
+
+    #[test]
+    fn v2_binary_framing_through_the_handler() {
+        let s = state();
+        let header = r#"{"inputs":[{"name":"input-0","shape":[1,3],"datatype":"FP64","parameters":{"binary_data_size":24}}],"parameters":{"binary_data_output":true}}"#;
+        let mut body = header.as_bytes().to_vec();
+        for v in [1.0f64, 2.0, 3.0] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v2/models/wine/infer")
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(&INFERENCE_HEADER_CONTENT_LENGTH, header.len())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let resp = rt.block_on(handle(s.clone(), req)).unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers().get(CONTENT_TYPE).unwrap(),
+            "application/octet-stream"
+        );
+        let len: usize = resp.headers()[&INFERENCE_HEADER_CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes[..len]).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(&bytes[len..len + 8], b"\x04\0\0\0good");
+        let (_, m, _) = call(&s, "GET", "/v2", None, b"");
+        assert_eq!(m["extensions"], serde_json::json!(["binary_tensor_data"]));
+    }
+
     #[test]
     fn every_response_names_the_model_version() {
         let s = state();
