@@ -33,10 +33,12 @@ help:
 components:
 	@bash tests/cluster/scripts/build-components.sh
 
-# Tools the tests drive: wrk and locust load the predictor, moto serves S3 locally.
+# Tools the tests drive: wrk and locust load the predictor, moto serves S3 locally, tritonclient
+# speaks the Open Inference Protocol (binary tensors) to it.
 test-deps:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	@python3 -c 'import locust, moto' 2>/dev/null || python3 -m pip install -q locust 'moto[server]'
+	@python3 -c 'import tritonclient.http' 2>/dev/null || python3 -m pip install -q 'tritonclient[http]'
 
 images: components
 	cargo build --release -p operator -p trainer-job -p predictor -p champion-tests --bins
@@ -63,7 +65,7 @@ lint: components
 	$(CHAMPION_CACHE)/bin/helm lint --quiet charts/champion-operator
 
 unit-test: test-deps
-	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 cargo test --workspace --exclude champion-tests
+	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 CHAMPION_REQUIRE_TRITONCLIENT=1 cargo test --workspace --exclude champion-tests
 
 # Integration tests on the real local cluster; the cluster is always taken down afterwards, also
 # when a test fails, so the host is left as it was found.

@@ -34,6 +34,15 @@ pub struct Config {
     /// terminationGracePeriodSeconds.
     pub grace: Duration,
     pub worker_threads: usize,
+    /// REQUEST_TIMEOUT_SECONDS (default 10): from a request's headers to its complete body;
+    /// slower bodies get 408 and their connection is closed.
+    pub request_timeout: Duration,
+    /// HEADER_TIMEOUT_SECONDS (default 30): to send request headers, and the idle time of a
+    /// keep-alive connection between requests.
+    pub header_timeout: Duration,
+    /// MAX_CONNECTIONS (default 10000): open connections at most; more wait in the listen
+    /// backlog. The process raises its open-file limit to the hard limit at start.
+    pub max_connections: usize,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -102,6 +111,29 @@ impl Config {
         };
         let drain_delay = seconds("SHUTDOWN_DRAIN_SECONDS", drain)?;
         let grace = seconds("SHUTDOWN_GRACE_SECONDS", grace)?;
+        let positive_seconds =
+            |name: &'static str, default: f64| -> Result<Duration, ConfigError> {
+                let v: f64 = parse(&get, name, default, "seconds")?;
+                if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                    Ok(Duration::from_secs_f64(v))
+                } else {
+                    Err(ConfigError::Invalid {
+                        name,
+                        value: v.to_string(),
+                        expected: "seconds, more than 0 and at most 3600",
+                    })
+                }
+            };
+        let request_timeout = positive_seconds("REQUEST_TIMEOUT_SECONDS", 10.0)?;
+        let header_timeout = positive_seconds("HEADER_TIMEOUT_SECONDS", 30.0)?;
+        let max_connections: usize = parse(&get, "MAX_CONNECTIONS", 10_000, "a connection count")?;
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_CONNECTIONS",
+                value: "0".into(),
+                expected: "a positive connection count",
+            });
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_threads: usize = parse(&get, "WORKER_THREADS", cores, "a thread count")?;
         Ok(Config {
@@ -112,6 +144,9 @@ impl Config {
             drain_delay: drain_delay.min(grace),
             grace,
             worker_threads: worker_threads.max(1),
+            request_timeout,
+            header_timeout,
+            max_connections,
         })
     }
 }
@@ -137,6 +172,19 @@ mod tests {
         assert_eq!(c.model_name, None);
         assert_eq!(c.grace, Duration::from_secs(25));
         assert!(c.worker_threads >= 1);
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 10_000);
+        let c = cfg(&[
+            ("MODEL_URI", "file:///m/v1/"),
+            ("REQUEST_TIMEOUT_SECONDS", "2.5"),
+            ("HEADER_TIMEOUT_SECONDS", "5"),
+            ("MAX_CONNECTIONS", "64"),
+        ])
+        .unwrap();
+        assert_eq!(c.request_timeout, Duration::from_millis(2500));
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_connections, 64);
     }
 
     #[test]
@@ -149,6 +197,11 @@ mod tests {
             ("SHUTDOWN_GRACE_SECONDS", "-1"),
             ("BIND_ADDRESS", "nowhere"),
             ("MODEL_NAME", "a/b"),
+            ("REQUEST_TIMEOUT_SECONDS", "0"),
+            ("REQUEST_TIMEOUT_SECONDS", "soon"),
+            ("HEADER_TIMEOUT_SECONDS", "-3"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "many"),
         ] {
             match cfg(&[("MODEL_URI", "file:///m/"), (k, v)]) {
                 Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, k),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use predictor::config::Config;
 use predictor::metrics::{Metrics, MetricsError};
-use predictor::server::{self, AppState, Drained};
+use predictor::server::{self, AppState, Drained, Limits};
 use tokio::net::TcpListener;
 
 /// Why the process stopped without serving.
@@ -48,6 +48,33 @@ fn write_termination_log(reason: &str) {
     if std::path::Path::new(&path).exists() {
         let _ = std::fs::write(&path, reason);
     }
+}
+
+/// Raises the soft open-file limit to the hard limit (as Go's runtime does): every connection
+/// is a descriptor, and the common soft default of 1024 would cap MAX_CONNECTIONS well below
+/// its default. Returns the limit in force afterwards.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    // rlim_t is u64 on Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    Some(lim.rlim_cur as u64)
 }
 
 fn main() -> ExitCode {
@@ -101,10 +128,34 @@ async fn serve(config: Config) -> Result<(), StartError> {
         addr: config.listen,
         source,
     })?;
-    let state = Arc::new(AppState::new(model, metrics, config.max_body_bytes));
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+    };
+    let open_files = raise_open_file_limit();
+    if let Some(n) = open_files
+        && (n as usize) < config.max_connections.saturating_add(64)
+    {
+        tracing::warn!(
+            open_file_limit = n,
+            max_connections = config.max_connections,
+            "the open-file limit is below MAX_CONNECTIONS plus headroom; connections beyond it fail to be accepted"
+        );
+    }
+    let state = Arc::new(AppState::new(model, metrics, limits));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(StartError::Signal)?;
-    tracing::info!(addr = %addr, worker_threads = config.worker_threads, "listening");
+    tracing::info!(
+        addr = %addr,
+        worker_threads = config.worker_threads,
+        max_connections = config.max_connections,
+        request_timeout_seconds = config.request_timeout.as_secs_f64(),
+        header_timeout_seconds = config.header_timeout.as_secs_f64(),
+        open_file_limit = open_files,
+        "listening"
+    );
 
     let drain_state = state.clone();
     let (drain_delay, grace) = (config.drain_delay, config.grace);

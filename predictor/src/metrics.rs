@@ -12,8 +12,8 @@ use crate::model::ServedModel;
 use crate::routes::Route;
 
 /// Status codes the server produces; anything else is counted as "other".
-const CODES: [&str; 10] = [
-    "200", "400", "404", "405", "413", "415", "422", "500", "503", "other",
+const CODES: [&str; 11] = [
+    "200", "400", "404", "405", "408", "413", "415", "422", "500", "503", "other",
 ];
 
 fn code_index(status: u16) -> usize {
@@ -22,12 +22,13 @@ fn code_index(status: u16) -> usize {
         400 => 1,
         404 => 2,
         405 => 3,
-        413 => 4,
-        415 => 5,
-        422 => 6,
-        500 => 7,
-        503 => 8,
-        _ => 9,
+        408 => 4,
+        413 => 5,
+        415 => 6,
+        422 => 7,
+        500 => 8,
+        503 => 9,
+        _ => 10,
     }
 }
 
@@ -51,6 +52,8 @@ pub struct Metrics {
     rows: Vec<Option<IntCounter>>,
     per_class: Vec<IntCounter>,
     ready: IntGauge,
+    /// Open client connections (bounded by MAX_CONNECTIONS).
+    pub open_connections: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +133,11 @@ impl Metrics {
             "1 while the predictor reports ready, 0 while draining.",
         )?;
         registry.register(Box::new(ready.clone()))?;
+        let open_connections = IntGauge::new(
+            "predictor_open_connections",
+            "Client connections open now (at most MAX_CONNECTIONS).",
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
 
         let rows = Route::ALL
             .iter()
@@ -155,6 +163,7 @@ impl Metrics {
             rows,
             per_class,
             ready,
+            open_connections,
         })
     }
 
@@ -210,6 +219,8 @@ mod tests {
         metrics.observe_request(Route::Predict, 200, 0.0002);
         metrics.observe_request(Route::V2Infer, 422, 0.001);
         metrics.observe_request(Route::Unknown, 418, 0.001);
+        metrics.observe_request(Route::V1Predict, 408, 10.0);
+        metrics.open_connections.set(3);
         metrics.observe_rows(Route::V2Infer, &[3, 4]);
         metrics.set_ready(true);
         let text = String::from_utf8(metrics.render()).unwrap();
@@ -224,6 +235,8 @@ mod tests {
             r#"predictor_model_info{algorithm="test",metric="f1Macro",model_name="wine",model_version="v1"} 1"#,
             r#"predictor_model_score{metric="f1Macro",model_version="v1"} 0.75"#,
             "predictor_ready 1",
+            r#"predictor_requests_total{code="408",route="v1_predict"} 1"#,
+            "predictor_open_connections 3",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -67,6 +67,11 @@ struct Ctx<'a> {
     seen: &'a mut Vec<bool>,
     rows: usize,
     error: Option<InputError>,
+    /// The binary tensor data after the JSON inference header (v2 binary extension), and
+    /// whether the request was framed that way at all (`Inference-Header-Content-Length`).
+    binary: &'a [u8],
+    framed: bool,
+    binary_used: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -78,12 +83,19 @@ impl<'a> Ctx<'a> {
             seen: &mut scratch.seen,
             rows: 0,
             error: None,
+            binary: &[],
+            framed: false,
+            binary_used: 0,
         }
     }
 
     /// Records the precise reason and returns an opaque serde error that unwinds the parse.
     fn fail<E: de::Error>(&mut self, message: String) -> E {
-        self.error = Some(InputError::unprocessable(message));
+        self.fail_with(InputError::unprocessable(message))
+    }
+
+    fn fail_with<E: de::Error>(&mut self, error: InputError) -> E {
+        self.error = Some(error);
         E::custom("input rejected")
     }
 
@@ -164,11 +176,154 @@ pub fn parse_v1(body: &[u8], model: &ServedModel, scratch: &mut Scratch) -> Resu
     })
 }
 
-/// Which outputs a v2 client asked for (all when it names none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which outputs a v2 client asked for (all when it names none), and which of them it wants
+/// as binary tensor data (`binary_data_output` for all, or `parameters.binary_data` per output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct V2Outputs {
     pub label: bool,
     pub probabilities: bool,
+    pub label_binary: bool,
+    pub probabilities_binary: bool,
+}
+
+impl V2Outputs {
+    /// Both outputs, as JSON.
+    pub const ALL_JSON: V2Outputs = V2Outputs {
+        label: true,
+        probabilities: true,
+        label_binary: false,
+        probabilities_binary: false,
+    };
+}
+
+/// The tensor datatypes an input may use (Open Inference Protocol names). Every value is
+/// converted to f64 for scoring; 64-bit integers beyond 2^53 are rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+pub const SUPPORTED_DATATYPES: &str =
+    "FP64, FP32, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64 or BOOL";
+
+impl DataType {
+    pub fn from_name(name: &str) -> Option<DataType> {
+        Some(match name {
+            "BOOL" => DataType::Bool,
+            "UINT8" => DataType::U8,
+            "UINT16" => DataType::U16,
+            "UINT32" => DataType::U32,
+            "UINT64" => DataType::U64,
+            "INT8" => DataType::I8,
+            "INT16" => DataType::I16,
+            "INT32" => DataType::I32,
+            "INT64" => DataType::I64,
+            "FP32" => DataType::F32,
+            "FP64" => DataType::F64,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::U8 => "UINT8",
+            DataType::U16 => "UINT16",
+            DataType::U32 => "UINT32",
+            DataType::U64 => "UINT64",
+            DataType::I8 => "INT8",
+            DataType::I16 => "INT16",
+            DataType::I32 => "INT32",
+            DataType::I64 => "INT64",
+            DataType::F32 => "FP32",
+            DataType::F64 => "FP64",
+        }
+    }
+
+    /// Bytes per element in the binary tensor encoding.
+    pub fn size(self) -> usize {
+        match self {
+            DataType::Bool | DataType::U8 | DataType::I8 => 1,
+            DataType::U16 | DataType::I16 => 2,
+            DataType::U32 | DataType::I32 | DataType::F32 => 4,
+            DataType::U64 | DataType::I64 | DataType::F64 => 8,
+        }
+    }
+
+    /// The range of an integer type (`None` for floats and BOOL).
+    fn int_range(self) -> Option<(f64, f64)> {
+        Some(match self {
+            DataType::U8 => (0.0, u8::MAX as f64),
+            DataType::U16 => (0.0, u16::MAX as f64),
+            DataType::U32 => (0.0, u32::MAX as f64),
+            DataType::U64 => (0.0, u64::MAX as f64),
+            DataType::I8 => (i8::MIN as f64, i8::MAX as f64),
+            DataType::I16 => (i16::MIN as f64, i16::MAX as f64),
+            DataType::I32 => (i32::MIN as f64, i32::MAX as f64),
+            DataType::I64 => (i64::MIN as f64, i64::MAX as f64),
+            _ => return None,
+        })
+    }
+}
+
+/// Appends the little-endian, row-major binary tensor `bytes` of type `dt` to `out` as f64.
+/// `bytes.len()` must be a multiple of `dt.size()` (the caller checked it against the shape).
+pub fn decode_binary(dt: DataType, bytes: &[u8], out: &mut Vec<f64>) -> Result<(), String> {
+    let start = out.len();
+    out.reserve(bytes.len() / dt.size());
+    macro_rules! ints {
+        ($t:ty) => {{
+            for c in bytes.chunks_exact(std::mem::size_of::<$t>()) {
+                let mut a = [0u8; std::mem::size_of::<$t>()];
+                a.copy_from_slice(c);
+                out.push(<$t>::from_le_bytes(a) as f64);
+            }
+        }};
+    }
+    match dt {
+        DataType::Bool => {
+            for (i, b) in bytes.iter().enumerate() {
+                match b {
+                    0 => out.push(0.0),
+                    1 => out.push(1.0),
+                    other => {
+                        return Err(format!(
+                            "BOOL tensor element {i} is the byte {other}; expected 0 (false) or 1 (true)"
+                        ));
+                    }
+                }
+            }
+        }
+        DataType::U8 => ints!(u8),
+        DataType::U16 => ints!(u16),
+        DataType::U32 => ints!(u32),
+        DataType::U64 => ints!(u64),
+        DataType::I8 => ints!(i8),
+        DataType::I16 => ints!(i16),
+        DataType::I32 => ints!(i32),
+        DataType::I64 => ints!(i64),
+        DataType::F32 => ints!(f32),
+        DataType::F64 => ints!(f64),
+    }
+    if matches!(dt, DataType::F32 | DataType::F64)
+        && let Some(i) = out[start..].iter().position(|v| !v.is_finite())
+    {
+        return Err(format!(
+            "non-finite number {} at tensor element {i}",
+            out[start + i]
+        ));
+    }
+    Ok(())
 }
 
 pub const V2_LABEL_OUTPUT: &str = "label";
@@ -181,24 +336,43 @@ pub struct V2Request {
     pub outputs: V2Outputs,
 }
 
-/// Open Inference Protocol v2: one FP32/FP64 input tensor of shape [N, features].
+/// Open Inference Protocol v2: one input tensor of shape [N, features], as JSON `data` or,
+/// with the binary tensor data extension, as raw little-endian bytes after a JSON inference
+/// header of `header_len` bytes (the `Inference-Header-Content-Length` request header).
 pub fn parse_v2(
     body: &[u8],
+    header_len: Option<usize>,
     model: &ServedModel,
     scratch: &mut Scratch,
 ) -> Result<V2Request, InputError> {
+    let (json, binary) = match header_len {
+        None => (body, &[][..]),
+        Some(len) if len > body.len() => {
+            return Err(InputError::bad_request(format!(
+                "Inference-Header-Content-Length is {len} but the body has only {} bytes;                  expected the JSON inference header followed by the binary tensor data",
+                body.len()
+            )));
+        }
+        Some(len) => body.split_at(len),
+    };
     let mut ctx = Ctx::new(model, scratch);
+    ctx.binary = binary;
+    ctx.framed = header_len.is_some();
     let mut req = V2Request {
         id: None,
-        outputs: V2Outputs {
-            label: true,
-            probabilities: true,
-        },
+        outputs: V2Outputs::ALL_JSON,
     };
-    run(body, &mut ctx, |de, ctx| {
+    run(json, &mut ctx, |de, ctx| {
         req = de::Deserializer::deserialize_map(de, V2Top(ctx))?;
         Ok(())
     })?;
+    if ctx.binary_used != binary.len() {
+        return Err(InputError::bad_request(format!(
+            "{} bytes follow the JSON inference header but the inputs declare {} bytes of              binary data (parameters.binary_data_size); the sizes must add up to the rest of the body",
+            binary.len(),
+            ctx.binary_used
+        )));
+    }
     Ok(req)
 }
 
@@ -439,6 +613,7 @@ impl<'de> de::Deserialize<'de> for KeyName {
                     "shape" => "shape",
                     "datatype" => "datatype",
                     "data" => "data",
+                    "parameters" => "parameters",
                     _ => "",
                 };
                 Ok(KeyName(std::borrow::Cow::Borrowed(known)))
@@ -502,6 +677,26 @@ struct V2Top<'c, 'a>(&'c mut Ctx<'a>);
 #[derive(serde::Deserialize)]
 struct RequestedOutput {
     name: String,
+    #[serde(default)]
+    parameters: OutputParameters,
+}
+
+/// `$request_output.parameters`; other parameters are ignored.
+#[derive(serde::Deserialize, Default)]
+struct OutputParameters {
+    binary_data: Option<bool>,
+}
+
+/// `$inference_request.parameters`; other parameters are ignored.
+#[derive(serde::Deserialize, Default)]
+struct RequestParameters {
+    binary_data_output: Option<bool>,
+}
+
+/// `$request_input.parameters`; other parameters are ignored.
+#[derive(serde::Deserialize, Default)]
+struct InputParameters {
+    binary_data_size: Option<u64>,
 }
 
 impl<'de> Visitor<'de> for V2Top<'_, '_> {
@@ -514,9 +709,11 @@ impl<'de> Visitor<'de> for V2Top<'_, '_> {
         let mut id = None;
         let mut outputs = None;
         let mut inputs = false;
+        let mut params = RequestParameters::default();
         while let Some(key) = map.next_key::<KeyName>()? {
             match &*key.0 {
                 "id" => id = Some(map.next_value::<String>()?),
+                "parameters" => params = map.next_value()?,
                 "inputs" => {
                     if inputs {
                         return Err(ctx.fail("\"inputs\" given twice".into()));
@@ -532,28 +729,25 @@ impl<'de> Visitor<'de> for V2Top<'_, '_> {
         }
         if !inputs {
             return Err(ctx.fail(format!(
-                "missing \"inputs\": expected one FP32 or FP64 tensor of shape [N, {}]",
+                "missing \"inputs\": expected one tensor of shape [N, {}] ({SUPPORTED_DATATYPES})",
                 ctx.model.n_features()
             )));
         }
+        let binary_default = params.binary_data_output.unwrap_or(false);
         let outputs = match outputs {
-            None => V2Outputs {
-                label: true,
-                probabilities: true,
-            },
-            Some(list) if list.is_empty() => V2Outputs {
-                label: true,
-                probabilities: true,
-            },
-            Some(list) => {
-                let mut sel = V2Outputs {
-                    label: false,
-                    probabilities: false,
-                };
+            Some(list) if !list.is_empty() => {
+                let mut sel = V2Outputs::default();
                 for o in list {
+                    let binary = o.parameters.binary_data.unwrap_or(binary_default);
                     match o.name.as_str() {
-                        V2_LABEL_OUTPUT => sel.label = true,
-                        V2_PROBA_OUTPUT => sel.probabilities = true,
+                        V2_LABEL_OUTPUT => {
+                            sel.label = true;
+                            sel.label_binary = binary;
+                        }
+                        V2_PROBA_OUTPUT => {
+                            sel.probabilities = true;
+                            sel.probabilities_binary = binary;
+                        }
                         other => {
                             return Err(ctx.fail(format!(
                                 "unknown output '{other}'; this model has outputs '{V2_LABEL_OUTPUT}' and '{V2_PROBA_OUTPUT}'"
@@ -563,6 +757,11 @@ impl<'de> Visitor<'de> for V2Top<'_, '_> {
                 }
                 sel
             }
+            _ => V2Outputs {
+                label_binary: binary_default,
+                probabilities_binary: binary_default,
+                ..V2Outputs::ALL_JSON
+            },
         };
         Ok(V2Request { id, outputs })
     }
@@ -586,14 +785,14 @@ impl<'de> Visitor<'de> for Inputs<'_, '_> {
         let ctx = self.0;
         if seq.next_element_seed(Tensor(ctx))?.is_none() {
             let msg = format!(
-                "\"inputs\" is empty; expected one FP32 or FP64 tensor of shape [N, {}]",
+                "\"inputs\" is empty; expected one tensor of shape [N, {}]",
                 ctx.model.n_features()
             );
             return Err(ctx.fail(msg));
         }
         if seq.next_element::<IgnoredAny>()?.is_some() {
             let msg = format!(
-                "\"inputs\" has more than one tensor; expected one FP32 or FP64 tensor of shape [N, {}]",
+                "\"inputs\" has more than one tensor; expected one tensor of shape [N, {}]",
                 ctx.model.n_features()
             );
             return Err(ctx.fail(msg));
@@ -619,13 +818,17 @@ impl<'de> Visitor<'de> for Tensor<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let ctx = self.0;
         let n = ctx.model.n_features();
+        let start = ctx.values.len();
         let mut shape: Option<Vec<u64>> = None;
         let mut datatype: Option<String> = None;
         let mut data = false;
+        let mut saw_bool = None;
+        let mut params = InputParameters::default();
         while let Some(key) = map.next_key::<KeyName>()? {
             match &*key.0 {
                 "shape" => shape = Some(map.next_value()?),
                 "datatype" => datatype = Some(map.next_value()?),
+                "parameters" => params = map.next_value()?,
                 "data" => {
                     if data {
                         return Err(ctx.fail("tensor \"data\" given twice".into()));
@@ -634,8 +837,9 @@ impl<'de> Visitor<'de> for Tensor<'_, '_> {
                     // numbers are then read by `read_flat_numbers`, several times faster than
                     // serde_json's exact-roundtrip float parser on a 1,000-row tensor.
                     let raw: &serde_json::value::RawValue = map.next_value()?;
-                    if let Err(msg) = read_flat_numbers(raw.get(), ctx.values) {
-                        return Err(ctx.fail(msg));
+                    match read_flat_values(raw.get(), ctx.values) {
+                        Ok(kinds) => saw_bool = Some(kinds),
+                        Err(msg) => return Err(ctx.fail(msg)),
                     }
                     data = true;
                 }
@@ -645,36 +849,147 @@ impl<'de> Visitor<'de> for Tensor<'_, '_> {
             }
         }
         let expected = || format!("expected shape [N, {n}] (one column per feature)");
-        match datatype.as_deref() {
-            Some("FP64" | "FP32") => {}
-            Some(other) => {
+        let dt = match datatype.as_deref() {
+            Some(name) => match DataType::from_name(name) {
+                Some(dt) => dt,
+                None => {
+                    return Err(ctx.fail(format!(
+                        "unsupported datatype '{name}'; expected {SUPPORTED_DATATYPES}"
+                    )));
+                }
+            },
+            None => {
                 return Err(ctx.fail(format!(
-                    "unsupported datatype '{other}'; expected FP32 or FP64"
+                    "tensor has no \"datatype\"; expected {SUPPORTED_DATATYPES}"
                 )));
             }
-            None => {
-                return Err(ctx.fail("tensor has no \"datatype\"; expected FP32 or FP64".into()));
-            }
-        }
+        };
         let Some(shape) = shape else {
             return Err(ctx.fail(format!("tensor has no \"shape\"; {}", expected())));
         };
-        if !data {
-            return Err(ctx.fail("tensor has no \"data\"".into()));
-        }
         if shape.len() != 2 || shape[1] != n as u64 {
             return Err(ctx.fail(format!("tensor shape {shape:?}; {}", expected())));
         }
-        let got = ctx.values.len() as u64;
-        if shape[0].checked_mul(n as u64) != Some(got) {
-            return Err(ctx.fail(format!(
-                "tensor shape {shape:?} needs {} values but \"data\" has {got}",
-                shape[0].saturating_mul(n as u64)
-            )));
+        let elements = shape[0].checked_mul(n as u64);
+        match (data, params.binary_data_size) {
+            (true, Some(_)) => {
+                return Err(ctx.fail(
+                    "tensor has both \"data\" and parameters.binary_data_size; send the values one way"
+                        .into(),
+                ));
+            }
+            (false, None) => {
+                return Err(ctx.fail(
+                    "tensor has no \"data\" (nor parameters.binary_data_size for binary tensor data)"
+                        .into(),
+                ));
+            }
+            (true, None) => {
+                let got = (ctx.values.len() - start) as u64;
+                if elements != Some(got) {
+                    return Err(ctx.fail(format!(
+                        "tensor shape {shape:?} needs {} values but \"data\" has {got}",
+                        shape[0].saturating_mul(n as u64)
+                    )));
+                }
+                if let Err(msg) = check_json_values(dt, &ctx.values[start..], saw_bool) {
+                    return Err(ctx.fail(msg));
+                }
+            }
+            (false, Some(size)) => {
+                let needed = elements.and_then(|e| e.checked_mul(dt.size() as u64));
+                if needed != Some(size) {
+                    return Err(ctx.fail(format!(
+                        "tensor shape {shape:?} of {} needs {} bytes of binary data but parameters.binary_data_size is {size}",
+                        dt.name(),
+                        shape[0]
+                            .saturating_mul(n as u64)
+                            .saturating_mul(dt.size() as u64)
+                    )));
+                }
+                if !ctx.framed {
+                    return Err(ctx.fail_with(InputError::bad_request(
+                        "parameters.binary_data_size is set but the request has no \
+                         Inference-Header-Content-Length header; expected that header with the \
+                         length of the JSON inference header, the binary tensor data after it",
+                    )));
+                }
+                let available = ctx.binary.len() - ctx.binary_used;
+                let Some(bytes) = usize::try_from(size)
+                    .ok()
+                    .filter(|s| *s <= available)
+                    .map(|s| &ctx.binary[ctx.binary_used..ctx.binary_used + s])
+                else {
+                    return Err(ctx.fail_with(InputError::bad_request(format!(
+                        "parameters.binary_data_size is {size} but only {available} bytes of \
+                         binary data follow the JSON inference header"
+                    ))));
+                };
+                ctx.binary_used += bytes.len();
+                if let Err(msg) = decode_binary(dt, bytes, ctx.values) {
+                    return Err(ctx.fail(msg));
+                }
+            }
         }
         ctx.rows = ctx.values.len() / n;
         Ok(())
     }
+}
+
+/// What a JSON tensor's `data` held besides numbers: the index of the first `true`/`false` and
+/// of the first number, so the datatype can be checked once it is known (keys come in any order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ValueKinds {
+    pub first_bool: Option<usize>,
+    pub first_number: Option<usize>,
+}
+
+/// The JSON values must fit the declared datatype: BOOL takes true/false, integer types take
+/// whole numbers in range, floats any finite number.
+fn check_json_values(
+    dt: DataType,
+    values: &[f64],
+    kinds: Option<ValueKinds>,
+) -> Result<(), String> {
+    let kinds = kinds.unwrap_or_default();
+    if dt == DataType::Bool {
+        if let Some(i) = kinds.first_number {
+            return Err(format!(
+                "BOOL tensor element {i} is a number; expected true or false"
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(i) = kinds.first_bool {
+        return Err(format!(
+            "tensor data element {i} is not a number; expected (nested) arrays of finite numbers for {}",
+            dt.name()
+        ));
+    }
+    if let Some((lo, hi)) = dt.int_range()
+        && let Some(i) = values
+            .iter()
+            .position(|v| v.fract() != 0.0 || *v < lo || *v > hi)
+    {
+        return Err(format!(
+            "{} tensor element {i} is {}; expected a whole number from {lo} to {hi}",
+            dt.name(),
+            values[i]
+        ));
+    }
+    Ok(())
+}
+
+/// `read_flat_numbers` that also takes `true`/`false` (as 1/0) for BOOL tensors.
+fn read_flat_values(text: &str, values: &mut Vec<f64>) -> Result<ValueKinds, String> {
+    let mut kinds = ValueKinds::default();
+    let start = values.len();
+    read_flat(text, values, &mut kinds)?;
+    if kinds.first_number.is_some() || kinds.first_bool.is_some() {
+        kinds.first_number = kinds.first_number.map(|i| i - start);
+        kinds.first_bool = kinds.first_bool.map(|i| i - start);
+    }
+    Ok(kinds)
 }
 
 /// Tensor data, already known to be valid JSON: flat row-major or nested arrays of numbers,
@@ -682,6 +997,17 @@ impl<'de> Visitor<'de> for Tensor<'_, '_> {
 /// produces): short decimals take the exact fast path, anything else the standard library's
 /// parser.
 pub fn read_flat_numbers(text: &str, values: &mut Vec<f64>) -> Result<(), String> {
+    let mut kinds = ValueKinds::default();
+    read_flat(text, values, &mut kinds)?;
+    match kinds.first_bool {
+        Some(i) => Err(format!(
+            "tensor data element {i} is not a number; expected (nested) arrays of finite numbers"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn read_flat(text: &str, values: &mut Vec<f64>, kinds: &mut ValueKinds) -> Result<(), String> {
     let b = text.as_bytes();
     let not_number = |at: usize| {
         format!(
@@ -721,8 +1047,21 @@ pub fn read_flat_numbers(text: &str, values: &mut Vec<f64>) -> Result<(), String
                         values.len()
                     ));
                 }
+                if kinds.first_number.is_none() {
+                    kinds.first_number = Some(values.len());
+                }
                 values.push(v);
                 i = end;
+            }
+            b't' if b[i..].starts_with(b"true") => {
+                kinds.first_bool.get_or_insert(values.len());
+                values.push(1.0);
+                i += 4;
+            }
+            b'f' if b[i..].starts_with(b"false") => {
+                kinds.first_bool.get_or_insert(values.len());
+                values.push(0.0);
+                i += 5;
             }
             _ => return Err(not_number(values.len())),
         }
@@ -906,21 +1245,17 @@ mod tests {
         let mut s = Scratch::default();
         let r = parse_v2(
             br#"{"id": "42", "inputs": [{"name": "input-0", "data": [1, 2, 3, 4, 5, 6], "shape": [2, 3], "datatype": "FP64"}]}"#,
+            None,
             &m,
             &mut s,
         )
         .unwrap();
         assert_eq!(r.id.as_deref(), Some("42"));
-        assert_eq!(
-            r.outputs,
-            V2Outputs {
-                label: true,
-                probabilities: true
-            }
-        );
+        assert_eq!(r.outputs, V2Outputs::ALL_JSON);
         assert_eq!(s.values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let r = parse_v2(
             br#"{"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6]]}], "outputs": [{"name": "label"}]}"#,
+            None,
             &m,
             &mut s,
         )
@@ -929,7 +1264,7 @@ mod tests {
             r.outputs,
             V2Outputs {
                 label: true,
-                probabilities: false
+                ..V2Outputs::default()
             }
         );
         assert_eq!(s.values.len(), 6);
@@ -944,7 +1279,12 @@ mod tests {
             )
         };
         let cases: Vec<(String, u16, &str)> = vec![
-            (t("[1, 3]", "INT64", "[1,2,3]"), 422, "unsupported datatype 'INT64'"),
+            (t("[1, 3]", "FP16", "[1,2,3]"), 422, "unsupported datatype 'FP16'"),
+            (t("[1, 3]", "INT8", "[1,2,300]"), 422, "INT8 tensor element 2 is 300"),
+            (t("[1, 3]", "UINT8", "[1,-2,3]"), 422, "UINT8 tensor element 1 is -2"),
+            (t("[1, 3]", "INT32", "[1,2.5,3]"), 422, "whole number"),
+            (t("[1, 3]", "BOOL", "[true,2,false]"), 422, "BOOL tensor element 1 is a number"),
+            (t("[1, 3]", "FP64", "[true,2,3]"), 422, "element 0 is not a number"),
             (t("[1, 2]", "FP64", "[1,2]"), 422, "expected shape [N, 3]"),
             (t("[3]", "FP64", "[1,2,3]"), 422, "expected shape [N, 3]"),
             (t("[2, 3]", "FP64", "[1,2,3]"), 422, "needs 6 values but \"data\" has 3"),
@@ -965,9 +1305,275 @@ mod tests {
             ("{\"inputs\": [".into(), 400, "malformed"),
         ];
         for (body, status, needle) in cases {
-            let e = parse_v2(body.as_bytes(), &m, &mut Scratch::default()).unwrap_err();
+            let e = parse_v2(body.as_bytes(), None, &m, &mut Scratch::default()).unwrap_err();
             assert_eq!(e.status.as_u16(), status, "{body}: {e:?}");
             assert!(e.message.contains(needle), "{body}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn v2_json_integer_and_bool_tensors() {
+        let m = sum_model();
+        let mut s = Scratch::default();
+        for (dt, data, want) in [
+            ("INT64", "[1,-2,3]", vec![1.0, -2.0, 3.0]),
+            ("UINT8", "[[0,255,7]]", vec![0.0, 255.0, 7.0]),
+            ("BOOL", "[true,false,true]", vec![1.0, 0.0, 1.0]),
+        ] {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[1,3],"datatype":"{dt}","data":{data}}}]}}"#
+            );
+            parse_v2(body.as_bytes(), None, &m, &mut s).unwrap_or_else(|e| panic!("{dt}: {e:?}"));
+            assert_eq!(s.values, want, "{dt}");
+        }
+    }
+
+    /// A v2 request in the binary tensor extension's framing, as tritonclient builds it.
+    fn framed(header: &str, binary: &[u8]) -> (Vec<u8>, usize) {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(binary);
+        (body, header.len())
+    }
+
+    fn binary_header(dt: &str, rows: usize, size: usize, extra: &str) -> String {
+        format!(
+            r#"{{"inputs":[{{"name":"input-0","shape":[{rows},3],"datatype":"{dt}","parameters":{{"binary_data_size":{size}}}}}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn v2_binary_inputs_of_every_datatype() {
+        let m = sum_model();
+        let mut s = Scratch::default();
+        let want = [1.0f64, 0.0, 1.0, 0.0, 1.0, 1.0];
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("FP64", want.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            (
+                "FP32",
+                want.iter()
+                    .flat_map(|v| (*v as f32).to_le_bytes())
+                    .collect(),
+            ),
+            ("INT8", want.iter().map(|v| *v as i8 as u8).collect()),
+            (
+                "INT16",
+                want.iter()
+                    .flat_map(|v| (*v as i16).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "INT32",
+                want.iter()
+                    .flat_map(|v| (*v as i32).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "INT64",
+                want.iter()
+                    .flat_map(|v| (*v as i64).to_le_bytes())
+                    .collect(),
+            ),
+            ("UINT8", want.iter().map(|v| *v as u8).collect()),
+            (
+                "UINT16",
+                want.iter()
+                    .flat_map(|v| (*v as u16).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "UINT32",
+                want.iter()
+                    .flat_map(|v| (*v as u32).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "UINT64",
+                want.iter()
+                    .flat_map(|v| (*v as u64).to_le_bytes())
+                    .collect(),
+            ),
+            ("BOOL", want.iter().map(|v| *v as u8).collect()),
+        ];
+        for (dt, bytes) in cases {
+            let (body, len) = framed(&binary_header(dt, 2, bytes.len(), ""), &bytes);
+            parse_v2(&body, Some(len), &m, &mut s).unwrap_or_else(|e| panic!("{dt}: {e:?}"));
+            assert_eq!(s.values, want, "{dt}");
+        }
+        let negative: Vec<u8> = [-3i16, 7, -32768]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let (body, len) = framed(&binary_header("INT16", 1, 6, ""), &negative);
+        parse_v2(&body, Some(len), &m, &mut s).unwrap();
+        assert_eq!(s.values, vec![-3.0, 7.0, -32768.0]);
+    }
+
+    #[test]
+    fn v2_binary_output_selection() {
+        let m = sum_model();
+        let bytes = [0u8; 24];
+        let out = |extra: &str| {
+            let (body, len) = framed(&binary_header("FP64", 1, 24, extra), &bytes);
+            parse_v2(&body, Some(len), &m, &mut Scratch::default())
+                .unwrap_or_else(|e| panic!("{extra}: {e:?}"))
+                .outputs
+        };
+        assert_eq!(out(""), V2Outputs::ALL_JSON);
+        assert_eq!(
+            out(r#","parameters":{"binary_data_output":true}"#),
+            V2Outputs {
+                label: true,
+                probabilities: true,
+                label_binary: true,
+                probabilities_binary: true
+            }
+        );
+        assert_eq!(
+            out(
+                r#","outputs":[{"name":"probabilities","parameters":{"binary_data":true}},{"name":"label"}]"#
+            ),
+            V2Outputs {
+                label: true,
+                probabilities: true,
+                label_binary: false,
+                probabilities_binary: true
+            }
+        );
+        assert_eq!(
+            out(
+                r#","parameters":{"binary_data_output":true},"outputs":[{"name":"label","parameters":{"binary_data":false}}]"#
+            ),
+            V2Outputs {
+                label: true,
+                ..V2Outputs::default()
+            }
+        );
+    }
+
+    #[test]
+    fn v2_binary_framing_errors_are_4xx_and_say_why() {
+        let m = sum_model();
+        let fp64 = |n: usize| vec![0u8; n];
+        let h = binary_header("FP64", 1, 24, "");
+        let json_only =
+            r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP64","data":[1,2,3]}]}"#;
+        let both = r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP64","data":[1,2,3],"parameters":{"binary_data_size":24}}]}"#;
+        let cases: Vec<(Vec<u8>, Option<usize>, u16, &str)> = vec![
+            // header length beyond the body
+            (
+                h.as_bytes().to_vec(),
+                Some(h.len() + 1),
+                400,
+                "body has only",
+            ),
+            // fewer bytes than declared
+            (
+                framed(&h, &fp64(16)).0,
+                Some(h.len()),
+                400,
+                "binary_data_size is 24 but only 16 bytes",
+            ),
+            // more bytes than declared
+            (
+                framed(&h, &fp64(32)).0,
+                Some(h.len()),
+                400,
+                "32 bytes follow the JSON inference header",
+            ),
+            // no framing header at all
+            (
+                h.as_bytes().to_vec(),
+                None,
+                400,
+                "no Inference-Header-Content-Length",
+            ),
+            // header length cuts the JSON
+            (
+                framed(&h, &fp64(24)).0,
+                Some(h.len() - 2),
+                400,
+                "malformed JSON",
+            ),
+            // binary bytes but no input declares them
+            (
+                framed(json_only, &fp64(8)).0,
+                Some(json_only.len()),
+                400,
+                "8 bytes follow",
+            ),
+            // size does not match the shape
+            (
+                framed(&binary_header("FP64", 2, 24, ""), &fp64(24)).0,
+                Some(binary_header("FP64", 2, 24, "").len()),
+                422,
+                "needs 48 bytes of binary data but parameters.binary_data_size is 24",
+            ),
+            (
+                framed(&binary_header("FP32", 1, 24, ""), &fp64(24)).0,
+                Some(binary_header("FP32", 1, 24, "").len()),
+                422,
+                "needs 12 bytes",
+            ),
+            // huge shape does not overflow
+            (
+                framed(&binary_header("FP64", usize::MAX / 2, 24, ""), &fp64(24)).0,
+                Some(binary_header("FP64", usize::MAX / 2, 24, "").len()),
+                422,
+                "parameters.binary_data_size is 24",
+            ),
+            // bad element values
+            (
+                framed(&binary_header("BOOL", 1, 3, ""), &[0, 2, 1]).0,
+                Some(binary_header("BOOL", 1, 3, "").len()),
+                422,
+                "BOOL tensor element 1 is the byte 2",
+            ),
+            (
+                framed(
+                    &binary_header("FP64", 1, 24, ""),
+                    &[f64::NAN.to_le_bytes(), [0; 8], [0; 8]].concat(),
+                )
+                .0,
+                Some(binary_header("FP64", 1, 24, "").len()),
+                422,
+                "non-finite number NaN at tensor element 0",
+            ),
+            // both data and binary size
+            (
+                framed(both, &fp64(24)).0,
+                Some(both.len()),
+                422,
+                "both \"data\" and parameters.binary_data_size",
+            ),
+            (
+                framed(
+                    &binary_header(
+                        "FP64",
+                        1,
+                        24,
+                        r#","parameters":{"binary_data_output":"yes"}"#,
+                    ),
+                    &fp64(24),
+                )
+                .0,
+                Some(
+                    binary_header(
+                        "FP64",
+                        1,
+                        24,
+                        r#","parameters":{"binary_data_output":"yes"}"#,
+                    )
+                    .len(),
+                ),
+                422,
+                "expected a boolean",
+            ),
+        ];
+        for (body, len, status, needle) in cases {
+            let e = parse_v2(&body, len, &m, &mut Scratch::default())
+                .expect_err(&String::from_utf8_lossy(&body));
+            assert_eq!(e.status.as_u16(), status, "{needle}: {e:?}");
+            assert!(e.message.contains(needle), "{needle}: {e:?}");
         }
     }
 

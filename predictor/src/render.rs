@@ -104,17 +104,22 @@ pub fn v1_predict(model: &ServedModel, classes: &[u32]) -> Vec<u8> {
     out
 }
 
-/// Open Inference Protocol v2 inference response.
+/// Open Inference Protocol v2 inference response. Returns the body and, when an output is
+/// sent as binary tensor data, the length of the JSON inference header at its start (for the
+/// `Inference-Header-Content-Length` response header); the binary data follows the JSON in
+/// the order of the outputs, labels as BYTES (4-byte little-endian length, then the UTF-8
+/// bytes) and probabilities as little-endian FP64.
 pub fn v2_infer(
     model: &ServedModel,
     id: Option<&str>,
     outputs: V2Outputs,
     classes: &[u32],
     proba: &[f64],
-) -> Vec<u8> {
+) -> (Vec<u8>, Option<usize>) {
     let rows = classes.len() as u64;
     let c = model.n_classes();
     let mut out = Vec::with_capacity(256 + classes.len() * (12 + c * 22));
+    let mut binary = Vec::new();
     out.extend_from_slice(b"{\"model_name\":");
     out.extend_from_slice(model.name_json.as_bytes());
     out.extend_from_slice(b",\"model_version\":");
@@ -132,14 +137,26 @@ pub fn v2_infer(
         out.extend_from_slice(V2_LABEL_OUTPUT.as_bytes());
         out.extend_from_slice(b"\",\"datatype\":\"BYTES\",\"shape\":[");
         push_u64(&mut out, rows);
-        out.extend_from_slice(b"],\"data\":[");
-        for (i, k) in classes.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        if outputs.label_binary {
+            let start = binary.len();
+            for k in classes {
+                let label = model.meta.class_labels[*k as usize].as_bytes();
+                binary.extend_from_slice(&(label.len() as u32).to_le_bytes());
+                binary.extend_from_slice(label);
             }
-            out.extend_from_slice(model.label_json[*k as usize].as_bytes());
+            out.extend_from_slice(b"],\"parameters\":{\"binary_data_size\":");
+            push_u64(&mut out, (binary.len() - start) as u64);
+            out.extend_from_slice(b"}}");
+        } else {
+            out.extend_from_slice(b"],\"data\":[");
+            for (i, k) in classes.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(model.label_json[*k as usize].as_bytes());
+            }
+            out.extend_from_slice(b"]}");
         }
-        out.extend_from_slice(b"]}");
     }
     if outputs.probabilities {
         if !first {
@@ -151,17 +168,36 @@ pub fn v2_infer(
         push_u64(&mut out, rows);
         out.push(b',');
         push_u64(&mut out, c as u64);
-        out.extend_from_slice(b"],\"data\":[");
-        for (i, p) in proba.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        if outputs.probabilities_binary {
+            let start = binary.len();
+            binary.reserve(proba.len() * 8);
+            for p in proba {
+                binary.extend_from_slice(&p.to_le_bytes());
             }
-            push_f64(&mut out, *p);
+            out.extend_from_slice(b"],\"parameters\":{\"binary_data_size\":");
+            push_u64(&mut out, (binary.len() - start) as u64);
+            out.extend_from_slice(b"}}");
+        } else {
+            out.extend_from_slice(b"],\"data\":[");
+            for (i, p) in proba.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_f64(&mut out, *p);
+            }
+            out.extend_from_slice(b"]}");
         }
-        out.extend_from_slice(b"]}");
     }
     out.extend_from_slice(b"]}");
-    out
+    if outputs.label_binary && outputs.label
+        || outputs.probabilities_binary && outputs.probabilities
+    {
+        let header_len = out.len();
+        out.extend_from_slice(&binary);
+        (out, Some(header_len))
+    } else {
+        (out, None)
+    }
 }
 
 /// Error bodies. The v2 protocol fixes `{"error": "…"}`; the other dialects add the model
@@ -254,7 +290,7 @@ pub fn v2_server_metadata() -> Vec<u8> {
     json(&serde_json::json!({
         "name": "champion-predictor",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": [],
+        "extensions": ["binary_tensor_data"],
     }))
 }
 
@@ -319,17 +355,10 @@ mod tests {
     #[test]
     fn v2_response_has_both_outputs_with_shapes() {
         let m = sum_model();
-        let all = V2Outputs {
-            label: true,
-            probabilities: true,
-        };
-        let v = parse(&v2_infer(
-            &m,
-            Some("a\"b"),
-            all,
-            &[1, 0],
-            &[0.25, 0.75, 0.9, 0.1],
-        ));
+        let all = V2Outputs::ALL_JSON;
+        let (body, header_len) = v2_infer(&m, Some("a\"b"), all, &[1, 0], &[0.25, 0.75, 0.9, 0.1]);
+        assert_eq!(header_len, None);
+        let v = parse(&body);
         assert_eq!(v["model_name"], "wine");
         assert_eq!(v["model_version"], "v1");
         assert_eq!(v["id"], "a\"b");
@@ -342,13 +371,51 @@ mod tests {
             serde_json::json!([0.25, 0.75, 0.9, 0.1])
         );
         let only_proba = V2Outputs {
-            label: false,
             probabilities: true,
+            ..V2Outputs::default()
         };
-        let v = parse(&v2_infer(&m, None, only_proba, &[1], &[0.25, 0.75]));
+        let v = parse(&v2_infer(&m, None, only_proba, &[1], &[0.25, 0.75]).0);
         assert_eq!(v["outputs"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["outputs"][0]["name"], "probabilities");
         assert!(v.get("id").is_none());
+    }
+
+    #[test]
+    fn v2_binary_outputs_follow_the_json_header_in_output_order() {
+        let m = sum_model();
+        let both = V2Outputs {
+            label: true,
+            probabilities: true,
+            label_binary: true,
+            probabilities_binary: true,
+        };
+        let (body, len) = v2_infer(&m, None, both, &[1, 0], &[0.25, 0.75, 0.9, 0.1]);
+        let len = len.expect("a binary response names its header length");
+        let v = parse(&body[..len]);
+        assert_eq!(
+            v["outputs"][0]["parameters"]["binary_data_size"],
+            4 + 4 + 4 + 3
+        );
+        assert!(v["outputs"][0].get("data").is_none());
+        assert_eq!(v["outputs"][1]["parameters"]["binary_data_size"], 32);
+        assert_eq!(v["outputs"][1]["shape"], serde_json::json!([2, 2]));
+        let bin = &body[len..];
+        assert_eq!(&bin[..15], b"\x04\0\0\0good\x03\0\0\0bad");
+        let probs: Vec<f64> = bin[15..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(probs, vec![0.25, 0.75, 0.9, 0.1]);
+        // Only the probabilities binary: labels stay JSON data.
+        let mixed = V2Outputs {
+            label_binary: false,
+            ..both
+        };
+        let (body, len) = v2_infer(&m, None, mixed, &[1], &[0.25, 0.75]);
+        let len = len.unwrap();
+        let v = parse(&body[..len]);
+        assert_eq!(v["outputs"][0]["data"], serde_json::json!(["good"]));
+        assert_eq!(body.len() - len, 16);
     }
 
     #[test]

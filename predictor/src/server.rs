@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::server::conn::http1;
@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
@@ -27,26 +28,58 @@ use crate::routes::{Route, Target, match_path};
 
 pub static X_MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The binary tensor data extension of the Open Inference Protocol: the length of the JSON
+/// inference header at the start of a body whose rest is raw tensor bytes.
+pub static INFERENCE_HEADER_CONTENT_LENGTH: HeaderName =
+    HeaderName::from_static("inference-header-content-length");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 const PROMETHEUS_TEXT: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+
+/// What one client may cost the server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// From the request headers being read to the body being complete; a slower body gets
+    /// 408 and its connection is closed, so a stalled upload holds its buffer no longer.
+    pub request_timeout: Duration,
+    /// How long a connection may take to send request headers, and how long an idle
+    /// keep-alive connection stays open waiting for the next request.
+    pub header_timeout: Duration,
+    /// Open connections at most; beyond it new connections wait in the listen backlog until
+    /// one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
 
 /// Everything a request handler reads; built once, shared by every connection.
 pub struct AppState {
     pub model: ServedModel,
     pub metrics: Metrics,
-    pub max_body_bytes: usize,
+    pub limits: Limits,
     draining: AtomicBool,
     next_request_id: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(model: ServedModel, metrics: Metrics, max_body_bytes: usize) -> Self {
+    pub fn new(model: ServedModel, metrics: Metrics, limits: Limits) -> Self {
         metrics.set_ready(true);
         AppState {
             model,
             metrics,
-            max_body_bytes,
+            limits,
             draining: AtomicBool::new(false),
             next_request_id: AtomicU64::new(1),
         }
@@ -74,6 +107,8 @@ struct Failure {
     message: String,
     about_features: bool,
     allow: Option<&'static str>,
+    /// Close the connection after the response (the rest of the body is not read).
+    close: bool,
 }
 
 impl Failure {
@@ -83,6 +118,7 @@ impl Failure {
             message: message.into(),
             about_features: false,
             allow: None,
+            close: false,
         }
     }
 }
@@ -94,6 +130,7 @@ impl From<InputError> for Failure {
             status: e.status,
             message: e.message,
             allow: None,
+            close: false,
         }
     }
 }
@@ -102,6 +139,8 @@ struct Reply {
     status: StatusCode,
     body: Vec<u8>,
     content_type: HeaderValue,
+    /// Binary tensor data extension: the JSON inference header's length.
+    inference_header_len: Option<usize>,
 }
 
 impl Reply {
@@ -110,6 +149,7 @@ impl Reply {
             status,
             body,
             content_type: JSON,
+            inference_header_len: None,
         }
     }
 }
@@ -157,12 +197,20 @@ where
         route = route.label(),
         method = %parts.method,
     );
-    let outcome = dispatch(&state, target, &parts, body)
+    let mut body = Some(body);
+    let outcome = dispatch(&state, target, &parts, &mut body, start)
         .instrument(span)
         .await;
+    // A body the route did not read (a refusal before reading it, or a GET with a body) is
+    // read and discarded, within the same limits, so that the keep-alive connection survives
+    // a refused request; only a body that cannot be drained closes the connection.
+    let drained = match body {
+        Some(unread) => drain_body(&state, &parts.headers, unread, start).await,
+        None => true,
+    };
     let model = &state.model;
-    let (reply, allow) = match outcome {
-        Ok(reply) => (reply, None),
+    let (reply, allow, close) = match outcome {
+        Ok(reply) => (reply, None, !drained),
         Err(f) => {
             let rid = RequestId(request_id.as_ref(), seq);
             if f.status.is_server_error() {
@@ -176,7 +224,7 @@ where
                 message.push_str(&model.expected_features_text);
             }
             let body = render::error(Some(model), &message, route.is_v2(), f.about_features);
-            (Reply::json(f.status, body), f.allow)
+            (Reply::json(f.status, body), f.allow, f.close || !drained)
         }
     };
     let status = reply.status;
@@ -190,6 +238,15 @@ where
     }
     if let Some(allow) = allow {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(len) = reply.inference_header_len {
+        headers.insert(
+            INFERENCE_HEADER_CONTENT_LENGTH.clone(),
+            HeaderValue::from(len),
+        );
+    }
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     state
         .metrics
@@ -213,7 +270,8 @@ async fn dispatch<B>(
     state: &AppState,
     target: Target<'_>,
     req: &http::request::Parts,
-    body: B,
+    body: &mut Option<B>,
+    start: Instant,
 ) -> Result<Reply, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -292,10 +350,33 @@ where
             status: StatusCode::OK,
             body: state.metrics.render(),
             content_type: PROMETHEUS_TEXT,
+            inference_header_len: None,
         },
         Route::Predict | Route::V1Predict | Route::V2Infer => {
-            let body = read_body(state, &req.headers, body).await?;
-            Reply::json(StatusCode::OK, predict(state, route, &body)?)
+            let header_len = if route == Route::V2Infer {
+                inference_header_len(&req.headers)?
+            } else {
+                None
+            };
+            let deadline = start + state.limits.request_timeout;
+            check_media_type(&req.headers, header_len.is_some())?;
+            let Some(body) = body.take() else {
+                return Err(Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "request body already consumed",
+                ));
+            };
+            let body = read_body(state, &req.headers, body, deadline).await?;
+            let (body, inference_header_len) = predict(state, route, &body, header_len)?;
+            Reply {
+                inference_header_len,
+                content_type: if inference_header_len.is_some() {
+                    OCTET_STREAM
+                } else {
+                    JSON
+                },
+                ..Reply::json(StatusCode::OK, body)
+            }
         }
         Route::Unknown => {
             return Err(Failure::new(StatusCode::NOT_FOUND, "no such route"));
@@ -303,10 +384,72 @@ where
     })
 }
 
-/// JSON, or nothing at all (older clients send no Content-Type).
-fn acceptable_media_type(value: &HeaderValue) -> bool {
+/// Reads and discards an unread request body within the body limit and the request timeout;
+/// false when that is not possible (the connection must then close).
+async fn drain_body<B>(state: &AppState, headers: &http::HeaderMap, body: B, start: Instant) -> bool
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    if body.is_end_stream() {
+        return true; // GET and other bodiless requests: nothing to read
+    }
+    let limit = state.limits.max_body_bytes as u64;
+    if let Some(len) = headers.get(CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(0) => return true,
+            Some(n) if n <= limit => {}
+            _ => return false,
+        }
+    }
+    let deadline = start + state.limits.request_timeout;
+    let drain = async {
+        let mut body = std::pin::pin!(body);
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout_at(deadline.into(), drain)
+        .await
+        .unwrap_or(false)
+}
+
+/// `Inference-Header-Content-Length`, when the client sent it: a byte count.
+fn inference_header_len(headers: &http::HeaderMap) -> Result<Option<usize>, Failure> {
+    let Some(value) = headers.get(&INFERENCE_HEADER_CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    {
+        Some(len) => Ok(Some(len)),
+        None => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Inference-Header-Content-Length is {:?}; expected the byte length of the JSON inference header",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+        )),
+    }
+}
+
+/// JSON, or nothing at all (older clients send no Content-Type); with the binary tensor
+/// extension also application/octet-stream.
+fn acceptable_media_type(value: &HeaderValue, binary: bool) -> bool {
     let Ok(s) = value.to_str() else { return false };
     let essence = s.split(';').next().unwrap_or_default().trim();
+    if binary && essence.eq_ignore_ascii_case("application/octet-stream") {
+        return true;
+    }
     essence.eq_ignore_ascii_case("application/json")
         || (essence.len() > 5
             && essence.is_char_boundary(essence.len() - 5)
@@ -314,29 +457,41 @@ fn acceptable_media_type(value: &HeaderValue) -> bool {
             && essence.contains('/'))
 }
 
+fn check_media_type(headers: &http::HeaderMap, binary: bool) -> Result<(), Failure> {
+    if let Some(ct) = headers.get(CONTENT_TYPE)
+        && !acceptable_media_type(ct, binary)
+    {
+        return Err(Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported media type {:?}; send application/json (or no Content-Type{})",
+                String::from_utf8_lossy(ct.as_bytes()),
+                if binary {
+                    ", or application/octet-stream with binary tensor data"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn read_body<B>(
     state: &AppState,
     headers: &http::HeaderMap,
     body: B,
+    deadline: Instant,
 ) -> Result<Bytes, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if let Some(ct) = headers.get(CONTENT_TYPE)
-        && !acceptable_media_type(ct)
-    {
-        return Err(Failure::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "unsupported media type {:?}; send application/json (or no Content-Type)",
-                String::from_utf8_lossy(ct.as_bytes())
-            ),
-        ));
-    }
-    let limit = state.max_body_bytes;
-    let too_large = || {
-        Failure::new(
+    let limit = state.limits.max_body_bytes;
+    let too_large = || Failure {
+        // The rest of the body is not read.
+        close: true,
+        ..Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
@@ -348,7 +503,21 @@ where
     {
         return Err(too_large());
     }
-    match collect_body(Limited::new(body, limit)).await {
+    let timeout = state.limits.request_timeout;
+    let collected =
+        tokio::time::timeout_at(deadline.into(), collect_body(Limited::new(body, limit)))
+            .await
+            .map_err(|_| Failure {
+                close: true,
+                ..Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s; the connection is closed",
+                        timeout.as_secs_f64()
+                    ),
+                )
+            })?;
+    match collected {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Failure::new(
@@ -386,7 +555,12 @@ async fn collect_body<B: hyper::body::Body<Data = Bytes>>(body: B) -> Result<Byt
     })
 }
 
-fn predict(state: &AppState, route: Route, body: &[u8]) -> Result<Vec<u8>, Failure> {
+fn predict(
+    state: &AppState,
+    route: Route,
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<(Vec<u8>, Option<usize>), Failure> {
     let model = &state.model;
     with_work(|w| {
         let Work {
@@ -416,15 +590,15 @@ fn predict(state: &AppState, route: Route, body: &[u8]) -> Result<Vec<u8>, Failu
                 Route::Predict => {
                     let shape = parse::parse_predict(body, model, scratch)?;
                     infer(scratch, classes, per_class)?;
-                    render::predict(model, shape, classes, &scratch.proba)
+                    (render::predict(model, shape, classes, &scratch.proba), None)
                 }
                 Route::V1Predict => {
                     parse::parse_v1(body, model, scratch)?;
                     infer(scratch, classes, per_class)?;
-                    render::v1_predict(model, classes)
+                    (render::v1_predict(model, classes), None)
                 }
                 _ => {
-                    let req = parse::parse_v2(body, model, scratch)?;
+                    let req = parse::parse_v2(body, header_len, model, scratch)?;
                     infer(scratch, classes, per_class)?;
                     render::v2_infer(
                         model,
@@ -463,15 +637,24 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        // Bounds how long a slow client can hold a connection before sending its headers.
-        .header_read_timeout(Duration::from_secs(30))
+        // Bounds how long a slow client can hold a connection before sending its headers, and
+        // how long an idle keep-alive connection is kept.
+        .header_read_timeout(state.limits.header_timeout)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    // One permit per open connection: at the cap, accepting pauses and new connections wait
+    // in the kernel's listen backlog until one closes.
+    let permits = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     let deadline = loop {
+        let next = async {
+            // The semaphore is never closed, so acquiring only waits.
+            let permit = permits.clone().acquire_owned().await.ok();
+            (permit, listener.accept().await)
+        };
         tokio::select! {
             deadline = &mut shutdown => break deadline,
-            accepted = listener.accept() => {
+            (permit, accepted) = next => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -483,6 +666,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let open = state.metrics.open_connections.clone();
+                open.inc();
                 let svc = service_fn(move |req| handle(state.clone(), req));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
@@ -490,6 +675,8 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    open.dec();
+                    drop(permit);
                 });
             }
         }
@@ -510,7 +697,14 @@ mod tests {
     fn state() -> Arc<AppState> {
         let m = sum_model();
         let metrics = Metrics::new(&m).unwrap();
-        Arc::new(AppState::new(m, metrics, 1024))
+        Arc::new(AppState::new(
+            m,
+            metrics,
+            Limits {
+                max_body_bytes: 1024,
+                ..Limits::default()
+            },
+        ))
     }
 
     fn call(
@@ -526,6 +720,7 @@ mod tests {
         }
         let req = b.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let resp = rt.block_on(handle(state.clone(), req)).unwrap();
@@ -559,6 +754,7 @@ mod tests {
 
     fn collect(frames: Vec<hyper::body::Frame<Bytes>>) -> Bytes {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         rt.block_on(collect_body(Frames(frames.into())))
@@ -590,10 +786,123 @@ mod tests {
             .body(Frames(frames))
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let resp = rt.block_on(handle(s, req)).unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body whose first bytes came and whose rest never does: a stalled upload.
+    struct Stalled(bool);
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            if self.0 {
+                std::task::Poll::Pending
+            } else {
+                self.0 = true;
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"{")))))
+            }
+        }
+    }
+
+    fn stalled_request(path: &str, content_type: &str) -> (StatusCode, http::HeaderMap, String) {
+        let m = sum_model();
+        let metrics = Metrics::new(&m).unwrap();
+        let s = Arc::new(AppState::new(
+            m,
+            metrics,
+            Limits {
+                request_timeout: Duration::from_millis(100),
+                ..Limits::default()
+            },
+        ));
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(CONTENT_TYPE, content_type)
+            .body(Stalled(false))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let resp = rt.block_on(handle(s, req)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn a_stalled_body_gets_408_and_closes_the_connection() {
+        let (status, headers, body) = stalled_request("/predict", "application/json");
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(headers.get(CONNECTION).unwrap(), "close");
+        assert!(body.contains("did not arrive within 0.1 s"), "{body}");
+        // A request refused before its body (415) that then stalls cannot be drained either:
+        // the refusal still comes, and the connection closes.
+        let (status, headers, _) = stalled_request("/predict", "text/plain");
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(headers.get(CONNECTION).unwrap(), "close");
+    }
+
+    #[test]
+    fn a_refused_body_is_drained_and_the_connection_kept() {
+        let s = state();
+        let (status, _, h) = call(&s, "POST", "/predict", Some("text/plain"), b"{\"a\": 1}");
+        assert_eq!(status, 415);
+        assert!(h.get(CONNECTION).is_none(), "{h:?}");
+        let (status, _, h) = call(&s, "POST", "/v2/models/other/infer", None, b"{}");
+        assert_eq!(status, 404);
+        assert!(h.get(CONNECTION).is_none(), "{h:?}");
+    }
+
+    #[test]
+    fn v2_binary_framing_through_the_handler() {
+        let s = state();
+        let header = r#"{"inputs":[{"name":"input-0","shape":[1,3],"datatype":"FP64","parameters":{"binary_data_size":24}}],"parameters":{"binary_data_output":true}}"#;
+        let mut body = header.as_bytes().to_vec();
+        for v in [1.0f64, 2.0, 3.0] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v2/models/wine/infer")
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(&INFERENCE_HEADER_CONTENT_LENGTH, header.len())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let resp = rt.block_on(handle(s.clone(), req)).unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers().get(CONTENT_TYPE).unwrap(),
+            "application/octet-stream"
+        );
+        let len: usize = resp.headers()[&INFERENCE_HEADER_CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes[..len]).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(&bytes[len..len + 8], b"\x04\0\0\0good");
+        let (_, m, _) = call(&s, "GET", "/v2", None, b"");
+        assert_eq!(m["extensions"], serde_json::json!(["binary_tensor_data"]));
     }
 
     #[test]
