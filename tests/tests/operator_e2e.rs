@@ -950,21 +950,14 @@ async fn lease_holder(stage: &Stage) -> Result<Option<String>> {
         .and_then(|l| l.spec?.holder_identity))
 }
 
-/// Two operator replicas: only the Lease holder reconciles (the standby's reconcile counter
-/// stays at zero while the leader trains and promotes), and when the leader is killed without
-/// a clean shutdown the standby takes the Lease within the lease duration (plus one retry
-/// period) and carries on: new data is trained and judged by it.
-#[tokio::test]
-async fn with_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over() -> Result<()> {
-    const LEASE: Duration = Duration::from_secs(6);
-    const RETRY: Duration = Duration::from_secs(1);
-    let stage = Stage::deploy_with("e2e-leader", &["replicaCount=2"]).await?;
-    let (leader, standby) = champion_tests::testing::wait_for(
+/// Waits for two ready operators, one holding the Lease: (leader, standby) as (name, pod IP).
+async fn leader_and_standby(stage: &Stage) -> Result<((String, String), (String, String))> {
+    champion_tests::testing::wait_for(
         "two ready operators, one holding the Lease",
         WAIT,
         || async {
-            let pods = ready_operators(&stage).await?;
-            let holder = lease_holder(&stage).await?;
+            let pods = ready_operators(stage).await?;
+            let holder = lease_holder(stage).await?;
             if pods.len() != 2 {
                 return Ok(None);
             }
@@ -976,7 +969,191 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over
             Ok(leader.zip(standby))
         },
     )
+    .await
+}
+
+/// The host pid of the (only) container of pod `name`: the process whose cgroup names the
+/// container's id (containerd names each container's cgroup after it).
+async fn container_pid(stage: &Stage, name: &str) -> Result<i32> {
+    let pods: Api<Pod> = stage.api();
+    let pod = pods
+        .get(name)
+        .await
+        .map_err(ClusterError::kube(format!("get pod {name}")))?;
+    let id = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().and_then(|c| c.container_id.clone()))
+        .and_then(|id| id.rsplit("://").next().map(str::to_string))
+        .ok_or_else(|| ClusterError::Invalid(format!("pod {name} has no container id")))?;
+    let entries = std::fs::read_dir("/proc").map_err(ClusterError::io("list /proc", "/proc"))?;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroup.contains(&id) {
+            return Ok(pid);
+        }
+    }
+    Err(ClusterError::Invalid(format!(
+        "no process of container {id} (pod {name})"
+    )))
+}
+
+fn signal(pid: i32, sig: libc::c_int) -> Result<()> {
+    // SAFETY: kill(2) with a pid read from /proc and a valid signal number; no memory involved.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(ClusterError::Invalid(format!(
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// A process stopped with SIGSTOP, continued when this is dropped (also when the test fails).
+struct Paused(i32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = signal(self.0, libc::SIGCONT);
+    }
+}
+
+/// Restarts of the container of pod `name`.
+async fn restarts(stage: &Stage, name: &str) -> Result<i32> {
+    let pods: Api<Pod> = stage.api();
+    let pod = pods
+        .get(name)
+        .await
+        .map_err(ClusterError::kube(format!("get pod {name}")))?;
+    Ok(pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().map(|c| c.restart_count))
+        .unwrap_or(0))
+}
+
+/// Fencing: the leader is paused (SIGSTOP) past its lease, the standby takes over and promotes
+/// new data, then the old leader is woken (SIGCONT). Its view of the world is stale (it still
+/// sees the first champion), but it writes nothing: not the status, not the Deployment, no
+/// Event. It notices it lost the Lease and restarts as a follower.
+#[tokio::test]
+async fn a_paused_leader_that_wakes_up_after_losing_the_lease_writes_nothing() -> Result<()> {
+    let stage = Stage::deploy_with("e2e-fence", &["replicaCount=2"]).await?;
+    // A paused process fails its liveness probe and would be restarted by the kubelet before
+    // it could wake up on its own; this test is about waking up, so the probe goes.
+    stage.kubectl(&[
+        "patch",
+        "deployment",
+        champion_tests::operator::RELEASE,
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/template/spec/containers/0/livenessProbe"}]"#,
+    ])?;
+    stage.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{}", champion_tests::operator::RELEASE),
+        "--timeout=120s",
+    ])?;
+    let (leader, standby) = leader_and_standby(&stage).await?;
+    stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
+    stage.create_pipeline(PIPELINE, json!({})).await?;
+    let (first, _) = wait_champion(&stage, None).await?;
+    let first_version = str_at(&first, "/champion/version").map(str::to_string);
+
+    let pid = container_pid(&stage, &leader.0).await?;
+    signal(pid, libc::SIGSTOP)?;
+    let paused = Paused(pid);
+    champion_tests::testing::wait_for("the standby to take the Lease", WAIT, || async {
+        Ok((lease_holder(&stage).await?.as_deref() == Some(standby.0.as_str())).then_some(()))
+    })
     .await?;
+    stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
+    let (second, deployment) = wait_champion(&stage, first_version.as_deref()).await?;
+    let pipelines = stage.pipelines();
+    let before = pipelines
+        .get(PIPELINE)
+        .await
+        .map_err(ClusterError::kube("get the pipeline"))?;
+    let deployments: Api<Deployment> = stage.api();
+    let restarts_before = restarts(&stage, &leader.0).await?;
+
+    assert_eq!(
+        restarts(&stage, &leader.0).await?,
+        0,
+        "the paused leader was not restarted while paused"
+    );
+    let woke = k8s_openapi::jiff::Timestamp::now();
+    drop(paused); // SIGCONT
+    // The old leader runs again with its stale view, finds it lost the Lease and restarts.
+    champion_tests::testing::wait_for(
+        "the woken leader to restart as a follower",
+        WAIT,
+        || async { Ok((restarts(&stage, &leader.0).await? > restarts_before).then_some(())) },
+    )
+    .await?;
+    // The new leader is still the holder, and the world is as it left it.
+    assert_eq!(
+        lease_holder(&stage).await?.as_deref(),
+        Some(standby.0.as_str())
+    );
+    let after = pipelines
+        .get(PIPELINE)
+        .await
+        .map_err(ClusterError::kube("get the pipeline"))?;
+    assert_eq!(
+        after.data.get("status"),
+        before.data.get("status"),
+        "the woken leader changed the status"
+    );
+    assert_eq!(
+        str_at(
+            after.data.get("status").unwrap_or(&Value::Null),
+            "/champion/version"
+        ),
+        str_at(&second, "/champion/version")
+    );
+    let now = deployments
+        .get(&deployment.name_any())
+        .await
+        .map_err(ClusterError::kube("get the predictor Deployment"))?;
+    assert_eq!(
+        now.metadata.generation, deployment.metadata.generation,
+        "the woken leader patched the predictor"
+    );
+    assert_eq!(model_uri_of(&now), model_uri_of(&deployment));
+    let events: Api<k8s_openapi::api::events::v1::Event> = stage.api();
+    let from_old: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .map_err(ClusterError::kube("list Events"))?
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some(leader.0.as_str()))
+        .filter(|e| e.event_time.as_ref().is_some_and(|t| t.0 >= woke))
+        .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+        .collect();
+    assert!(
+        from_old.is_empty(),
+        "Events from the woken leader: {from_old:?}"
+    );
+    stage.passed();
+    Ok(())
+}
+
+/// Two operator replicas: only the Lease holder reconciles (the standby's reconcile counter
+/// stays at zero while the leader trains and promotes), and when the leader is killed without
+/// a clean shutdown the standby takes the Lease within the lease duration (plus one retry
+/// period) and carries on: new data is trained and judged by it.
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over() -> Result<()> {
+    const LEASE: Duration = Duration::from_secs(6);
+    const RETRY: Duration = Duration::from_secs(1);
+    let stage = Stage::deploy_with("e2e-leader", &["replicaCount=2"]).await?;
+    let (leader, standby) = leader_and_standby(&stage).await?;
 
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
     stage.create_pipeline(PIPELINE, json!({})).await?;
