@@ -365,11 +365,12 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
             ..ContainerPort::default()
         }]),
         // The predictor opens its port only once the model is loaded and verified: the startup
-        // probe allows a load of up to 90 s (2 s × 45) before liveness starts counting, so a
-        // slow load is not killed and mistaken for a failed rollout.
+        // probe allows a load of up to 90 s (1 s × 90) before liveness starts counting, so a
+        // slow load is not killed and mistaken for a failed rollout. Probing every second keeps
+        // what it adds to a rollout under a second.
         startup_probe: Some(Probe {
-            timeout_seconds: Some(2),
-            ..http_probe("/v2/health/live", port, 2, 45)
+            timeout_seconds: Some(1),
+            ..http_probe("/v2/health/live", port, 1, 90)
         }),
         readiness_probe: Some(http_probe("/v2/health/ready", port, 2, 3)),
         liveness_probe: Some(http_probe("/v2/health/live", port, 10, 3)),
