@@ -73,7 +73,11 @@ impl WineSplit {
         if name == "test_data.csv" {
             return Some(&self.test);
         }
-        let n: usize = name.strip_prefix("data_")?.strip_suffix(".csv")?.parse().ok()?;
+        let n: usize = name
+            .strip_prefix("data_")?
+            .strip_suffix(".csv")?
+            .parse()
+            .ok()?;
         self.slots.get(n.checked_sub(1)?).map(String::as_str)
     }
 }
@@ -154,6 +158,45 @@ pub fn write_wine(slots: usize, out: &Path) -> Result<Vec<PathBuf>, DatasetError
     Ok(files)
 }
 
+/// A directory under `base` holding the files of [`wine`]`(slots)`, written on the first call and
+/// shared by every later one, also from other processes (tests and benchmarks of several
+/// checkouts share a target directory). Its name carries a digest of the contents; it is
+/// assembled in a private directory and renamed into place, so no reader sees part of it.
+pub fn wine_dir_in(base: &Path, slots: usize) -> Result<PathBuf, DatasetError> {
+    let split = wine(slots)?;
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+    for text in split.slots.iter().chain([&split.test]) {
+        for b in text.bytes().chain([0]) {
+            digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let dir = base.join(format!("wine-{slots}-slots-{digest:016x}"));
+    if dir.join("test_data.csv").is_file() {
+        return Ok(dir);
+    }
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DatasetError::Write { path, source }
+    };
+    fs::create_dir_all(base).map_err(write_err(base))?;
+    let staging = base.join(format!(
+        ".wine-{slots}-slots-{digest:016x}.{}.tmp",
+        std::process::id()
+    ));
+    write_wine(slots, &staging)?;
+    if let Err(e) = fs::rename(&staging, &dir) {
+        let _ = fs::remove_dir_all(&staging);
+        // Another process put the same contents there first.
+        if !dir.join("test_data.csv").is_file() {
+            return Err(DatasetError::Write {
+                path: dir,
+                source: e,
+            });
+        }
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +236,11 @@ mod tests {
             qualities.into_iter().collect::<Vec<_>>(),
             ["3", "4", "5", "6", "7", "8"]
         );
-        assert_eq!(wine(2).expect("again"), split, "the same call gives the same data");
+        assert_eq!(
+            wine(2).expect("again"),
+            split,
+            "the same call gives the same data"
+        );
     }
 
     #[test]
@@ -236,5 +283,28 @@ mod tests {
             .collect();
         listed.sort();
         assert_eq!(listed, names, "no temporary file is left behind");
+    }
+    #[test]
+    fn the_shared_directory_is_written_once_and_reused() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = wine_dir_in(base.path(), 2).expect("written");
+        let split = wine(2).expect("the wine set");
+        for name in ["data_1.csv", "data_2.csv", "test_data.csv"] {
+            let on_disk = fs::read_to_string(dir.join(name)).expect("readable");
+            assert_eq!(Some(on_disk.as_str()), split.file(name), "{name}");
+        }
+        let marker = dir.join("data_1.csv");
+        let before = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert_eq!(wine_dir_in(base.path(), 2).expect("again"), dir);
+        let after = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert_eq!(before, after, "the second call reuses the files");
+        let other = wine_dir_in(base.path(), 3).expect("three slots");
+        assert_ne!(other, dir);
+        let entries = fs::read_dir(base.path()).expect("listing").count();
+        assert_eq!(entries, 2, "no staging directory is left behind");
     }
 }
