@@ -164,10 +164,10 @@ impl Installed {
                 eprintln!("cleanup: deleting namespace {OPERATOR_NAMESPACE}: {e}");
             }
         }
-        if Path::new(STORE).join(MARKER).is_file() {
-            if let Err(e) = std::fs::remove_dir_all(STORE) {
-                eprintln!("cleanup: removing {STORE}: {e}");
-            }
+        if Path::new(STORE).join(MARKER).is_file()
+            && let Err(e) = std::fs::remove_dir_all(STORE)
+        {
+            eprintln!("cleanup: removing {STORE}: {e}");
         }
         let _ = std::fs::remove_dir_all(QUICK_START_DATA);
     }
