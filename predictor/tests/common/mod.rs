@@ -20,7 +20,8 @@ pub const MODEL_VERSION: &str = "v7";
 /// cuts it: data_1.csv, data_2.csv, test_data.csv), written once into the target directory.
 pub fn wine_data_dir() -> PathBuf {
     let base = PathBuf::from(
-        std::env::var_os("CARGO_TARGET_TMPDIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into()),
+        std::env::var_os("CARGO_TARGET_TMPDIR")
+            .unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into()),
     );
     champion_datasets::wine_dir_in(&base, 2)
         .unwrap_or_else(|e| panic!("writing the wine data: {e}"))
