@@ -16,7 +16,6 @@ KUBECTL=$CACHE/bin/kubectl
 HELM=$CACHE/bin/helm
 NS=champion-demo
 STORE=/var/lib/champion-demo
-SEED=$ROOT/../shared/data/wine-seed
 PIPELINE=wine
 TIMEOUT=300 # seconds, per wait
 
@@ -66,15 +65,10 @@ rm -rf "$STORE/data" "$STORE/models" "$STORE/staging"
 mkdir -p "$STORE/data" "$STORE/models" "$STORE/staging"
 # The operator, trainer and predictor run as uid 65532.
 chmod 0777 "$STORE" "$STORE/data" "$STORE/models" "$STORE/staging"
-if [[ -d $SEED ]]; then
-    SLOTS=$SEED
-    echo "data: the wine seed in $SEED"
-else
-    SLOTS=$STORE/generated
-    [[ -x $TARGET/release/trainer-job ]] || die "$TARGET/release/trainer-job missing: run \`make images\`"
-    "$TARGET/release/trainer-job" dataset wine --slots 2 --out "$SLOTS"
-    echo "data: the linfa wine set written by trainer-job dataset wine into $SLOTS"
-fi
+SLOTS=$STORE/generated
+[[ -x $TARGET/release/trainer-job ]] || die "$TARGET/release/trainer-job missing: run \`make images\`"
+"$TARGET/release/trainer-job" dataset wine --slots 2 --out "$SLOTS"
+echo "data: linfa-datasets' red-wine set, written by trainer-job dataset wine into $SLOTS"
 cp "$SLOTS/test_data.csv" "$STORE/test_data.csv"
 chmod 0644 "$STORE/test_data.csv"
 ls -l "$STORE"

@@ -42,11 +42,6 @@ pub fn workspace() -> PathBuf {
     .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `<workspace>/../shared/data/wine-seed`: the wine data every suite uses in place.
-pub fn wine_seed() -> PathBuf {
-    workspace().join("../shared/data/wine-seed")
-}
-
 /// Asserts that `status` records a promotion of a model stored at `model_uri`, trained on the
 /// data the operator listed.
 pub fn assert_first_promotion(status: &Value, model_uri: &str) {
@@ -59,13 +54,24 @@ pub fn assert_first_promotion(status: &Value, model_uri: &str) {
     );
 }
 
-/// Reads one wine-seed file, with the fix in the message when the data is not there.
+/// One file of the wine data every suite uses (`data_1.csv`, `data_2.csv`, `test_data.csv`):
+/// linfa-datasets' red-wine set as `champion_datasets::wine(2)` cuts it, the same bytes
+/// `trainer-job dataset wine --out DIR` writes.
 pub fn wine_file(name: &str) -> Result<String> {
-    let path = wine_seed().join(name);
-    std::fs::read_to_string(&path).map_err(ClusterError::io(
-        "reading the wine-seed file (expected the workspace's ../shared/data/wine-seed)",
-        path,
-    ))
+    static WINE: std::sync::OnceLock<champion_datasets::WineSplit> = std::sync::OnceLock::new();
+    let split = match WINE.get() {
+        Some(split) => split,
+        None => {
+            let split = champion_datasets::wine(2)
+                .map_err(|e| ClusterError::Invalid(format!("the wine data: {e}")))?;
+            WINE.get_or_init(|| split)
+        }
+    };
+    split.file(name).map(str::to_string).ok_or_else(|| {
+        ClusterError::Invalid(format!(
+            "no wine file {name:?} (expected data_1.csv, data_2.csv or test_data.csv)"
+        ))
+    })
 }
 
 /// Applies the CRD (server-side, idempotent, safe from several tests at once) and waits until

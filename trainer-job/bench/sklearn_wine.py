@@ -1,9 +1,11 @@
-"""scikit-learn's figures on the original wine split, for `make bench-trainer` and as the
-reference values of trainer-job/tests/train_wine.rs.
+"""scikit-learn's figures on a wine split, for `make bench-trainer` and as the reference values
+of trainer-job/tests/train_wine.rs.
 
-Train = data_1 ∪ data_2 (762 rows), test = test_data (381 rows), target "good" = quality > 5,
+WINE_DIR holds data_1.csv, data_2.csv and test_data.csv (`trainer-job dataset wine --out DIR`
+writes the repository's cut of linfa-datasets' red-wine set: 1,066 training rows, 533 test
+rows). Train = data_1 ∪ data_2, test = test_data, target "good" = quality > 5,
 StandardScaler + AdaBoostClassifier(random_state=42) (SAMME over 50 stumps). Prints one JSON
-object. Usage: python3 sklearn_wine.py [WINE_SEED_DIR] [RUNS]
+object. Usage: python3 sklearn_wine.py WINE_DIR [RUNS]
 """
 import json
 import os
@@ -18,8 +20,9 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-here = os.path.dirname(os.path.abspath(__file__))
-seed_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "../../../shared/data/wine-seed")
+if len(sys.argv) < 2:
+    sys.exit("usage: python3 sklearn_wine.py WINE_DIR [RUNS] (WINE_DIR: data_1.csv, data_2.csv, test_data.csv)")
+seed_dir = sys.argv[1]
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 21
 
 

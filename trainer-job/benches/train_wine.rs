@@ -1,5 +1,6 @@
-//! `make bench-trainer`: fit time and quality of every algorithm on the original wine split
-//! (train = data_1 ∪ data_2, 762 rows; test = test_data, 381 rows; "good" = quality > 5),
+//! `make bench-trainer`: fit time and quality of every algorithm on the repository's wine split
+//! (`champion_datasets::wine(2)`: train = data_1 ∪ data_2, 1,066 rows; test = test_data, 533
+//! rows; "good" = quality > 5),
 //! next to scikit-learn's AdaBoost measured on this machine when python3 has scikit-learn.
 //! Prints a markdown table; asserts nothing (the quality bar is a test in tests/train_wine.rs).
 
@@ -24,14 +25,7 @@ const RUNS: usize = 31;
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 fn seed_dir() -> Result<PathBuf> {
-    let dir = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../../shared/data/wine-seed");
-    if !dir.join("data_1.csv").is_file() {
-        return Err(format!("wine-seed data missing: expected {}", dir.display()).into());
-    }
-    Ok(dir)
+    Ok(common::wine_dir())
 }
 
 fn read(files: &[&str]) -> Result<Table> {
@@ -160,8 +154,9 @@ fn main() -> Result<()> {
         ("gaussian-nb", Algorithm::GaussianNb, BTreeMap::new()),
     ];
     println!(
-        "Wine, original split: train {} rows (data_1 ∪ data_2), test 381 rows (test_data); fit = scaler + classifier, {RUNS} runs\n",
-        train_rows.n_rows()
+        "Wine (linfa-datasets' red-wine set, champion_datasets::wine): train {} rows (data_1 ∪ data_2), test {} rows (test_data); fit = scaler + classifier, {RUNS} runs\n",
+        train_rows.n_rows(),
+        read(&["test_data.csv"])?.n_rows()
     );
     println!(
         "| model | train rows | fit median (ms) | fit min (ms) | F1 binary (good) | F1 macro |"

@@ -1,6 +1,6 @@
 //! The champion trainer: reads every CSV object under a data URI, splits a holdout, fits a
 //! scaler and a classifier, scores it and the current champion on the same holdout, and writes
-//! `model.json` and `report.json` (see ../shared/design.md, "Trainer contract").
+//! `model.json` and `report.json` (the contract: docs/trainer-contract.md).
 
 pub mod algorithms;
 pub mod data;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use champion_model::{ModelFile, Report};
-use common::{data_dir, file_uri, wine_seed};
+use common::{data_dir, file_uri, wine_dir};
 
 fn trainer() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer-job"));
@@ -60,10 +60,7 @@ fn configured_from_the_environment_it_writes_both_files_and_a_summary() {
             .arg("train")
             .env("DATA_URI", &data)
             .env("MODEL_URI", file_uri(&version_dir))
-            .env(
-                "TEST_DATA_URI",
-                file_uri(&wine_seed().join("test_data.csv")),
-            )
+            .env("TEST_DATA_URI", file_uri(&wine_dir().join("test_data.csv")))
             .env("TARGET", "Quality")
             .env("POSITIVE_ABOVE", "5")
             .env("DROP", "Id")
@@ -155,15 +152,23 @@ fn the_wine_dataset_command_writes_slots_that_train() {
             .count()
             - 1
     };
-    // linfa-datasets' red wine set has 1,599 rows; every fourth is test data.
-    assert_eq!(lines("test_data.csv"), 399);
+    // linfa-datasets' red wine set has 1,599 rows: the last third is test data, the first
+    // two thirds are cut into the three slots in order.
+    assert_eq!(lines("test_data.csv"), 533);
     assert_eq!(
-        lines("data_1.csv") + lines("data_2.csv") + lines("data_3.csv"),
-        1200
+        [
+            lines("data_1.csv"),
+            lines("data_2.csv"),
+            lines("data_3.csv")
+        ],
+        [356, 356, 354]
     );
     let header = std::fs::read_to_string(slots.join("data_1.csv")).unwrap();
     assert!(
-        header.starts_with("fixed acidity,volatile acidity,"),
+        header.starts_with(
+            "fixed_acidity,volatile_acidity,citric_acid,residual_sugar,chlorides,\
+             free_sulfur_dioxide,total_sulfur_dioxide,density,pH,sulphates,alcohol,quality,Id\n"
+        ),
         "{header}"
     );
 
@@ -191,7 +196,7 @@ fn the_wine_dataset_command_writes_slots_that_train() {
             .arg(root.path().join("log")),
     );
     let report = report_in(&root.path().join("models/wine/v1"));
-    assert_eq!(report.rows.holdout, 399);
+    assert_eq!(report.rows.holdout, 533);
     assert!(report.challenger_score > 0.6, "{}", report.challenger_score);
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{file_uri, wine_config, wine_seed};
+use common::{file_uri, wine_config, wine_dir};
 use trainer_job::train;
 
 /// Serves one file at one path (HEAD and GET); stopped and joined when dropped, so a failing
@@ -92,7 +92,7 @@ fn serve(stream: TcpStream, path: &str, body: &[u8]) {
 
 #[tokio::test]
 async fn training_data_can_come_from_an_http_url() {
-    let body = std::fs::read(wine_seed().join("data_1.csv")).unwrap();
+    let body = std::fs::read(wine_dir().join("data_1.csv")).unwrap();
     let server = FileServer::start("/wine/data_1.csv", body);
     let root = tempfile::tempdir().unwrap();
     let config = wine_config(
@@ -100,8 +100,8 @@ async fn training_data_can_come_from_an_http_url() {
         file_uri(&root.path().join("models/wine/v1")),
     );
     let report = train(&config).await.unwrap().report;
-    assert_eq!(report.rows.train, 381);
-    assert_eq!(report.rows.holdout, 381);
+    assert_eq!(report.rows.train, 533);
+    assert_eq!(report.rows.holdout, 533);
     assert!(report.challenger_score > 0.7, "{}", report.challenger_score);
 
     // A URL the server does not have is an error that names it.

@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 
 pub const MODEL_VERSION: &str = "v7";
 
-/// The wine data shared by the team (never copied into the repository).
+/// The wine data of the tests (linfa-datasets' red-wine set as `champion_datasets::wine(2)`
+/// cuts it: data_1.csv, data_2.csv, test_data.csv), written once into the target directory.
 pub fn wine_data_dir() -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../../shared/data/wine-seed")
+    let base = PathBuf::from(
+        std::env::var_os("CARGO_TARGET_TMPDIR")
+            .unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into()),
+    );
+    champion_datasets::wine_dir_in(&base, 2)
+        .unwrap_or_else(|e| panic!("writing the wine data: {e}"))
 }
 
 /// A model version directory `<tmp>/wine/<version>/` with model.json and report.json.

@@ -620,7 +620,9 @@ fn score_locally(trainer: &Path, scratch: &Path, k: usize, csv: &str) -> Result<
     let file = data.join(DATA_FILE);
     std::fs::write(&file, csv).map_err(ClusterError::io("writing", &file))?;
     let model = dir.join("model").join("v");
-    let test_data = workspace().join("../shared/data/wine-seed/test_data.csv");
+    let test_data = dir.join("test_data.csv");
+    std::fs::write(&test_data, wine_file("test_data.csv")?)
+        .map_err(ClusterError::io("writing", &test_data))?;
     let args: Vec<String> = vec![
         "train".into(),
         "--data-uri".into(),

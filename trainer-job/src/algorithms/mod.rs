@@ -114,3 +114,44 @@ pub fn check_params(
         Algorithm::GaussianNb => naive_bayes::NbParams::from_params(&p).map(|_| ()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `param_keys` is exactly what each algorithm's parameter parser accepts: every listed key
+    /// passes with a valid value, and an unknown key's error lists the same keys.
+    #[test]
+    fn param_keys_are_the_keys_each_algorithm_accepts() {
+        let valid = |key: &str| match key {
+            "tree" => "linfa",
+            _ => "2",
+        };
+        for algorithm in Algorithm::ALL {
+            let keys = algorithm.param_keys();
+            let all: BTreeMap<String, String> = keys
+                .iter()
+                .map(|k| (k.to_string(), valid(k).to_string()))
+                .collect();
+            check_params(algorithm, &all).unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+            let unknown = BTreeMap::from([("bogus".to_string(), "1".to_string())]);
+            let err = check_params(algorithm, &unknown)
+                .expect_err("unknown key")
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "invalid configuration: unknown parameter \"bogus\" for {algorithm}; known: {}",
+                    keys.join(", ")
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_chart_examples_camel_case_key_reaches_adaboost_as_n_estimators() {
+        let params = params::parse_param_items(&["nEstimators=50".to_string()]).expect("parses");
+        check_params(Algorithm::AdaBoost, &params).expect("accepted");
+        assert_eq!(params.get("n_estimators").map(String::as_str), Some("50"));
+    }
+}
