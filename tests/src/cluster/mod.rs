@@ -9,6 +9,7 @@
 //! [`layout::ADMIN_KUBECONFIG`].
 
 pub mod config;
+pub mod foreign;
 pub mod health;
 pub mod host;
 pub mod layout;
