@@ -325,9 +325,10 @@ impl Planted {
 const LAN_NETNS: &str = "champion-lan";
 const LAN_HOST_IF: &str = "champlan0";
 const LAN_NS_IF: &str = "champlan1";
-/// TEST-NET-1 (RFC 5737): never routed anywhere; both ends live on this machine.
-const LAN_HOST_IP: &str = "192.0.2.1";
-const LAN_NS_IP: &str = "192.0.2.2";
+/// TEST-NET-2 (RFC 5737): never routed anywhere; both ends live on this machine. (Not TEST-NET-1:
+/// these VMs number their own eth0 from 192.0.2.0/24.)
+const LAN_HOST_IP: &str = "198.51.100.1";
+const LAN_NS_IP: &str = "198.51.100.2";
 
 /// A LAN neighbour: a netns joined to the host by a veth pair, routing the cluster's pod and
 /// service ranges via the host, as a machine on the same LAN could. Removed on drop.
@@ -337,6 +338,14 @@ impl LanNeighbour {
     pub fn create() -> Result<LanNeighbour> {
         let n = LanNeighbour;
         n.remove();
+        let taken = output("ip", &["-o", "-4", "addr", "show"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(" 198.51.100."))
+            .unwrap_or(true);
+        if taken {
+            return Err(ClusterError::Invalid(
+                "198.51.100.0/24 is already used on this host; the LAN-neighbour check needs it free".into(),
+            ));
+        }
         run("ip", &["netns", "add", LAN_NETNS])?;
         run(
             "ip",
