@@ -599,6 +599,13 @@ pub fn clear(layout: &Layout) -> Vec<String> {
             "{} has no manifest: only the cluster's own directories and cgroups are removed",
             layout.state.display()
         ));
+        if layout.state.join("host-before.json").exists() {
+            notes.push(
+                "it was left by an older champion-cluster (bridge cni0, no manifest): what that one \
+                 put elsewhere is not guessed at here; remove it with that version's `down`"
+                    .into(),
+            );
+        }
     }
     let n = kill_cgroup_processes();
     if n > 0 {
