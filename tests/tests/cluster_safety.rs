@@ -283,3 +283,24 @@ async fn the_controller_manager_allocates_the_bridge_subnet_to_the_node() -> Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_api_server_refuses_privileged_containers() -> Result<()> {
+    let c = shared().await?;
+    let ns = TestNamespace::create(&c, "privileged").await?;
+    let pod = one_shot_pod(
+        "privileged",
+        PROBE,
+        &["sandbox"],
+        json!({}),
+        json!({"securityContext": {"privileged": true, "allowPrivilegeEscalation": true}}),
+    )?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(c.client.clone(), &ns.name);
+    let created = pods.create(&kube::api::PostParams::default(), &pod).await;
+    assert!(
+        matches!(&created, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("disallowed by cluster policy")),
+        "a privileged container was admitted: {created:?}"
+    );
+    Ok(())
+}

@@ -92,7 +92,8 @@ pub fn args(layout: &Layout, component: &str) -> Vec<String> {
             ),
             format!("--service-account-key-file={}", pki("sa.pub")),
             format!("--service-account-signing-key-file={}", pki("sa.key")),
-            "--allow-privileged=true".into(),
+            // No test or chart needs a privileged container; one would own the host.
+            "--allow-privileged=false".into(),
             "--profiling=false".into(),
             "--event-ttl=1h".into(),
             format!(
