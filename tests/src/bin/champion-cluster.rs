@@ -5,8 +5,9 @@
 //! - `down`: stop everything and restore the host (idempotent; fine when nothing runs).
 //! - `load-images`: re-import build/images/*.tar into the running cluster.
 //! - `status`: one line per component.
-//! - `selftest-cleanup`: proves that `down` leaves the host as `up` found it (takes the shared
-//!   cluster down; run it alone).
+//! - `selftest-cleanup`: plants foreign state (see `cluster::foreign`), then proves that `up` +
+//!   pods + `down` leave the host as it was and the foreign state untouched, and that a LAN
+//!   neighbour reaches nothing the cluster serves (takes the shared cluster down; run it alone).
 //! - `pod-start`: measures pod creation -> Running on the running cluster.
 
 use std::process::ExitCode;
