@@ -243,6 +243,16 @@ async fn selftest_with_foreign_state(
     let ns = TestNamespace::create(&c, "selftest").await?;
     run_pods(&c, &ns.name, 2).await?;
     let with_pods = before.diff(&HostSnapshot::take(layout));
+    // Pods are up (the CNI plugin ran): the host's global forwarding is still what it was.
+    if let Some(changed) = with_pods
+        .lines()
+        .find(|l| l.contains("sysctls:") && l.contains("ip_forward"))
+    {
+        return Err(ClusterError::Invalid(format!(
+            "the running cluster changed the host's global forwarding: {}",
+            changed.trim()
+        )));
+    }
 
     // A LAN neighbour routing the cluster's ranges via this host reaches none of it.
     let lan = foreign::LanNeighbour::create()?;

@@ -111,7 +111,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 /// and a connection off the machine.
 pub const REGISTRY_HOSTS_TOML: &str = "server = \"http://127.0.0.1:1\"\n";
 
-/// The pod network: the pre-created `cni0` bridge as gateway, host-local IPAM on the node's
+/// The pod network: the pre-created `champion0` bridge (with the node address) as the pods' router, host-local IPAM on the node's
 /// /24 with its state in our dir, no masquerade (nothing is meant to leave the machine) and a
 /// default route so pods reach Service IPs through the node, where kube-proxy DNATs them.
 pub fn cni_conflist(layout: &Layout) -> String {
@@ -121,14 +121,17 @@ pub fn cni_conflist(layout: &Layout) -> String {
         "plugins": [{
             "type": "bridge",
             "bridge": layout::BRIDGE,
-            "isGateway": true,
+            // Not a gateway: the bridge plugin would then switch on forwarding for the whole
+            // host (net.ipv4.ip_forward=1). The bridge already has the node address (`setup`)
+            // and forwards on its own; pods get their default route from the IPAM result.
+            "isGateway": false,
             "ipMasq": false,
             "hairpinMode": true,
             "ipam": {
                 "type": "host-local",
                 "dataDir": layout.cni_ipam_dir(),
                 "ranges": [[{"subnet": layout::POD_SUBNET, "gateway": layout::NODE_IP}]],
-                "routes": [{"dst": "0.0.0.0/0"}]
+                "routes": [{"dst": "0.0.0.0/0", "gw": layout::NODE_IP}]
             }
         }]
     })

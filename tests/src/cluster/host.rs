@@ -56,6 +56,8 @@ const KUBE_CHAIN_PREFIXES: &[&str] = &[
 /// The nft tables iptables-nft creates on first use.
 const IPTABLES_NFT_TABLES: &[&str] = &["filter", "nat", "raw", "mangle", "security"];
 
+const IP_FORWARD: &str = "net/ipv4/ip_forward";
+const ALL_FORWARDING: &str = "net/ipv4/conf/all/forwarding";
 /// Set by `setup` (the bridge needs the service traffic between two of its pods to pass
 /// iptables for the reply's un-DNAT); restored by `down`.
 const BRIDGE_NF: &str = "net/bridge/bridge-nf-call-iptables";
@@ -393,7 +395,13 @@ pub fn setup(manifest: &Manifest) -> Result<()> {
         eprintln!("warning: no IPv6 egress guard ({e}); pods have no IPv6 address");
     }
 
-    for name in std::iter::once(&BRIDGE_NF).chain(KUBELET_SYSCTLS) {
+    // Global forwarding is not changed by the cluster (only the bridge forwards, see above, and
+    // the CNI bridge is not a "gateway", which would switch it on); recorded all the same, so
+    // that `down` puts it back should anything started by the cluster change it.
+    for name in [IP_FORWARD, ALL_FORWARDING, BRIDGE_NF]
+        .iter()
+        .chain(KUBELET_SYSCTLS)
+    {
         if let Some(old) = read_sysctl(name) {
             manifest.record(&Entry::Sysctl {
                 path: name.to_string(),
