@@ -190,6 +190,8 @@ impl Planted {
                 return;
             }
         }
+        // A container of this name can only be the self-test's own, left by a run cut short.
+        try_run("docker", &["rm", "-f", DOCKER_CONTAINER]);
         let archive = layout.cache_images_dir().join("pause.tar");
         let loaded = try_run("docker", &["load", "-i", &archive.display().to_string()]);
         let started = loaded
@@ -209,6 +211,7 @@ impl Planted {
             self.docker = Some(DOCKER_CONTAINER.to_string());
             self.docker_note = "Docker daemon answers: a Docker container runs throughout".into();
         } else {
+            try_run("docker", &["rm", "-f", DOCKER_CONTAINER]);
             self.docker_note = "Docker daemon answers but the pause image could not be loaded or run; Docker container check skipped (socket still checked)".into();
             self.docker = Some(String::new());
         }
