@@ -10,7 +10,10 @@ export CHAMPION_CACHE ?= $(HOME)/.cache/champion
 export CARGO_TARGET_DIR ?= $(CHAMPION_CACHE)/target
 export CARGO_TERM_COLOR ?= never
 
-BIN := $(CARGO_TARGET_DIR)/release
+# The cargo profile of the image binaries: `release` (thin LTO) for users and benchmarks;
+# `make test` (cluster-test) builds them with `test-images` (no LTO), minutes less on 2 cores.
+IMAGE_PROFILE ?= release
+BIN = $(CARGO_TARGET_DIR)/$(IMAGE_PROFILE)
 IMAGES := build/images
 CLUSTER := cargo run -q -p champion-tests --bin champion-cluster --
 IMAGE := tests/cluster/scripts/image.sh
@@ -41,7 +44,7 @@ test-deps:
 	@python3 -c 'import tritonclient.http' 2>/dev/null || python3 -m pip install -q 'tritonclient[http]'
 
 images: components
-	cargo build --release -p operator -p trainer-job -p predictor -p champion-tests --bins
+	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-tests --bins
 	@mkdir -p $(IMAGES)
 	@$(IMAGE) --tag champion/operator:dev    --out $(IMAGES)/operator.tar    $(BIN)/operator
 	@$(IMAGE) --tag champion/trainer-job:dev --out $(IMAGES)/trainer-job.tar $(BIN)/trainer-job
@@ -69,6 +72,7 @@ unit-test: test-deps
 
 # Integration tests on the real local cluster; the cluster is always taken down afterwards, also
 # when a test fails, so the host is left as it was found.
+cluster-test: IMAGE_PROFILE = test-images
 cluster-test: components images test-deps
 	@status=0; \
 	$(CLUSTER) up || status=$$?; \

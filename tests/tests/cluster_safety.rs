@@ -170,13 +170,34 @@ async fn every_component_listens_on_the_node_address_or_loopback_only() -> Resul
 async fn pod_traffic_can_only_reach_pods_services_and_the_node() -> Result<()> {
     let _c = shared().await?;
     let raw = sys::run("iptables", &["-t", "raw", "-S"])?;
-    let first_prerouting = raw
+    let prerouting: Vec<&str> = raw
         .lines()
-        .find(|l| l.starts_with("-A PREROUTING"))
-        .unwrap_or_default();
+        .filter(|l| l.starts_with("-A PREROUTING"))
+        .take(2)
+        .collect();
     assert_eq!(
-        first_prerouting, "-A PREROUTING -i cni0 -j CHAMPION-EGRESS",
-        "the guard comes first:\n{raw}"
+        prerouting,
+        vec![
+            "-A PREROUTING -j CHAMPION-GUARD".to_string(),
+            format!("-A PREROUTING -i {} -j CHAMPION-EGRESS", layout::BRIDGE),
+        ],
+        "the guards come first:\n{raw}"
+    );
+    // Nothing for the pod or service range is accepted from any interface but the bridge and
+    // loopback: a LAN neighbour routing 10.244.0.0/16 via this host reaches neither the API
+    // server, the kubelet nor a NodePort (the cleanup self-test connects from such a netns).
+    let lan: Vec<&str> = raw
+        .lines()
+        .filter(|l| l.starts_with("-A CHAMPION-GUARD"))
+        .collect();
+    assert_eq!(
+        lan,
+        vec![
+            format!("-A CHAMPION-GUARD -i {} -j RETURN", layout::BRIDGE),
+            "-A CHAMPION-GUARD -i lo -j RETURN".to_string(),
+            "-A CHAMPION-GUARD -d 10.244.0.0/16 -j DROP".to_string(),
+            "-A CHAMPION-GUARD -d 10.96.0.0/16 -j DROP".to_string(),
+        ]
     );
     let guard: Vec<&str> = raw
         .lines()
@@ -192,7 +213,7 @@ async fn pod_traffic_can_only_reach_pods_services_and_the_node() -> Result<()> {
     );
     let routes = sys::run("ip", &["route", "show", layout::SERVICE_CIDR])?;
     assert!(
-        routes.contains("dev cni0"),
+        routes.contains(&format!("dev {}", layout::BRIDGE)),
         "the service range is routed onto the bridge, not the default route: {routes}"
     );
     Ok(())
@@ -259,6 +280,27 @@ async fn the_controller_manager_allocates_the_bridge_subnet_to_the_node() -> Res
             .iter()
             .any(|a| a.type_ == "InternalIP" && a.address == layout::NODE_IP),
         "node addresses: {addresses:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_privileged_containers() -> Result<()> {
+    let c = shared().await?;
+    let ns = TestNamespace::create(&c, "privileged").await?;
+    let pod = one_shot_pod(
+        "privileged",
+        PROBE,
+        &["sandbox"],
+        json!({}),
+        json!({"securityContext": {"privileged": true, "allowPrivilegeEscalation": true}}),
+    )?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(c.client.clone(), &ns.name);
+    let created = pods.create(&kube::api::PostParams::default(), &pod).await;
+    assert!(
+        matches!(&created, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("disallowed by cluster policy")),
+        "a privileged container was admitted: {created:?}"
     );
     Ok(())
 }

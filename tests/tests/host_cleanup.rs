@@ -1,5 +1,9 @@
 //! After `champion-cluster down` the host's mounts, links, routes, iptables rules, network
-//! namespaces, cgroups, directories, processes and sysctls equal what they were before `up`.
+//! namespaces, nft tables, cgroups, directories, processes and sysctls equal what they were
+//! before `up`; foreign state planted before `up` (processes named containerd and kubelet, CNI
+//! and kubelet files, a KUBE-FOREIGN chain, an nft table, netns `other`, a flipped ip_forward,
+//! a Docker container where Docker runs) is unchanged; and a LAN neighbour routed via the host
+//! reached neither the API server, the kubelet, etcd nor a Service while the cluster was up.
 //!
 //! It takes the shared cluster down, so it is ignored by default and run alone:
 //! `cargo test -p champion-tests --test host_cleanup -- --ignored` (or

@@ -5,14 +5,15 @@
 //! - `down`: stop everything and restore the host (idempotent; fine when nothing runs).
 //! - `load-images`: re-import build/images/*.tar into the running cluster.
 //! - `status`: one line per component.
-//! - `selftest-cleanup`: proves that `down` leaves the host as `up` found it (takes the shared
-//!   cluster down; run it alone).
+//! - `selftest-cleanup`: plants foreign state (see `cluster::foreign`), then proves that `up` +
+//!   pods + `down` leave the host as it was and the foreign state untouched, and that a LAN
+//!   neighbour reaches nothing the cluster serves (takes the shared cluster down; run it alone).
 //! - `pod-start`: measures pod creation -> Running on the running cluster.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use champion_tests::cluster::{self, Layout, host::HostSnapshot, layout};
+use champion_tests::cluster::{self, Layout, foreign, host::HostSnapshot, layout};
 use champion_tests::testing::{TestNamespace, phase, wait_object};
 use champion_tests::{ClusterError, Result};
 use clap::{Parser, Subcommand};
@@ -205,35 +206,110 @@ async fn pod_start(count: usize) -> Result<()> {
 
 async fn selftest_cleanup(layout: &Layout) -> Result<()> {
     cluster::down(layout)?;
+    let mut planted = foreign::Planted::plant(layout)?;
+    eprintln!(
+        "  planted foreign state: processes named containerd and kubelet, /etc/cni/net.d/keep.conf, /var/lib/kubelet/keep, iptables chain KUBE-FOREIGN, nft table inet foreign_selftest, netns other, a flipped net.ipv4.ip_forward"
+    );
+    eprintln!("  {}", planted.docker_note);
+    let result = selftest_with_foreign_state(layout, &mut planted).await;
+    // Always, also on failure: the cluster first, then what the test planted.
+    if result.is_err() {
+        let _ = cluster::down(layout);
+    }
+    planted.remove();
+    result
+}
+
+async fn selftest_with_foreign_state(
+    layout: &Layout,
+    planted: &mut foreign::Planted,
+) -> Result<()> {
     let before = HostSnapshot::take(layout);
     let report = up_or_teardown(layout, false).await?;
     eprintln!("  cluster up in {:.1} s", report.elapsed.as_secs_f64());
     let during = HostSnapshot::take(layout);
     if before.diff(&during).is_empty() {
-        let _ = cluster::down(layout);
         return Err(ClusterError::Invalid(
             "a running cluster changed nothing on the host: the snapshot cannot see it".into(),
         ));
     }
-    // A running pod gives the host what teardown must undo: a netns, a veth, mounts, cgroups.
-    let pods_ran = async {
-        let c = cluster::Cluster::connect(layout).await?;
-        let ns = TestNamespace::create(&c, "selftest").await?;
-        run_pods(&c, &ns.name, 2).await?;
-        Ok::<_, ClusterError>(HostSnapshot::take(layout))
+    if let Err(e) = planted.docker_ok() {
+        return Err(ClusterError::Invalid(format!(
+            "while the cluster is up: {e}"
+        )));
     }
-    .await;
+    // A running pod gives the host what teardown must undo: a netns, a veth, mounts, cgroups.
+    let c = cluster::Cluster::connect(layout).await?;
+    let ns = TestNamespace::create(&c, "selftest").await?;
+    run_pods(&c, &ns.name, 2).await?;
+    let with_pods = before.diff(&HostSnapshot::take(layout));
+    // Pods are up (the CNI plugin ran): the host's global forwarding is still what it was.
+    if let Some(changed) = with_pods
+        .lines()
+        .find(|l| l.contains("sysctls:") && l.contains("ip_forward"))
+    {
+        return Err(ClusterError::Invalid(format!(
+            "the running cluster changed the host's global forwarding: {}",
+            changed.trim()
+        )));
+    }
+
+    // A LAN neighbour routing the cluster's ranges via this host reaches none of it.
+    let lan = foreign::LanNeighbour::create()?;
+    let seen = lan.probe()?;
+    drop(lan);
+    for (what, reachable) in &seen {
+        eprintln!(
+            "  LAN neighbour -> {what}: {}",
+            if *reachable {
+                "connects"
+            } else {
+                "no connection"
+            }
+        );
+    }
+    match seen.split_first() {
+        Some(((_, true), rest)) => {
+            if let Some((what, _)) = rest.iter().find(|(_, r)| *r) {
+                return Err(ClusterError::Invalid(format!(
+                    "a LAN neighbour routed via this host connects to {what}"
+                )));
+            }
+        }
+        _ => {
+            return Err(ClusterError::Invalid(
+                "the LAN neighbour cannot reach even the host's control listener; its route is broken and the check proves nothing".into(),
+            ));
+        }
+    }
+    // The same API server answers from the host (so "no connection" above was the guard).
+    if std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([10, 244, 0, 1], layout::API_PORT)),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        return Err(ClusterError::Invalid(
+            "the API server does not answer on the node address from the host either".into(),
+        ));
+    }
+
+    drop(ns);
     let (elapsed, _) = cluster::down(layout)?;
-    let with_pods = before.diff(&pods_ran?);
     // The snapshot must see every kind of trace a running pod leaves, or "equal" proves nothing.
     for (section, trace) in [
         ("links", "left behind: veth"),
-        ("links", "left behind: cni0"),
+        ("links", "left behind: champion0"),
         ("mounts", "left behind: /run/champion-cluster/containerd"),
-        ("cgroups", "/kubepods"),
+        ("cgroups", "/champion-cluster"),
         ("iptables", "left behind: -A KUBE-SERVICES"),
+        ("iptables", "left behind: -A CHAMPION-GUARD"),
         ("processes", "containerd-shim-runc-v2"),
-        ("directories", "left behind: /var/lib/kubelet"),
+        ("directories", "left behind: /var/lib/champion-cluster"),
+        (
+            "directories",
+            "left behind: /var/lib/kubelet/device-plugins",
+        ),
     ] {
         let seen = with_pods
             .lines()
@@ -246,12 +322,25 @@ async fn selftest_cleanup(layout: &Layout) -> Result<()> {
     }
     let after = HostSnapshot::take(layout);
     let diff = before.diff(&after);
+    let untouched = planted.check();
+    if !untouched.is_empty() {
+        return Err(ClusterError::Invalid(format!(
+            "up + down changed foreign state: {}{}",
+            untouched.join("; "),
+            if diff.is_empty() {
+                String::new()
+            } else {
+                format!("\nhost diff:\n{diff}")
+            }
+        )));
+    }
     if !diff.is_empty() {
         return Err(ClusterError::HostChanged(diff));
     }
     println!(
-        "selftest-cleanup passed: after `down` ({:.1} s) the host's mounts, links, routes, iptables rules, netns, cgroups, directories, processes and sysctls equal what they were before `up`",
-        elapsed.as_secs_f64()
+        "selftest-cleanup passed: after `down` ({:.1} s) the host's mounts, links, routes, iptables rules, netns, nft tables, cgroups, directories, processes and sysctls equal what they were before `up`; the foreign processes, files, KUBE-FOREIGN chain, nft table, netns `other` and ip_forward are unchanged; a LAN neighbour reached none of the API server, kubelet, etcd or Services. {}",
+        elapsed.as_secs_f64(),
+        planted.docker_note
     );
     Ok(())
 }

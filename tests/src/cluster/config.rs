@@ -43,7 +43,10 @@ pub fn api_server_url() -> String {
     format!("https://{}:{}", layout::NODE_IP, layout::API_PORT)
 }
 
-/// containerd 2.x: its own root, state and socket under our dirs; the CRI plugin pinned to the
+/// containerd 2.x: its own root, state and socket under our dirs, and so are the shim sockets
+/// (`socket_dir`, default /run/containerd/s), runc's state (`Root`, default
+/// /run/containerd/runc), the pods' netns (`netns_mounts_under_state_dir`, default /run/netns)
+/// and the CDI spec dirs (default /etc/cdi, /var/run/cdi); the CRI plugin pinned to the
 /// imported pause image; `restrict_oom_score_adj` because root here lacks CAP_SYS_RESOURCE and
 /// runc cannot lower a sandbox's oom_score_adj to -998 (every sandbox fails without it); netns
 /// mounts under the state dir; NRI off (it would open /var/run/nri); every registry redirected
@@ -56,6 +59,9 @@ pub fn containerd_toml(layout: &Layout) -> String {
     let cni_conf = path(layout.cni_conf_dir());
     let pause = layout::PAUSE_IMAGE;
     let registry_dir = path(layout.config("registry"));
+    let shim_sockets = path(layout.shim_socket_dir());
+    let runc_root = path(layout.runc_root());
+    let cdi = path(layout.state.join("cdi"));
     format!(
         r#"version = 3
 root = "{root}"
@@ -67,6 +73,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{root}/opt"
+
+[plugins."io.containerd.shim.v1.manager"]
+  socket_dir = "{shim_sockets}"
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
@@ -80,6 +89,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   restrict_oom_score_adj = true
   enable_unprivileged_ports = true
   netns_mounts_under_state_dir = true
+  cdi_spec_dirs = ["{cdi}"]
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{cni_bin}"]
     conf_dir = "{cni_conf}"
@@ -90,6 +100,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
+        Root = "{runc_root}"
         SystemdCgroup = false
 "#
     )
@@ -100,24 +111,27 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 /// and a connection off the machine.
 pub const REGISTRY_HOSTS_TOML: &str = "server = \"http://127.0.0.1:1\"\n";
 
-/// The pod network: the pre-created `cni0` bridge as gateway, host-local IPAM on the node's
+/// The pod network: the pre-created `champion0` bridge (with the node address) as the pods' router, host-local IPAM on the node's
 /// /24 with its state in our dir, no masquerade (nothing is meant to leave the machine) and a
 /// default route so pods reach Service IPs through the node, where kube-proxy DNATs them.
 pub fn cni_conflist(layout: &Layout) -> String {
     serde_json::json!({
         "cniVersion": "1.0.0",
-        "name": "champion",
+        "name": layout::CNI_NETWORK,
         "plugins": [{
             "type": "bridge",
             "bridge": layout::BRIDGE,
-            "isGateway": true,
+            // Not a gateway: the bridge plugin would then switch on forwarding for the whole
+            // host (net.ipv4.ip_forward=1). The bridge already has the node address (`setup`)
+            // and forwards on its own; pods get their default route from the IPAM result.
+            "isGateway": false,
             "ipMasq": false,
             "hairpinMode": true,
             "ipam": {
                 "type": "host-local",
                 "dataDir": layout.cni_ipam_dir(),
                 "ranges": [[{"subnet": layout::POD_SUBNET, "gateway": layout::NODE_IP}]],
-                "routes": [{"dst": "0.0.0.0/0"}]
+                "routes": [{"dst": "0.0.0.0/0", "gw": layout::NODE_IP}]
             }
         }]
     })
@@ -125,7 +139,9 @@ pub fn cni_conflist(layout: &Layout) -> String {
 }
 
 /// kubelet: webhook authentication and authorization with anonymous access off, cgroupfs on the
-/// cgroup v1 host (`failCgroupV1: false`), cluster DNS, and image GC effectively off so the
+/// cgroup v1 host (`failCgroupV1: false`), pods under the cluster's own cgroup (`cgroupRoot`)
+/// and their logs in its state dir (`podLogsDir`; the links in /var/log/containers cannot be
+/// moved, see `layout::WELL_KNOWN_DIRS`), cluster DNS, and image GC effectively off so the
 /// imported images (which cannot be pulled again) are never collected.
 pub fn kubelet_yaml(layout: &Layout) -> String {
     let ca = path(layout.pki_file("ca.crt"));
@@ -154,6 +170,8 @@ tlsCertFile: {crt}
 tlsPrivateKeyFile: {key}
 containerRuntimeEndpoint: unix://{sock}
 cgroupDriver: cgroupfs
+cgroupRoot: /{cgroup}
+podLogsDir: {pod_logs}
 failCgroupV1: false
 failSwapOn: false
 clusterDNS:
@@ -175,6 +193,8 @@ nodeStatusReportFrequency: 10s
 syncFrequency: 10s
 ",
         node_ip = layout::NODE_IP,
+        cgroup = layout::CGROUP,
+        pod_logs = path(layout.pod_logs()),
         port = layout::KUBELET_PORT,
         healthz = layout::KUBELET_HEALTHZ_PORT,
         dns = layout::DNS_SERVICE_IP,
@@ -182,7 +202,8 @@ syncFrequency: 10s
     )
 }
 
-/// kube-proxy in iptables mode; NodePorts open on the node address only, never on eth0.
+/// kube-proxy in iptables mode; NodePorts open on the node address only, never on eth0; the
+/// host's conntrack sysctls left as they are (timeouts 0 = do not set).
 pub fn kube_proxy_yaml(layout: &Layout) -> String {
     format!(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -199,6 +220,9 @@ nodePortAddresses:
 - {node_ip}/32
 conntrack:
   maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
 ",
         kubeconfig = path(layout.kubeconfig("kube-proxy")),
         node = layout::NODE_NAME,

@@ -1,12 +1,15 @@
 //! Where the local cluster lives on the host, and the addresses it uses.
 //!
 //! - `/var/lib/champion-cluster` ([`STATE_DIR`]): PKI, kubeconfigs, component configs, etcd data,
-//!   containerd's root, kubelet's root, CNI IPAM state, component logs (`logs/`), and
-//!   `host-before.json` (what the host looked like before `up`, so `down` can restore it).
-//! - `/run/champion-cluster` ([`RUN_DIR`]): pid files and containerd's sockets and state.
+//!   containerd's root, kubelet's root, CNI config and IPAM state, pod logs, component logs
+//!   (`logs/`), and `manifest.jsonl` (everything `up` created, written before creating it, so
+//!   `down` removes exactly that — also after the processes of a session were killed).
+//! - `/run/champion-cluster` ([`RUN_DIR`]): pid files, containerd's socket and state, the shim
+//!   sockets, runc's state and the pods' network namespaces.
+//! - The cgroup `champion-cluster` in every hierarchy ([`CGROUP`]).
 //! - The admin kubeconfig is always [`ADMIN_KUBECONFIG`]; `champion-cluster up` prints it.
 //!
-//! The node's address is the gateway of the `cni0` bridge: kubelet refuses a loopback node IP,
+//! The node's address is the gateway of the `champion0` bridge: kubelet refuses a loopback node IP,
 //! and an address that lives only on a host-local bridge means the API server is reachable from
 //! the host and from pods but never from outside the machine.
 
@@ -20,7 +23,9 @@ pub const LOCK_FILE: &str = "/run/champion-cluster.lock";
 pub const ADMIN_KUBECONFIG: &str = "/var/lib/champion-cluster/admin.kubeconfig";
 
 pub const NODE_NAME: &str = "champion-node";
-pub const BRIDGE: &str = "cni0";
+/// Our own bridge name (`cni0` is flannel's and k3s's, `docker0` Docker's, `podman0`/`cni-podman0`
+/// podman's).
+pub const BRIDGE: &str = "champion0";
 pub const NODE_IP: &str = "10.244.0.1";
 /// The pod range of the one node (the bridge's subnet).
 pub const POD_SUBNET: &str = "10.244.0.0/24";
@@ -44,27 +49,59 @@ pub const KUBE_PROXY_HEALTHZ_PORT: u16 = 10256;
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 pub const COREDNS_IMAGE: &str = "docker.io/champion/coredns:v1.15.0";
 
-/// Directories outside our own two that kubelet, containerd and CNI write to whatever they are
-/// told; `down` removes the ones that did not exist before `up`.
-pub const FOREIGN_DIRS: &[&str] = &[
+/// The cluster's own cgroup, created in every v1 hierarchy (and in the v2 one when mounted):
+/// the daemons run in `<CGROUP>/daemons` (so shims and strays are found by cgroup, never by
+/// name) and kubelet's `cgroupRoot` puts every pod under `<CGROUP>/kubepods`.
+pub const CGROUP: &str = "champion-cluster";
+
+/// The few well-known paths a component writes whatever it is told. Each is said plainly here
+/// and in the README:
+/// - kubelet always serves device plugins at `/var/lib/kubelet/device-plugins/kubelet.sock`
+///   (`k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1.KubeletSocket`, no flag) and deletes the
+///   other sockets in that directory when it starts, so `up` refuses when that directory already
+///   exists (another kubelet — k3s, kubeadm, minikube — owns it);
+/// - kubelet links every container log into `/var/log/containers` (no flag; `podLogsDir` moves
+///   only the log files, which live in our state dir). In a directory that existed before, only
+///   the links pointing into our pod log dir are removed;
+/// - libcni caches each attachment result in `/var/lib/cni/results` (`libcni.CacheDir`, which
+///   containerd does not expose). In a directory that existed before, only files named after our
+///   network ([`CNI_NETWORK`]) are removed.
+///
+/// `up` records in the manifest the ones it had to create, before creating them; `down` removes
+/// exactly those.
+pub const WELL_KNOWN_DIRS: &[&str] = &[
+    "/var/lib/kubelet",
+    "/var/lib/kubelet/device-plugins",
+    "/var/log/containers",
+    "/var/lib/cni",
+    "/var/lib/cni/results",
+];
+/// kubelet's device-plugin directory (see [`WELL_KNOWN_DIRS`]).
+pub const DEVICE_PLUGIN_DIR: &str = "/var/lib/kubelet/device-plugins";
+pub const CONTAINER_LOG_LINKS: &str = "/var/log/containers";
+pub const CNI_RESULTS: &str = "/var/lib/cni/results";
+/// The CNI network name; libcni's cache files are `<name>-<container id>-<ifname>`.
+pub const CNI_NETWORK: &str = "champion-cluster";
+
+/// Paths Docker, containerd, podman, CNI and k3s use by default. The cluster never writes there;
+/// the cleanup self-test lists them (and their contents) before and after to prove it.
+pub const OTHERS_PATHS: &[&str] = &[
+    "/run/containerd",
+    "/var/lib/containerd",
+    "/etc/containerd",
+    "/run/netns",
+    "/var/run/netns",
+    "/etc/cni",
+    "/opt/cni",
+    "/var/lib/cni",
     "/var/lib/kubelet",
     "/var/log/pods",
     "/var/log/containers",
-    "/run/containerd",
-    "/run/netns",
-    "/var/lib/cni",
-    "/etc/cni",
-    "/opt/cni",
-];
-
-/// Mount points under these prefixes belong to the cluster and are unmounted by `down`.
-pub const MOUNT_PREFIXES: &[&str] = &[
-    STATE_DIR,
-    RUN_DIR,
-    "/var/lib/kubelet",
-    "/run/containerd",
-    "/run/netns",
-    "/var/run/netns",
+    "/etc/cdi",
+    "/var/run/cdi",
+    "/run/docker",
+    "/var/lib/docker",
+    "/run/k3s",
 ];
 
 /// The long-running processes of the cluster, in start order.
@@ -78,8 +115,8 @@ pub const COMPONENTS: &[&str] = &[
     "kube-proxy",
 ];
 
-/// Executables whose processes belong to the cluster even when no pid file names them (a shim
-/// outlives containerd; a killed session leaves daemons whose pid files were lost).
+/// Executable names of the cluster's daemons. Used only to *describe* a host (the cleanup
+/// self-test's snapshot, the owner named when `up` refuses) — never to pick a process to signal.
 pub const CLUSTER_EXECUTABLES: &[&str] = &[
     "etcd",
     "kube-apiserver",
@@ -89,6 +126,20 @@ pub const CLUSTER_EXECUTABLES: &[&str] = &[
     "kube-proxy",
     "containerd",
     "containerd-shim-runc-v2",
+    "k3s",
+    "dockerd",
+];
+
+/// Loopback ports the control plane listens on; `up` refuses when another program holds one.
+pub const LOOPBACK_PORTS: &[u16] = &[
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    2381,
+    CONTROLLER_MANAGER_PORT,
+    SCHEDULER_PORT,
+    KUBELET_HEALTHZ_PORT,
+    10249,
+    KUBE_PROXY_HEALTHZ_PORT,
 ];
 
 /// Paths of the component binaries and of the repository's image archives.
@@ -181,14 +232,28 @@ impl Layout {
     pub fn cni_ipam_dir(&self) -> PathBuf {
         self.state.join("cni/ipam")
     }
+    /// containerd's shim sockets (`[plugins."io.containerd.shim.v1.manager"] socket_dir`;
+    /// default `/run/containerd/s`). Short: a socket path must fit in 108 bytes.
+    pub fn shim_socket_dir(&self) -> PathBuf {
+        self.run.join("s")
+    }
+    /// runc's state (`Root` of the runc options; default `/run/containerd/runc`).
+    pub fn runc_root(&self) -> PathBuf {
+        self.run.join("runc")
+    }
+    /// kubelet's `podLogsDir` (default `/var/log/pods`).
+    pub fn pod_logs(&self) -> PathBuf {
+        self.state.join("pod-logs")
+    }
+    /// The manifest of everything `up` created (see `manifest.rs`).
+    pub fn manifest(&self) -> PathBuf {
+        self.state.join("manifest.jsonl")
+    }
     pub fn kubelet_root(&self) -> PathBuf {
         self.state.join("kubelet")
     }
     pub fn etcd_data(&self) -> PathBuf {
         self.state.join("etcd")
-    }
-    pub fn host_before(&self) -> PathBuf {
-        self.state.join("host-before.json")
     }
     /// Where tests put hostPath volumes, so that `down` removes them with the state dir.
     pub fn host_path_root(&self) -> PathBuf {

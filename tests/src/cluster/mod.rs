@@ -9,9 +9,11 @@
 //! [`layout::ADMIN_KUBECONFIG`].
 
 pub mod config;
+pub mod foreign;
 pub mod health;
 pub mod host;
 pub mod layout;
+pub mod manifest;
 pub mod pki;
 pub mod process;
 pub mod sys;
@@ -203,6 +205,7 @@ pub async fn up(layout: &Layout, say: &mut dyn FnMut(String)) -> Result<UpReport
     for note in teardown(layout) {
         say(format!("cleared leftovers: {note}"));
     }
+    host::preflight()?;
     let result = start_components(layout, say, start).await;
     drop(lock);
     result
@@ -213,17 +216,19 @@ async fn start_components(
     say: &mut dyn FnMut(String),
     start: Instant,
 ) -> Result<UpReport> {
+    // Both directories carry the cluster's own names; the manifest inside the state dir records
+    // everything else, each entry before the thing it names is created.
     sys::create_dir(&layout.state)?;
     sys::create_dir(&layout.run)?;
-    host::HostBefore::capture().save(layout)?;
+    let manifest = manifest::Manifest::open(layout);
+    host::setup(&manifest)?;
     pki::generate(layout)?;
     config::write_all(layout)?;
-    host::setup_network()?;
 
     let mut started: Vec<Started> = Vec::new();
-    started.push(process::spawn(layout, "etcd")?);
-    started.push(process::spawn(layout, "containerd")?);
-    started.push(process::spawn(layout, "kube-apiserver")?);
+    started.push(process::spawn(layout, &manifest, "etcd")?);
+    started.push(process::spawn(layout, &manifest, "containerd")?);
+    started.push(process::spawn(layout, &manifest, "kube-apiserver")?);
 
     let sock = layout.containerd_socket();
     health::wait_until("containerd socket", START_TIMEOUT, &mut started, || {
@@ -254,7 +259,7 @@ async fn start_components(
         "kubelet",
         "kube-proxy",
     ] {
-        started.push(process::spawn(layout, c)?);
+        started.push(process::spawn(layout, &manifest, c)?);
     }
     let images = imports
         .await
@@ -399,7 +404,8 @@ pub fn import_images(layout: &Layout, with_cache: bool) -> Result<usize> {
     Ok(archives.len())
 }
 
-/// Stops every process of the cluster and undoes its changes to the host. Idempotent.
+/// Stops every process the manifest records (matched by pid, start time and boot) and undoes
+/// what it lists on the host. Idempotent.
 pub fn teardown(layout: &Layout) -> Vec<String> {
     let mut notes = Vec::new();
     let t = Instant::now();
@@ -457,18 +463,8 @@ pub fn teardown(layout: &Layout) -> Vec<String> {
             t.elapsed().as_secs_f64()
         ));
     }
-    let strays: Vec<i32> = process::cluster_processes()
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect();
-    if !strays.is_empty() {
-        process::terminate(&strays, Duration::from_secs(2));
-        notes.push(format!("stopped {} stray cluster processes", strays.len()));
-    }
-    let killed = host::kill_pod_processes();
-    if killed > 0 {
-        notes.push(format!("killed {killed} container processes"));
-    }
+    // Shims, strays and containers: whatever still runs in the cluster's own cgroups (done by
+    // `host::clear`, which also covers the debris of a killed session). Never by name.
     notes.extend(host::clear(layout));
     notes
 }

@@ -2,8 +2,10 @@
 //!
 //! Each component runs in its own session (setsid), with stdin from /dev/null and its output in
 //! `logs/<name>.log`, so it outlives `champion-cluster up` and a Ctrl-C in the terminal that ran
-//! it. Its pid goes to `pids/<name>.pid`; `down` signals that pid only after checking that
-//! /proc/<pid>/exe is still the binary it started (a pid may have been reused since).
+//! it. Before it execs, it joins the cluster's own cgroup (`<hierarchy>/champion-cluster/daemons`),
+//! so everything it starts (containerd's shims) is found there too. Its pid, start time and boot
+//! id go to the manifest; `down` signals a recorded process only while all three still match,
+//! and otherwise only what runs in the cluster's cgroups. Nothing is ever picked by name.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -12,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::layout::{self, Layout};
-use super::sys::{create_dir, write_file};
+use super::manifest::{self, Entry, Manifest};
+use super::sys::create_dir;
 use crate::error::{ClusterError, Result};
 
 /// The command line of one component.
@@ -89,7 +92,8 @@ pub fn args(layout: &Layout, component: &str) -> Vec<String> {
             ),
             format!("--service-account-key-file={}", pki("sa.pub")),
             format!("--service-account-signing-key-file={}", pki("sa.key")),
-            "--allow-privileged=true".into(),
+            // No test or chart needs a privileged container; one would own the host.
+            "--allow-privileged=false".into(),
             "--profiling=false".into(),
             "--event-ttl=1h".into(),
             format!(
@@ -144,6 +148,8 @@ pub fn args(layout: &Layout, component: &str) -> Vec<String> {
             format!("--config={}", cfg("kubelet.yaml")),
             format!("--kubeconfig={}", kc("kubelet")),
             format!("--root-dir={}", layout.kubelet_root().display()),
+            // Its default is the literal /var/lib/kubelet/pki, not relative to --root-dir.
+            format!("--cert-dir={}", layout.kubelet_root().join("pki").display()),
             format!("--hostname-override={}", layout::NODE_NAME),
             format!("--node-ip={node_ip}"),
         ],
@@ -174,14 +180,23 @@ impl Started {
     }
 }
 
-/// Starts `name` detached (own session, logs to its file) and records its pid.
-pub fn spawn(layout: &Layout, name: &'static str) -> Result<Started> {
+/// The cgroup directories, one per hierarchy, that daemons join (`<CGROUP>/daemons`). cpuset is
+/// left out: a new cpuset cgroup has no CPUs until configured, and nothing needs it there.
+pub fn daemon_cgroups() -> Vec<PathBuf> {
+    super::host::cgroup_hierarchies()
+        .into_iter()
+        .filter(|h| !h.ends_with("cpuset"))
+        .map(|h| h.join(layout::CGROUP).join("daemons"))
+        .collect()
+}
+
+/// Starts `name` detached (own session, own cgroup, logs to its file) and records it.
+pub fn spawn(layout: &Layout, manifest: &Manifest, name: &'static str) -> Result<Started> {
     let bin = layout.bin(name);
     if !bin.is_file() {
         return Err(ClusterError::MissingBinary { path: bin });
     }
     create_dir(&layout.logs())?;
-    create_dir(&layout.pids())?;
     let log_path = layout.log(name);
     let log = File::create(&log_path).map_err(ClusterError::io("creating log", &log_path))?;
     let log2 = log
@@ -192,6 +207,14 @@ pub fn spawn(layout: &Layout, name: &'static str) -> Result<Started> {
         layout.cache.join("bin").display(),
         layout.cni_bin_dir().display()
     );
+    // Prepared before fork: the child may only make async-signal-safe calls.
+    let procs: Vec<std::ffi::CString> = daemon_cgroups()
+        .iter()
+        .filter(|d| d.is_dir())
+        .filter_map(|d| {
+            std::ffi::CString::new(d.join("cgroup.procs").as_os_str().as_encoded_bytes()).ok()
+        })
+        .collect();
     let mut cmd = Command::new(&bin);
     cmd.args(args(layout, name))
         .env("PATH", path_env)
@@ -199,13 +222,25 @@ pub fn spawn(layout: &Layout, name: &'static str) -> Result<Started> {
         .stdout(log)
         .stderr(log2)
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it only makes the
-    // child a session (and process-group) leader so terminal signals and the caller's exit do
-    // not reach it.
+    // SAFETY: setsid, open, write and close are async-signal-safe and touch no memory of the
+    // parent but the CStrings prepared above; setsid makes the child a session (and
+    // process-group) leader so terminal signals and the caller's exit do not reach it; writing
+    // "0" to cgroup.procs moves the calling process into the cluster's cgroup.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if r != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -214,7 +249,14 @@ pub fn spawn(layout: &Layout, name: &'static str) -> Result<Started> {
         command: bin.display().to_string(),
         source,
     })?;
-    write_file(&layout.pid_file(name), child.id().to_string(), 0o644)?;
+    let pid = child.id() as i32;
+    let start_time = manifest::start_time(pid).unwrap_or_default();
+    manifest.record(&Entry::Process {
+        name: name.to_string(),
+        pid,
+        start_time,
+        boot_id: manifest::boot_id(),
+    })?;
     Ok(Started {
         name,
         child,
@@ -227,17 +269,29 @@ pub fn exe_of(pid: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
-/// The pid recorded for `name`, if it still runs the component's binary.
+/// The pid the manifest records for `name`, if that very process (pid, start time, boot) still
+/// runs.
 pub fn recorded_pid(layout: &Layout, name: &str) -> Option<i32> {
-    let text = std::fs::read_to_string(layout.pid_file(name)).ok()?;
-    let pid: i32 = text.trim().parse().ok()?;
-    let exe = exe_of(pid)?;
-    (exe == layout.bin(name)).then_some(pid)
+    manifest::Manifest::entries(layout)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e {
+            Entry::Process {
+                name: n,
+                pid,
+                start_time,
+                boot_id,
+            } if n == name => Some((pid, start_time, boot_id)),
+            _ => None,
+        })
+        .filter(|(pid, start, boot)| manifest::is_alive(*pid, *start, boot))
+        .map(|(pid, _, _)| pid)
 }
 
-/// Live processes whose executable is one of the cluster's daemons (by file name, from any
-/// cache dir), whatever started them.
-pub fn cluster_processes() -> Vec<(i32, PathBuf)> {
+/// Live processes whose executable has the name of a Kubernetes or container daemon, from any
+/// directory, whoever started them. Only to *describe* the host (snapshots, naming the owner of
+/// something `up` refuses to touch) — never to choose a process to signal.
+pub fn named_processes() -> Vec<(i32, PathBuf)> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
@@ -283,10 +337,11 @@ fn reap(pid: i32) {
 }
 
 /// Sends SIGTERM to each pid, waits up to `grace` for all to exit, then SIGKILLs the rest and
-/// waits for them to disappear.
+/// waits for them to disappear. Callers pass only pids just matched against the manifest
+/// ([`recorded_pid`]) or read from the cluster's own cgroups.
 pub fn terminate(pids: &[i32], grace: Duration) {
     for &pid in pids {
-        // SAFETY: kill(2) with a pid we checked belongs to a cluster binary.
+        // SAFETY: kill(2) with a pid we checked belongs to the cluster.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
@@ -310,12 +365,13 @@ pub fn terminate(pids: &[i32], grace: Duration) {
     }
 }
 
-/// Kills every process listed in the `cgroup.procs` files under `root` (recursively).
+/// Kills every process listed in the `cgroup.procs` files under `root` (recursively); `root` is
+/// always one of the cluster's own cgroups.
 pub fn kill_cgroup_tree(root: &Path) -> usize {
     let mut pids = Vec::new();
     collect_cgroup_pids(root, &mut pids);
     for &pid in &pids {
-        // SAFETY: the pid is inside the cluster's kubepods cgroup, i.e. a container process.
+        // SAFETY: the pid is inside the cluster's own cgroup (a daemon, shim or container).
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
@@ -323,7 +379,7 @@ pub fn kill_cgroup_tree(root: &Path) -> usize {
     pids.len()
 }
 
-fn collect_cgroup_pids(dir: &Path, out: &mut Vec<i32>) {
+pub fn collect_cgroup_pids(dir: &Path, out: &mut Vec<i32>) {
     if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
     }
