@@ -17,6 +17,9 @@ fn set(manifest: &mut Value, path: &str, value: Value) {
     let keys: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     for key in &keys[..keys.len() - 1] {
         cur = &mut cur[*key];
+        if cur.is_null() {
+            *cur = json!({});
+        }
     }
     if let Some(obj) = cur.as_object_mut() {
         obj.insert(keys[keys.len() - 1].to_string(), value);
