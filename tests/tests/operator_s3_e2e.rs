@@ -159,6 +159,15 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
     moto::put(&root, "test_data.csv", wine_file("test_data.csv")?).await?;
 
     let stage = Stage::deploy_with("e2e-s3", &["readSecrets=true"]).await?;
+    // The operator may read Secrets in the namespace it watches, and in no other.
+    assert!(
+        operator_can_get_secrets(&stage, &stage.ns.name)?,
+        "the operator can read Secrets where it watches"
+    );
+    assert!(
+        !operator_can_get_secrets(&stage, "kube-system")?,
+        "the operator is denied Secrets in a namespace it does not watch"
+    );
     let mut secret = Secret::default();
     secret.metadata.name = Some(SECRET.into());
     secret.string_data = Some(
@@ -304,4 +313,22 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
     }
     stage.passed();
     Ok(())
+}
+
+/// Whether the API server's RBAC lets the operator's ServiceAccount read Secrets in `ns`
+/// (`kubectl auth can-i`, which exits 1 on "no").
+fn operator_can_get_secrets(stage: &Stage, ns: &str) -> Result<bool> {
+    let sa = format!(
+        "system:serviceaccount:{}:{}",
+        stage.ns.name,
+        champion_tests::operator::RELEASE
+    );
+    match stage
+        .cluster
+        .kubectl(&["auth", "can-i", "get", "secrets", "--as", &sa, "-n", ns])
+    {
+        Ok(out) => Ok(out.trim() == "yes"),
+        Err(ClusterError::Command { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
