@@ -106,8 +106,16 @@ impl Next<'_> {
     }
 
     fn history(&mut self, entry: HistoryEntry) {
+        self.status.last_outcome = Some(entry.outcome);
         push_history(&mut self.status.history, entry, self.mp.spec.history_limit);
-        self.status.last_outcome = Some(entry_outcome(&self.status));
+    }
+
+    /// Whether condition `type_` already says `reason` (and `message`, when given): a failure
+    /// already shown is not announced again by an Event on every poll.
+    fn already_shown(&self, type_: &str, reason: &str, message: Option<&str>) -> bool {
+        self.status.conditions.iter().any(|c| {
+            c.type_ == type_ && c.reason == reason && message.is_none_or(|m| c.message == m)
+        })
     }
 
     fn entry(&self, version: &str, outcome: Outcome, cause: Cause, reason: String) -> HistoryEntry {
@@ -172,11 +180,11 @@ impl Next<'_> {
         match step {
             Step::Suspended | Step::Idle | Step::NoData | Step::Queued => {}
             Step::PolicyViolation { reason } => {
-                let known = self.status.conditions.iter().any(|c| {
-                    c.type_ == champion_api::condition::DEGRADED
-                        && c.reason == "PolicyViolation"
-                        && c.message == *reason
-                });
+                let known = self.already_shown(
+                    champion_api::condition::DEGRADED,
+                    "PolicyViolation",
+                    Some(reason),
+                );
                 if !known {
                     self.event(Reason::PolicyViolation, reason.clone());
                 }
@@ -184,11 +192,12 @@ impl Next<'_> {
             Step::DataUnavailable { reason } => {
                 // Once per failure, not once per poll: only when DataAvailable was not
                 // already False for this reason.
-                let known = self.status.conditions.iter().any(|c| {
-                    c.type_ == champion_api::condition::DATA_AVAILABLE
-                        && c.status == "False"
-                        && c.reason == reason.reason()
-                });
+                // (DataAvailable carries a failure reason only while False.)
+                let known = self.already_shown(
+                    champion_api::condition::DATA_AVAILABLE,
+                    reason.reason(),
+                    None,
+                );
                 if !known {
                     self.event(
                         Reason::DataUnavailable,
@@ -429,11 +438,6 @@ impl Next<'_> {
         self.count(MetricEvent::RolledBack(RollbackCause::Requested));
         self.event(Reason::RolledBack, note);
     }
-}
-
-/// The outcome of the newest history entry.
-fn entry_outcome(status: &ModelPipelineStatus) -> Outcome {
-    status.history.last().map_or(Outcome::Failed, |h| h.outcome)
 }
 
 #[cfg(test)]
