@@ -274,7 +274,7 @@ async fn normal_client(addr: SocketAddr, until: Instant) -> Result<Vec<Duration>
 #[test]
 fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
     const STALLED: usize = 1000;
-    const TIMEOUT_S: u64 = 5;
+    const TIMEOUT_S: u64 = 8;
     let limit = raise_fd_limit();
     assert!(
         limit >= STALLED as u64 + 200,
@@ -314,8 +314,16 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        // Normal traffic while all of them are stalled: 2 keep-alive clients for 2.5 s.
-        let until = all_sent + Duration::from_millis(2500);
+        // Normal traffic while all of them are stalled: 2 keep-alive clients for 2.5 s,
+        // ending early enough that no stalled connection can have timed out yet (none
+        // was accepted before `started`), leaving 1.5 s for the /metrics read below.
+        let until = (all_sent + Duration::from_millis(2500))
+            .min(started + Duration::from_millis(TIMEOUT_S * 1000 - 1500));
+        assert!(
+            until > all_sent + Duration::from_millis(1000),
+            "sending 1000 headers took {:?}; less than 1 s of load would overlap the stall",
+            all_sent - started
+        );
         let clients: Vec<_> = (0..2)
             .map(|_| tokio::spawn(normal_client(addr, until)))
             .collect();
@@ -327,13 +335,13 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
                 Err(e) => panic!("normal client task: {e}"),
             }
         }
-        let window_end = Instant::now();
         let rss_stalled = rss_kib(p.child.id(), "VmRSS:");
         let metrics = tokio::task::spawn_blocking(move || {
             common::request(addr, "GET", "/metrics", &[], b"").text()
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+        let window_end = Instant::now();
         let mut trickled = Vec::new();
         for t in tasks {
             match tokio::time::timeout(Duration::from_secs(60), t).await {
@@ -369,7 +377,7 @@ fn trickling_bodies_neither_slow_normal_requests_nor_stay_open() {
     );
     assert!(
         latencies.len() >= 100,
-        "only {} normal requests in 2.5 s",
+        "only {} normal requests while the connections were stalled",
         latencies.len()
     );
     let first_close = trickled.iter().map(|t| t.closed_at).min();
