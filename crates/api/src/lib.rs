@@ -771,7 +771,8 @@ impl ModelPipeline {
     /// The version directory of `version` (see [`champion_model::VersionDir`]).
     pub fn model_uri(&self, version: &str) -> String {
         let name = self.metadata.name.as_deref().unwrap_or_default();
-        champion_model::VersionDir::new(&self.spec.model_store.uri, name, version).uri()
+        let ns = self.metadata.namespace.as_deref().unwrap_or_default();
+        champion_model::VersionDir::new(&self.spec.model_store.uri, ns, name, version).uri()
     }
 }
 
@@ -828,7 +829,7 @@ mod tests {
     #[test]
     fn model_uri_is_the_version_directory() {
         let mp: ModelPipeline = serde_json::from_value(minimal()).expect("minimal spec parses");
-        assert_eq!(mp.model_uri("abc"), "file:///models/wine/abc/");
+        assert_eq!(mp.model_uri("abc"), "file:///models/default/wine/abc/");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum ModelError {
     ParseReport(#[source] serde_json::Error),
     #[error("report.json has formatVersion {found}, this build reads formatVersion {expected}")]
     ReportFormatVersion { found: u32, expected: u32 },
+    #[error(
+        "report.json field modelSha256 is {0:?}, expected the hex SHA-256 of model.json (64 lowercase hex digits)"
+    )]
+    ReportDigest(String),
     #[error("report.json field {field} is {value}, expected a finite number in [0, 1]")]
     ReportScore { field: String, value: f64 },
     #[error("unknown metric {0:?}; expected one of f1Macro, f1Weighted, f1Binary, accuracy")]
@@ -34,7 +38,7 @@ pub enum ModelError {
     #[error("unknown algorithm {0:?}; expected adaboost, logistic, random-forest or gaussian-nb")]
     UnknownAlgorithm(String),
     #[error(
-        "{0:?} is not a model version directory URI; expected <modelStore>/<pipeline>/<version>/, like s3://models/wine/v1/"
+        "{0:?} is not a model version directory URI; expected <modelStore>/<namespace>/<pipeline>/<version>/, like s3://models/team-a/wine/v1/"
     )]
     VersionDir(String),
 }

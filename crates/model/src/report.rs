@@ -6,7 +6,7 @@ use crate::error::ModelError;
 use crate::metrics::{MetricName, Metrics};
 
 /// Version of the `report.json` layout; readers refuse other versions.
-pub const REPORT_FORMAT_VERSION: u32 = 1;
+pub const REPORT_FORMAT_VERSION: u32 = 2;
 
 /// The content of `report.json`: how the challenger and the current champion scored on the
 /// same holdout, and what the run consumed. The operator decides promotion from it alone.
@@ -28,6 +28,9 @@ pub struct Report {
     pub positive_label: Option<String>,
     /// Fingerprint of the data listing the run read.
     pub data_fingerprint: String,
+    /// Hex SHA-256 of model.json's bytes as written: the predictor is started with it and
+    /// refuses any other bytes.
+    pub model_sha256: String,
     pub algorithm: String,
     pub params: BTreeMap<String, String>,
     pub durations: Durations,
@@ -98,6 +101,9 @@ impl Report {
                 })
             }
         };
+        if !is_sha256_hex(&self.model_sha256) {
+            return Err(ModelError::ReportDigest(self.model_sha256.clone()));
+        }
         check("challengerScore", self.challenger_score)?;
         if let Some(s) = self.champion_score {
             check("championScore", s)?;
@@ -116,6 +122,17 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// Whether `s` is a hex SHA-256 digest as champion writes them: 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The hex SHA-256 of `bytes`, as report.json's `modelSha256` records model.json's.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
 }
 
 #[cfg(test)]
@@ -143,6 +160,7 @@ mod tests {
             class_labels: vec!["0".into(), "1".into()],
             positive_label: Some("1".into()),
             data_fingerprint: "fp".into(),
+            model_sha256: sha256_hex(b"model"),
             algorithm: "adaboost".into(),
             params: BTreeMap::new(),
             durations: Durations::default(),
@@ -178,10 +196,17 @@ mod tests {
         );
         v["championScore"] = serde_json::Value::Null;
         assert!(Report::from_json(&serde_json::to_vec(&v).unwrap()).is_ok());
-        v["formatVersion"] = 2.into();
+        v["modelSha256"] = "not-a-digest".into();
+        assert_eq!(
+            Report::from_json(&serde_json::to_vec(&v).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "report.json field modelSha256 is \"not-a-digest\", expected the hex SHA-256 of model.json (64 lowercase hex digits)"
+        );
+        v["formatVersion"] = 1.into();
         assert!(matches!(
             Report::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err(),
-            ModelError::ReportFormatVersion { found: 2, .. }
+            ModelError::ReportFormatVersion { found: 1, .. }
         ));
         let mut r = report();
         r.challenger_score = f64::NAN;

@@ -18,6 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+mod local;
 pub mod tenant;
 
 /// Environment variable prefixes whose values configure a cloud store
@@ -57,6 +58,8 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    #[error("{uri} already exists; it is written once and never overwritten")]
+    AlreadyExists { uri: String },
     #[error("checking whether {uri} exists failed: {source}")]
     Head {
         uri: String,
@@ -75,6 +78,16 @@ pub enum StoreError {
     TooLarge { uri: String, size: u64, max: u64 },
     #[error("{uri} holds more than {max} objects; a listing reads at most {max}")]
     TooManyObjects { uri: String, max: usize },
+    #[error(
+        "{uri} leads outside the directories this reader may read (a symbolic link out of the store, or a store outside the allowed local roots {roots})"
+    )]
+    OutsideRoot { uri: String, roots: String },
+    #[error("reading {uri} failed: {source}")]
+    Local {
+        uri: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{key:?} is not a valid object key under {uri}: {reason}")]
     InvalidKey {
         uri: String,
@@ -103,6 +116,9 @@ pub struct Store {
     is_local: bool,
     /// Plain HTTP(S) servers cannot list; there a URI names one object.
     is_http: bool,
+    /// `file://` only: canonical directories every listed or read file must lie in, besides
+    /// the store's own prefix (see [`Store::confine`]).
+    confine: Arc<Vec<std::path::PathBuf>>,
 }
 
 impl fmt::Debug for Store {
@@ -168,6 +184,91 @@ impl Store {
             uri: redacted,
             is_local,
             is_http,
+            confine: Arc::new(Vec::new()),
+        })
+    }
+
+    /// Confines a `file://` store to `roots`: its prefix, and every file it lists or reads,
+    /// must resolve (symbolic links followed) inside one of them. The operator confines
+    /// pipelines' stores to the volumes it mounts for them, so a URI or a link cannot make it
+    /// read its own files. Other stores are returned unchanged.
+    pub fn confine(mut self, roots: &[std::path::PathBuf]) -> Result<Store, StoreError> {
+        if !self.is_local {
+            return Ok(self);
+        }
+        let canonical: Vec<std::path::PathBuf> = roots
+            .iter()
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .collect();
+        let shown = if roots.is_empty() {
+            "(none configured)".to_string()
+        } else {
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let inside = self.local_path().ancestors().any(|a| {
+            std::fs::canonicalize(a).is_ok_and(|a| canonical.iter().any(|r| a.starts_with(r)))
+        });
+        if canonical.is_empty() || !inside {
+            return Err(StoreError::OutsideRoot {
+                uri: self.uri.clone(),
+                roots: shown,
+            });
+        }
+        self.confine = Arc::new(canonical);
+        Ok(self)
+    }
+
+    /// The filesystem path of a `file://` store's prefix.
+    fn local_path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/{}", self.prefix.as_ref()))
+    }
+
+    /// Runs a blocking local-filesystem step off the async threads and maps its failure.
+    async fn local<T: Send + 'static>(
+        &self,
+        uri: String,
+        step: impl FnOnce(std::path::PathBuf, Vec<std::path::PathBuf>) -> Result<T, local::LocalError>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        let prefix = self.local_path();
+        let confine = self.confine.as_ref().clone();
+        let roots = if confine.is_empty() {
+            prefix.display().to_string()
+        } else {
+            confine
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let result = tokio::task::spawn_blocking(move || step(prefix, confine))
+            .await
+            .map_err(|e| local::LocalError::Io(std::io::Error::other(e.to_string())))
+            .and_then(|r| r);
+        result.map_err(|e| match e {
+            local::LocalError::NotFound => StoreError::NotFound { uri: uri.clone() },
+            local::LocalError::Escapes(_) => StoreError::OutsideRoot {
+                uri: uri.clone(),
+                roots,
+            },
+            local::LocalError::TooMany => StoreError::TooManyObjects {
+                uri: uri.clone(),
+                max: 0,
+            },
+            local::LocalError::TooLarge(size) => StoreError::TooLarge {
+                uri: uri.clone(),
+                size,
+                max: 0,
+            },
+            local::LocalError::Io(source) => StoreError::Local {
+                uri: uri.clone(),
+                source,
+            },
         })
     }
 
@@ -207,6 +308,7 @@ impl Store {
             uri: self.uri_of(key.trim_matches('/')),
             is_local: self.is_local,
             is_http: self.is_http,
+            confine: Arc::clone(&self.confine),
         })
     }
 
@@ -276,15 +378,18 @@ impl Store {
 
     async fn list_limited(&self, max: Option<usize>) -> Result<Vec<ObjectInfo>, StoreError> {
         if self.is_local {
-            let path = std::path::PathBuf::from(format!("/{}", self.prefix.as_ref()));
-            if path.is_file() {
-                return Ok(self.single_object().await?.into_iter().collect());
-            }
-            if !path.exists() {
-                return Err(StoreError::NotFound {
-                    uri: self.uri.clone(),
-                });
-            }
+            let listed = self
+                .local(self.uri.clone(), move |prefix, confine| {
+                    local::list(&prefix, &confine, max)
+                })
+                .await;
+            return match listed {
+                Err(StoreError::TooManyObjects { uri, .. }) => Err(StoreError::TooManyObjects {
+                    uri,
+                    max: max.unwrap_or_default(),
+                }),
+                other => other,
+            };
         } else if !self.uri.ends_with('/') {
             // A URI without a trailing slash may name one object (the only way to read plain
             // HTTP servers, which cannot list).
@@ -354,8 +459,30 @@ impl Store {
         }
     }
 
+    /// Reads one object of a `file://` store, at most `max` bytes.
+    async fn get_local(&self, key: &str, max: Option<u64>) -> Result<Bytes, StoreError> {
+        let path = std::path::PathBuf::from(format!("/{}", self.path_of(key)?.as_ref()));
+        let read = self
+            .local(self.uri_of(key), move |prefix, confine| {
+                local::read(&prefix, &confine, &path, max)
+            })
+            .await;
+        match read {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(StoreError::TooLarge { uri, size, .. }) => Err(StoreError::TooLarge {
+                uri,
+                size,
+                max: max.unwrap_or_default(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The bytes of one object.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        if self.is_local {
+            return self.get_local(key, None).await;
+        }
         let (result, uri) = self.open_object(key).await?;
         result
             .bytes()
@@ -367,6 +494,9 @@ impl Store {
     /// size before its body is read, and a body that outgrows its announced size is cut off at
     /// `max`, so a hostile object cannot exhaust the reader's memory.
     pub async fn get_capped(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        if self.is_local {
+            return self.get_local(key, Some(max)).await;
+        }
         let (result, uri) = self.open_object(key).await?;
         if result.meta.size > max {
             return Err(StoreError::TooLarge {
@@ -412,6 +542,29 @@ impl Store {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Writes one object that must not exist yet, atomically and create-only: when it exists
+    /// (also when another writer created it a moment ago) nothing is written and the error is
+    /// [`StoreError::AlreadyExists`]. `O_EXCL`-like on `file://` (a hard link), a conditional
+    /// put (`If-None-Match: *`) on object stores.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self
+            .inner
+            .put_opts(&path, PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::AlreadyExists {
+                uri: self.uri_of(key),
+            }),
+            Err(source) => Err(StoreError::Put {
+                uri: self.uri_of(key),
+                source,
+            }),
+        }
     }
 
     /// Whether an object exists.
@@ -508,6 +661,63 @@ mod tests {
         assert_eq!(store.list_at_most(5).await.expect("fits").len(), 5);
         let err = store.list_at_most(4).await.expect_err("too many");
         assert!(err.to_string().contains("more than 4 objects"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_version_written_once_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::from_uri(&file_uri(dir.path())).expect("store");
+        store
+            .put_new("v1/model.json", Bytes::from_static(b"first"))
+            .await
+            .expect("created");
+        let err = store
+            .put_new("v1/model.json", Bytes::from_static(b"second"))
+            .await
+            .expect_err("exists");
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        assert!(err.to_string().contains("never overwritten"), "{err}");
+        assert_eq!(&store.get("v1/model.json").await.expect("read")[..], b"first");
+    }
+
+    #[tokio::test]
+    async fn a_confined_store_reads_only_inside_its_roots() {
+        let allowed = tempfile::tempdir().expect("tempdir");
+        let secret = tempfile::tempdir().expect("tempdir");
+        std::fs::write(secret.path().join("token"), "canary-51c").expect("write");
+        let data = allowed.path().join("team-a");
+        std::fs::create_dir(&data).expect("mkdir");
+        std::fs::write(data.join("a.csv"), "x\n1\n").expect("write");
+        std::os::unix::fs::symlink(secret.path().join("token"), data.join("report.json"))
+            .expect("link");
+        let roots = [allowed.path().to_path_buf()];
+        let store = Store::from_uri(&file_uri(&data))
+            .and_then(|s| s.confine(&roots))
+            .expect("inside");
+        let keys: Vec<String> = store
+            .list()
+            .await
+            .expect("lists")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["a.csv"]);
+        let err = store
+            .get_capped("report.json", 1024)
+            .await
+            .expect_err("a link out of the store is refused");
+        assert!(matches!(err, StoreError::OutsideRoot { .. }), "{err}");
+        assert!(!err.to_string().contains("canary"), "{err}");
+        let err = Store::from_uri(&file_uri(secret.path()))
+            .and_then(|s| s.confine(&roots))
+            .expect_err("a store outside the roots is refused");
+        assert!(matches!(err, StoreError::OutsideRoot { .. }), "{err}");
+        assert!(
+            Store::from_uri(&file_uri(&data))
+                .and_then(|s| s.confine(&[]))
+                .is_err(),
+            "no roots configured: no local store"
+        );
     }
 
     #[tokio::test]
