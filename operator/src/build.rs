@@ -336,23 +336,33 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
         name: "predictor".to_string(),
         image: Some(spec.predictor.image.clone()),
         image_pull_policy: Some(spec.predictor.image_pull_policy.as_str().to_string()),
-        env: Some(vec![
-            EnvVar {
-                name: "MODEL_URI".into(),
-                value: Some(champion.model_uri.clone()),
+        env: Some(
+            vec![
+                EnvVar {
+                    name: "MODEL_URI".into(),
+                    value: Some(champion.model_uri.clone()),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "PORT".into(),
+                    value: Some(port.to_string()),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "MODEL_NAME".into(),
+                    value: Some(name.to_string()),
+                    ..EnvVar::default()
+                },
+            ]
+            .into_iter()
+            .chain(champion.model_sha256.as_ref().map(|digest| EnvVar {
+                // The predictor refuses a model.json whose bytes do not have this digest.
+                name: "MODEL_SHA256".into(),
+                value: Some(digest.clone()),
                 ..EnvVar::default()
-            },
-            EnvVar {
-                name: "PORT".into(),
-                value: Some(port.to_string()),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "MODEL_NAME".into(),
-                value: Some(name.to_string()),
-                ..EnvVar::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         env_from: env_from(&[spec
             .model_store
             .secret_ref
@@ -492,7 +502,7 @@ mod tests {
             "--data-uri",
             "file:///data/wine/",
             "--model-uri",
-            "file:///models/wine/0123456789ab/",
+            "file:///models/default/wine/0123456789ab/",
             "--champion-uri",
             "file:///models/wine/oldversion01/",
             "--target",
@@ -632,6 +642,11 @@ mod tests {
         );
         assert_eq!(env["PORT"].as_deref(), Some("8080"));
         assert_eq!(env["MODEL_NAME"].as_deref(), Some("wine"));
+        assert_eq!(
+            env["MODEL_SHA256"].as_deref(),
+            Some(champion_model::sha256_hex(b"0123456789ab").as_str()),
+            "the predictor is told the champion's model digest"
+        );
         let ready = c
             .readiness_probe
             .as_ref()

@@ -38,6 +38,9 @@ pub struct Context {
     pub fence: Fence,
     /// What pipelines may ask of their pods.
     pub policy: PodPolicy,
+    /// How pipelines' stores are opened: Secret options allow-list, outbound-host policy,
+    /// ambient identity, local roots.
+    pub stores: champion_store::TenantStores,
 }
 
 impl Context {

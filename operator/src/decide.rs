@@ -12,7 +12,7 @@ use champion_api::{
 use champion_model::Report;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::names::run_version;
+use crate::names::{pipeline_identity, run_version};
 use crate::observe::Observed;
 use crate::views::{DeploymentView, JobState, ReadFailure, RolloutState};
 
@@ -37,6 +37,8 @@ pub struct Decision {
     pub reason: String,
     pub score: Option<f64>,
     pub champion_score: Option<f64>,
+    /// The challenger's model.json digest, from its report (None when the report was unusable).
+    pub model_sha256: Option<String>,
 }
 
 /// Decides whether the challenger described by `report` replaces `champion`.
@@ -59,6 +61,7 @@ pub fn decide_promotion(
         reason,
         score: None,
         champion_score: None,
+        model_sha256: None,
     };
     let report = match report {
         Ok(r) => r,
@@ -93,6 +96,7 @@ pub fn decide_promotion(
             reason,
             score: Some(score),
             champion_score: None,
+            model_sha256: Some(report.model_sha256.clone()),
         };
         if score < policy.min_score {
             return d(
@@ -145,6 +149,7 @@ pub fn decide_promotion(
         reason,
         score: Some(score),
         champion_score,
+        model_sha256: Some(report.model_sha256.clone()),
     };
     if score < policy.min_score {
         return d(
@@ -383,7 +388,17 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
             },
             Some(JobState::Complete) => {
                 let missing = ReadFailure::NotRead;
+                let other_data;
                 let report = match &obs.report {
+                    // A report about other data than the run was started for is no verdict on
+                    // this run (a stale or planted report.json).
+                    Some(Ok(r)) if r.data_fingerprint != ch.data_fingerprint => {
+                        other_data = ReadFailure::Parse(format!(
+                            "its dataFingerprint {} is not the run's {}",
+                            r.data_fingerprint, ch.data_fingerprint
+                        ));
+                        Err(&other_data)
+                    }
                     Some(Ok(r)) => Ok(r),
                     Some(Err(e)) => Err(e),
                     None => Err(&missing),
@@ -460,12 +475,38 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
             0
         };
         return Step::Launch {
-            version: run_version(fp, force, attempt),
+            version: unused_version(mp, fp, force, attempt),
             fingerprint: fp.to_string(),
             forced: force.map(str::to_string),
         };
     }
     Step::Idle
+}
+
+/// The version of a new run: [`run_version`] with the smallest salt that gives a version this
+/// pipeline has not used (not in its history, not its champion, not its last challenger), so
+/// data that returns to an earlier fingerprint never relaunches, and never overwrites, an
+/// earlier version. (The trainer's create-only writes refuse a version directory that exists
+/// even if the history no longer lists it.)
+pub fn unused_version(mp: &ModelPipeline, fp: &str, force: Option<&str>, attempt: i32) -> String {
+    let identity = pipeline_identity(mp);
+    let status = mp.status.as_ref();
+    let used = |v: &str| {
+        status.is_some_and(|s| {
+            s.history.iter().any(|h| h.version == v)
+                || s.champion.as_ref().is_some_and(|c| c.version == v)
+                || s.challenger.as_ref().is_some_and(|c| c.version == v)
+                || s.rollout.as_ref().is_some_and(|r| r.version == v)
+        })
+    };
+    let mut salt = 0;
+    loop {
+        let version = run_version(&identity, fp, force, attempt, salt);
+        if !used(&version) {
+            return version;
+        }
+        salt += 1;
+    }
 }
 
 #[cfg(test)]
@@ -703,14 +744,70 @@ mod tests {
             fingerprint: "fp1".into(),
             objects: 3,
         })));
-        let step = decide(&pipeline(), &obs);
+        let mp = pipeline();
+        let step = decide(&mp, &obs);
         assert_eq!(
             step,
             Step::Launch {
-                version: run_version("fp1", None, 0),
+                version: unused_version(&mp, "fp1", None, 0),
                 fingerprint: "fp1".into(),
                 forced: None
             }
+        );
+    }
+
+    #[test]
+    fn data_that_returns_to_an_earlier_fingerprint_gets_a_new_version() {
+        let listing = |fp: &str| {
+            observed(Some(Ok(DataListing {
+                fingerprint: fp.into(),
+                objects: 3,
+            })))
+        };
+        let mut mp = pipeline();
+        let Step::Launch { version: first, .. } = decide(&mp, &listing("fp1")) else {
+            panic!("new data launches");
+        };
+        // fp1's run was rejected, then fp2 came and was rejected too; now the data is fp1 again.
+        let mut status = ModelPipelineStatus {
+            history: vec![HistoryEntry {
+                version: first.clone(),
+                outcome: Outcome::Rejected,
+                cause: Some(Cause::NotBetter),
+                score: Some(0.5),
+                champion_score: None,
+                data_fingerprint: Some("fp1".into()),
+                model_sha256: None,
+                reason: "worse".into(),
+                time: Time(Timestamp::UNIX_EPOCH),
+            }],
+            ..ModelPipelineStatus::default()
+        };
+        status.challenger = Some(ChallengerStatus {
+            version: "fp2version01".into(),
+            job: "wine-train-fp2version01".into(),
+            data_fingerprint: "fp2".into(),
+            state: ChallengerState::Rejected,
+            score: None,
+            champion_score: None,
+            reason: None,
+            started_at: Time(Timestamp::UNIX_EPOCH),
+            data_seen_at: None,
+        });
+        mp.status = Some(status);
+        let Step::Launch { version: again, .. } = decide(&mp, &listing("fp1")) else {
+            panic!("changed data launches");
+        };
+        assert_ne!(
+            again, first,
+            "a version in the history is never launched again"
+        );
+        let mut other = pipeline();
+        other.metadata.namespace = Some("team-b".into());
+        assert_ne!(
+            unused_version(&other, "fp1", None, 0),
+            unused_version(&pipeline(), "fp1", None, 0),
+            "another namespace's pipeline of the same name gets other versions"
         );
     }
 
@@ -793,7 +890,16 @@ mod tests {
         );
         obs.report = Some(Ok(report("run000000001", 0.8, None, None)));
         assert!(
-            matches!(decide(&mp, &obs), Step::Judge { decision, .. } if decision.verdict == Verdict::Promote && decision.cause == Cause::FirstModel)
+            matches!(decide(&mp, &obs), Step::Judge { decision, .. } if decision.verdict == Verdict::Promote && decision.cause == Cause::FirstModel && decision.model_sha256.is_some())
+        );
+        let mut other_data = report("run000000001", 0.99, None, None);
+        other_data.data_fingerprint = "fp-planted".into();
+        obs.report = Some(Ok(other_data));
+        assert!(
+            matches!(decide(&mp, &obs), Step::Judge { decision, .. } if decision.verdict == Verdict::Fail
+                && decision.cause == Cause::ReportUnusable
+                && decision.reason.contains("dataFingerprint fp-planted is not the run's fp1")),
+            "a report about other data than the run's is no verdict on the run"
         );
         obs.jobs = vec![job(JobState::Failed("exit 1: bad row".into()))];
         assert_eq!(
@@ -837,12 +943,15 @@ mod tests {
         assert_eq!(
             step,
             Step::Launch {
-                version: run_version("fp1", None, 2),
+                version: unused_version(&mp, "fp1", None, 2),
                 fingerprint: "fp1".into(),
                 forced: None
             }
         );
-        assert_ne!(run_version("fp1", None, 2), run_version("fp1", None, 0));
+        assert_ne!(
+            unused_version(&mp, "fp1", None, 2),
+            unused_version(&mp, "fp1", None, 0)
+        );
     }
 
     #[test]
@@ -876,6 +985,7 @@ mod tests {
             score: Some(0.6),
             champion_score: None,
             data_fingerprint: Some("fp0".into()),
+            model_sha256: None,
             reason: "first".into(),
             time: Time(Timestamp::UNIX_EPOCH),
         };

@@ -86,6 +86,7 @@ pub fn champion(version: &str, score: f64) -> ChampionStatus {
         score: Some(score),
         metric: Some(Metric::F1Macro),
         data_fingerprint: "fp0".into(),
+        model_sha256: Some(champion_model::sha256_hex(version.as_bytes())),
         promoted_at: Time(Timestamp::UNIX_EPOCH),
     }
 }
@@ -134,7 +135,9 @@ pub fn report(
         rows: RowCounts::default(),
         class_labels: vec!["0".into(), "1".into()],
         positive_label: None,
-        data_fingerprint: "fp".into(),
+        // The data of `training_challenger`'s run.
+        data_fingerprint: "fp1".into(),
+        model_sha256: champion_model::sha256_hex(version.as_bytes()),
         algorithm: "adaboost".into(),
         params: BTreeMap::new(),
         durations: Durations::default(),
@@ -218,6 +221,10 @@ impl Context {
             policy: crate::policy::PodPolicy {
                 host_path_prefixes: vec!["/var/champion".into()],
                 image_prefixes: Vec::new(),
+            },
+            stores: champion_store::TenantStores {
+                local_roots: vec![std::env::temp_dir()],
+                ..Default::default()
             },
         };
         (Arc::new(ctx), handle, registry)

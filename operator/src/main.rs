@@ -99,6 +99,23 @@ struct Args {
     /// any image.
     #[arg(long, env = "ALLOWED_IMAGE_PREFIXES", value_delimiter = ',')]
     allowed_image_prefixes: Vec<String>,
+    /// Hosts, addresses or CIDR ranges pipelines' data and model URIs and store endpoints may
+    /// reach even inside a denied range (comma-separated), e.g. an in-cluster MinIO.
+    #[arg(long, env = "STORE_ALLOWED_HOSTS", value_delimiter = ',')]
+    store_allowed_hosts: Vec<String>,
+    /// CIDR ranges refused to pipelines' URIs and endpoints besides the built-in ones (loopback,
+    /// link-local, cloud metadata), comma-separated; the chart sets the cluster's service and
+    /// pod ranges.
+    #[arg(long, env = "STORE_DENIED_CIDRS", value_delimiter = ',')]
+    store_denied_cidrs: Vec<String>,
+    /// Let a store without credentials of its own use the operator pod's ambient identity
+    /// (instance metadata, IRSA, workload identity). Off: such stores are read anonymously.
+    #[arg(long, env = "AMBIENT_CREDENTIALS", default_value_t = false, action = clap::ArgAction::Set)]
+    ambient_credentials: bool,
+    /// Directories that pipelines' file:// stores must lie in: the operator's store volume
+    /// mount paths (comma-separated). Empty: no file:// store.
+    #[arg(long, env = "LOCAL_STORE_ROOTS", value_delimiter = ',')]
+    local_store_roots: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     log_json: bool,
@@ -112,6 +129,8 @@ enum MainError {
     Metrics(#[source] prometheus::Error),
     #[error("binding the metrics port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    #[error("invalid store policy (--store-allowed-hosts / --store-denied-cidrs): {0}")]
+    StorePolicy(String),
     #[error("leadership lost; exiting so that a fresh process rejoins the election")]
     LeadershipLost,
 }
@@ -161,7 +180,25 @@ async fn clients() -> Result<(kube::Client, kube::Client), MainError> {
     ))
 }
 
+/// How pipelines' stores are opened, from the flags.
+fn tenant_stores(args: &Args) -> Result<champion_store::TenantStores, MainError> {
+    let egress = champion_store::EgressPolicy::new(
+        &non_empty(&args.store_allowed_hosts),
+        &non_empty(&args.store_denied_cidrs),
+    )
+    .map_err(MainError::StorePolicy)?;
+    Ok(champion_store::TenantStores {
+        egress,
+        ambient_credentials: args.ambient_credentials,
+        local_roots: non_empty(&args.local_store_roots)
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
+    })
+}
+
 async fn run(args: Args) -> Result<(), MainError> {
+    let stores = tenant_stores(&args)?;
     let (watch_client, client) = clients().await?;
     let registry = Registry::new();
     let metrics = metrics::Metrics::register(&registry).map_err(MainError::Metrics)?;
@@ -270,6 +307,7 @@ async fn run(args: Args) -> Result<(), MainError> {
             host_path_prefixes: non_empty(&args.allowed_host_path_prefixes),
             image_prefixes: non_empty(&args.allowed_image_prefixes),
         },
+        stores,
     });
 
     let lost = Arc::new(AtomicBool::new(false));
@@ -353,6 +391,32 @@ mod tests {
         assert!(args.leader_elect);
         assert_eq!(args.lease_name, "champion-operator");
         assert_eq!(args.namespace, None);
+        assert!(
+            !args.ambient_credentials,
+            "ambient identity is off by default"
+        );
+        let stores = tenant_stores(&args).expect("default policy");
+        assert!(stores.local_roots.is_empty());
+        let args = Args::try_parse_from([
+            "operator",
+            "--store-denied-cidrs",
+            "10.96.0.0/12,10.244.0.0/16",
+            "--store-allowed-hosts",
+            "10.244.0.1,minio.storage.svc",
+            "--local-store-roots",
+            "/stores,/data",
+        ])
+        .expect("flags parse");
+        assert_eq!(
+            tenant_stores(&args).map(|s| s.local_roots.len()).ok(),
+            Some(2)
+        );
+        let args = Args::try_parse_from(["operator", "--store-denied-cidrs", "10.0.0.0/40"])
+            .expect("flags parse");
+        assert!(
+            tenant_stores(&args).is_err(),
+            "a bad range stops the operator"
+        );
         let args =
             Args::try_parse_from(["operator", "--leader-elect", "false", "--namespace", "ml"])
                 .expect("flags parse");

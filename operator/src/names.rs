@@ -59,17 +59,39 @@ pub fn label_value(s: &str) -> String {
     format!("{}-{hash}", cut.trim_end_matches(['-', '.', '_']))
 }
 
-/// The model version a run writes: deterministic in the data fingerprint, the force-run token
-/// that requested it (if any) and the retry attempt, so a restarted operator computes the same
-/// version and Job name, while a forced run or a retry after a failure gets a fresh one.
-pub fn run_version(fingerprint: &str, force_token: Option<&str>, attempt: i32) -> String {
-    let mut key = fingerprint.to_string();
+/// Who a pipeline is, for its run versions: namespace, name and uid, so that two pipelines
+/// (also one deleted and re-created under the same name) never compute the same version.
+pub fn pipeline_identity(mp: &champion_api::ModelPipeline) -> String {
+    format!(
+        "{}/{}/{}",
+        mp.metadata.namespace.as_deref().unwrap_or_default(),
+        mp.metadata.name.as_deref().unwrap_or_default(),
+        mp.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The model version a run writes: deterministic in the pipeline's identity, the data
+/// fingerprint, the force-run token that requested it (if any), the retry attempt and a salt,
+/// so a restarted operator computes the same version and Job name, while a forced run or a
+/// retry after a failure gets a fresh one. `decide` raises the salt past versions the pipeline
+/// already used (data that returns to an earlier fingerprint gets a new version).
+pub fn run_version(
+    identity: &str,
+    fingerprint: &str,
+    force_token: Option<&str>,
+    attempt: i32,
+    salt: u32,
+) -> String {
+    let mut key = format!("{identity}\0{fingerprint}");
     if let Some(token) = force_token {
         key.push_str("\0force=");
         key.push_str(token);
     }
     if attempt > 0 {
         key.push_str(&format!("\0attempt={attempt}"));
+    }
+    if salt > 0 {
+        key.push_str(&format!("\0salt={salt}"));
     }
     short_hash(&key, 12)
 }
@@ -127,12 +149,16 @@ mod tests {
     }
 
     #[test]
-    fn run_version_depends_on_fingerprint_force_token_and_attempt() {
-        let v = run_version("fp1", None, 0);
+    fn run_version_depends_on_identity_fingerprint_force_token_attempt_and_salt() {
+        let id = "team-a/wine/uid-1";
+        let v = run_version(id, "fp1", None, 0, 0);
         assert_eq!(v.len(), 12);
-        assert_eq!(v, run_version("fp1", None, 0));
-        assert_ne!(v, run_version("fp2", None, 0));
-        assert_ne!(v, run_version("fp1", Some("now"), 0));
-        assert_ne!(v, run_version("fp1", None, 1));
+        assert_eq!(v, run_version(id, "fp1", None, 0, 0));
+        assert_ne!(v, run_version(id, "fp2", None, 0, 0));
+        assert_ne!(v, run_version(id, "fp1", Some("now"), 0, 0));
+        assert_ne!(v, run_version(id, "fp1", None, 1, 0));
+        assert_ne!(v, run_version(id, "fp1", None, 0, 1));
+        assert_ne!(v, run_version("team-b/wine/uid-2", "fp1", None, 0, 0));
+        assert_ne!(v, run_version("team-a/wine/uid-3", "fp1", None, 0, 0));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use champion_api::{ChallengerState, LABEL_PIPELINE, ModelPipeline, SecretRef};
 use champion_model::{REPORT_FILE_NAME, Report};
-use champion_store::{Store, StoreError, fingerprint};
+use champion_store::{Store, StoreError, TenantStores, fingerprint};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -71,7 +71,7 @@ pub async fn observe(
         // as the reason the data cannot be listed, not only in the operator's log.
         Some(
             match secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await {
-                Ok(opts) => list_data(&mp.spec.data.uri, opts).await,
+                Ok(opts) => list_data(&ctx.stores, &mp.spec.data.uri, opts).await,
                 Err(Error::ReadSecret { name, source }) => Err(ReadFailure::Secret(format!(
                     "reading the credentials Secret {name} of spec.data.secretRef: {}",
                     secret_error(&source)
@@ -104,7 +104,7 @@ pub async fn observe(
         Some((c, JobState::Complete)) => {
             let opts =
                 secret_options(&ctx.client, &ns, mp.spec.model_store.secret_ref.as_ref()).await?;
-            report = Some(read_report(&mp.model_uri(&c.version), opts).await);
+            report = Some(read_report(&ctx.stores, &mp.model_uri(&c.version), opts).await);
         }
         Some((c, JobState::Failed(_))) => {
             termination = termination_message(&ctx.client, &ns, &c.job).await;
@@ -254,26 +254,40 @@ async fn bounded<T>(
     }
 }
 
-/// Opens `uri` with options from the pipeline's Secret, as far as a pipeline may set them.
-fn open(uri: &str, options: Vec<(String, String)>) -> Result<Store, ReadFailure> {
-    Store::from_tenant_uri(uri, options).map_err(|e| match e {
-        StoreError::OptionNotAllowed { .. } => ReadFailure::Refused(e.to_string()),
-        e => ReadFailure::OpenStore(e.to_string()),
-    })
+/// Opens `uri` (the pipeline's `field`) with options from the pipeline's Secret, as far as the
+/// operator's store policy lets a pipeline author: a refusal is a policy violation, anything
+/// else a store that could not be opened. Host names are resolved within [`STORE_TIMEOUT`].
+async fn open(
+    stores: &TenantStores,
+    uri: &str,
+    options: Vec<(String, String)>,
+    field: &str,
+) -> Result<Store, ReadFailure> {
+    let opened = async {
+        Ok(stores.open(uri, options, field).await.map_err(|e| match e {
+            StoreError::OptionNotAllowed { .. }
+            | StoreError::HostRefused { .. }
+            | StoreError::OutsideRoot { .. } => ReadFailure::Refused(e.to_string()),
+            e => ReadFailure::OpenStore(e.to_string()),
+        }))
+    };
+    bounded(&format!("opening {field}"), opened).await?
 }
 
 /// Lists the data prefix and fingerprints it. The store redacts credentials from its errors,
 /// so their text can go to the status.
 pub async fn list_data(
+    stores: &TenantStores,
     uri: &str,
     options: Vec<(String, String)>,
 ) -> Result<DataListing, ReadFailure> {
-    let store = open(uri, options)?;
+    let store = open(stores, uri, options, "spec.data.uri").await?;
     let listing = async { Ok(store.list_at_most(MAX_LISTED_OBJECTS).await) };
     let objects = match bounded(&format!("listing {}", store.uri()), listing).await? {
         Ok(objects) => objects,
         // A prefix that does not exist yet holds no data, as an empty bucket prefix does.
         Err(StoreError::NotFound { .. }) => Vec::new(),
+        Err(e @ StoreError::OutsideRoot { .. }) => return Err(ReadFailure::Refused(e.to_string())),
         Err(e) => return Err(ReadFailure::List(e.to_string())),
     };
     Ok(DataListing {
@@ -284,10 +298,11 @@ pub async fn list_data(
 
 /// Reads `<version dir>/report.json`; `Err` says why it is missing or unreadable.
 pub async fn read_report(
+    stores: &TenantStores,
     model_uri: &str,
     options: Vec<(String, String)>,
 ) -> Result<Report, ReadFailure> {
-    let store = open(model_uri, options)?;
+    let store = open(stores, model_uri, options, "spec.modelStore.uri").await?;
     let read = async {
         store
             .get_capped(REPORT_FILE_NAME, MAX_REPORT_BYTES)
@@ -321,27 +336,35 @@ pub async fn termination_message(client: &kube::Client, ns: &str, job: &str) -> 
 mod tests {
     use super::*;
 
+    fn stores() -> TenantStores {
+        TenantStores {
+            local_roots: vec![std::env::temp_dir()],
+            ..TenantStores::default()
+        }
+    }
+
     #[tokio::test]
     async fn listing_fingerprints_the_data_and_a_missing_prefix_is_empty() {
+        let stores = stores();
         let dir = tempfile::tempdir().expect("tempdir");
         let uri = format!("file://{}/data/", dir.path().display());
-        let empty = list_data(&uri, Vec::new())
+        let empty = list_data(&stores, &uri, Vec::new())
             .await
             .expect("a missing prefix lists as empty");
         assert_eq!(empty.objects, 0);
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
         std::fs::write(dir.path().join("data/a.csv"), "x,y\n1,2\n").expect("csv");
-        let one = list_data(&uri, Vec::new()).await.expect("listing");
+        let one = list_data(&stores, &uri, Vec::new()).await.expect("listing");
         assert_eq!(one.objects, 1);
         assert_ne!(one.fingerprint, empty.fingerprint);
         std::fs::write(dir.path().join("data/b.csv"), "x,y\n3,4\n").expect("csv");
-        let two = list_data(&uri, Vec::new()).await.expect("listing");
+        let two = list_data(&stores, &uri, Vec::new()).await.expect("listing");
         assert_ne!(
             two.fingerprint, one.fingerprint,
             "new data changes the fingerprint"
         );
         assert_eq!(
-            list_data(&uri, Vec::new()).await.expect("listing"),
+            list_data(&stores, &uri, Vec::new()).await.expect("listing"),
             two,
             "same data, same fingerprint"
         );

@@ -321,6 +321,7 @@ mod tests {
             score: None,
             champion_score: None,
             data_fingerprint: None,
+            model_sha256: None,
             reason: String::new(),
             time: Time(Timestamp::UNIX_EPOCH),
         }

@@ -126,6 +126,7 @@ impl Next<'_> {
             score: None,
             champion_score: None,
             data_fingerprint: None,
+            model_sha256: None,
             reason,
             time: Time(self.now),
         }
@@ -351,6 +352,7 @@ impl Next<'_> {
                 score: decision.score,
                 metric: Some(metric),
                 data_fingerprint: fp.clone(),
+                model_sha256: decision.model_sha256.clone(),
                 promoted_at: Time(self.now),
             };
             self.start_rollout(champion, Outcome::Promoted, seen);
@@ -372,6 +374,7 @@ impl Next<'_> {
         h.score = decision.score;
         h.champion_score = decision.champion_score;
         h.data_fingerprint = Some(fp);
+        h.model_sha256 = decision.model_sha256.clone();
         self.history(h);
     }
 
@@ -419,6 +422,7 @@ impl Next<'_> {
             score: target.score,
             metric: Some(self.mp.spec.evaluation.metric),
             data_fingerprint: target.data_fingerprint.clone().unwrap_or_default(),
+            model_sha256: target.model_sha256.clone(),
             promoted_at: Time(self.now),
         };
         self.start_rollout(champion, Outcome::RolledBack, None);
@@ -479,6 +483,7 @@ mod tests {
             reason: "because".into(),
             score: Some(0.8),
             champion_score: Some(0.7),
+            model_sha256: None,
         }
     }
 
@@ -722,6 +727,7 @@ mod tests {
                         score: Some(0.7),
                         champion_score: None,
                         data_fingerprint: Some("fp0".into()),
+                        model_sha256: None,
                         reason: "first".into(),
                         time: Time(Timestamp::UNIX_EPOCH),
                     },

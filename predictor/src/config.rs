@@ -24,6 +24,9 @@ pub struct Config {
     pub model_uri: String,
     /// The name in `/v1/models/{name}` and `/v2/models/{name}`; defaults to the model's own.
     pub model_name: Option<String>,
+    /// MODEL_SHA256: the hex SHA-256 model.json's bytes must have (the operator sets it from the
+    /// run's report); a model with other bytes is refused.
+    pub model_sha256: Option<String>,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     /// How long to keep serving after SIGTERM with readiness failed, so that endpoint removal
@@ -79,6 +82,18 @@ impl Config {
                 name: "MODEL_NAME",
                 value: name.clone(),
                 expected: "a name without '/', ':' or surrounding spaces (it is a URL segment)",
+            });
+        }
+        let model_sha256 = get("MODEL_SHA256")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(digest) = &model_sha256
+            && !champion_model::is_sha256_hex(digest)
+        {
+            return Err(ConfigError::Invalid {
+                name: "MODEL_SHA256",
+                value: digest.clone(),
+                expected: "a hex SHA-256 digest (64 lowercase hex digits)",
             });
         }
         let port: u16 = parse(&get, "PORT", 8080, "a TCP port 0-65535")?;
@@ -139,6 +154,7 @@ impl Config {
         Ok(Config {
             model_uri,
             model_name,
+            model_sha256,
             listen: SocketAddr::new(host, port),
             max_body_bytes,
             drain_delay: drain_delay.min(grace),

@@ -14,6 +14,15 @@ pub enum LoadError {
         #[source]
         source: champion_store::StoreError,
     },
+    #[error(
+        "{uri}{file} has SHA-256 {found}, not the {expected} its run reported (MODEL_SHA256): refusing bytes other than the ones that were evaluated"
+    )]
+    Digest {
+        uri: String,
+        file: &'static str,
+        expected: String,
+        found: String,
+    },
     #[error("cannot read {uri}{file}: {source}")]
     Fetch {
         uri: String,
@@ -79,8 +88,13 @@ pub fn default_model_name(dir_uri: &str) -> String {
 }
 
 /// Loads, verifies and prepares the model; reads `report.json` beside it for the score when it
-/// is there (a missing or unreadable report only costs the score metric).
-pub async fn load(model_uri: &str, model_name: Option<&str>) -> Result<ServedModel, LoadError> {
+/// is there (a missing or unreadable report only costs the score metric). With
+/// `expected_sha256`, model.json's bytes must have that digest.
+pub async fn load(
+    model_uri: &str,
+    model_name: Option<&str>,
+    expected_sha256: Option<&str>,
+) -> Result<ServedModel, LoadError> {
     let (dir, file) = split_model_uri(model_uri);
     let model_file_name: &'static str = match file.as_deref() {
         None | Some(MODEL_FILE_NAME) => MODEL_FILE_NAME,
@@ -96,6 +110,17 @@ pub async fn load(model_uri: &str, model_name: Option<&str>) -> Result<ServedMod
         file: model_file_name,
         source,
     })?;
+    if let Some(expected) = expected_sha256 {
+        let found = champion_model::sha256_hex(&bytes);
+        if found != expected {
+            return Err(LoadError::Digest {
+                uri: dir,
+                file: model_file_name,
+                expected: expected.to_string(),
+                found,
+            });
+        }
+    }
     let model = ModelFile::from_json_verified(&bytes).map_err(|source| LoadError::Verify {
         uri: dir.clone(),
         file: model_file_name,
@@ -193,7 +218,11 @@ mod tests {
             default_model_name("file:///tmp/x/wine-red/20260101/"),
             "wine-red"
         );
-        assert_eq!(default_model_name("s3://bucket/v3/"), "bucket");
+        assert_eq!(
+            default_model_name("s3://bucket/v3/"),
+            "model",
+            "not <store>/<namespace>/<pipeline>/<version>/"
+        );
         assert_eq!(default_model_name("file:///v3/"), "model");
         assert_eq!(default_model_name("file:///a b/v3/"), "model");
     }
@@ -237,7 +266,8 @@ mod tests {
         let mut model = logistic("v2");
         std::fs::write(dir.join(MODEL_FILE_NAME), model.to_json_bytes().unwrap()).unwrap();
         let uri = format!("file://{}/", dir.display());
-        let served = block_on(load(&uri, None)).unwrap();
+        let digest = champion_model::sha256_hex(&std::fs::read(dir.join(MODEL_FILE_NAME)).unwrap());
+        let served = block_on(load(&uri, None, Some(&digest))).unwrap();
         assert_eq!(served.meta.name, "pipe");
         assert_eq!(served.meta.version, "v2");
         assert_eq!(served.meta.score, None);
@@ -262,9 +292,36 @@ mod tests {
         let tampered = serde_json::to_vec(&v).unwrap();
         std::fs::write(tmp.path().join(MODEL_FILE_NAME), tampered).unwrap();
         let uri = format!("file://{}/", tmp.path().display());
-        let err = block_on(load(&uri, Some("m"))).err().expect("must refuse");
+        let err = block_on(load(&uri, Some("m"), None))
+            .err()
+            .expect("must refuse");
         let msg = err.to_string();
         assert!(matches!(err, LoadError::Verify { .. }), "{msg}");
         assert!(msg.contains("model.json"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_a_valid_model_whose_bytes_are_not_the_evaluated_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut evaluated = logistic("v1");
+        let evaluated_digest = champion_model::sha256_hex(&evaluated.to_json_bytes().unwrap());
+        // Another model that verifies on its own (its internal checksum is right).
+        let mut other = logistic("v1");
+        other.created_at = "2030-01-01T00:00:00Z".into();
+        std::fs::write(
+            tmp.path().join(MODEL_FILE_NAME),
+            other.to_json_bytes().unwrap(),
+        )
+        .unwrap();
+        let uri = format!("file://{}/", tmp.path().display());
+        assert!(
+            block_on(load(&uri, None, None)).is_ok(),
+            "it is a valid model"
+        );
+        let err = block_on(load(&uri, None, Some(&evaluated_digest)))
+            .err()
+            .expect("must refuse");
+        assert!(matches!(err, LoadError::Digest { .. }), "{err}");
+        assert!(err.to_string().contains(&evaluated_digest), "{err}");
     }
 }

@@ -102,9 +102,13 @@ fn run() -> Result<(), StartError> {
 }
 
 async fn serve(config: Config) -> Result<(), StartError> {
-    let model = predictor::loader::load(&config.model_uri, config.model_name.as_deref())
-        .await
-        .map_err(|e| StartError::Load(Box::new(e)))?;
+    let model = predictor::loader::load(
+        &config.model_uri,
+        config.model_name.as_deref(),
+        config.model_sha256.as_deref(),
+    )
+    .await
+    .map_err(|e| StartError::Load(Box::new(e)))?;
     tracing::info!(
         model_uri = %config.model_uri,
         model_name = %model.meta.name,

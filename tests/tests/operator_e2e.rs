@@ -163,7 +163,10 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     let (status, deployment) = wait_champion(&stage, None).await?;
     let version = str_at(&status, "/champion/version").unwrap_or_default();
     let root = stage.store.path.display().to_string();
-    let model_uri = format!("file://{root}/models/{PIPELINE}/{version}/");
+    let model_uri = format!(
+        "file://{root}/models/{}/{PIPELINE}/{version}/",
+        stage.ns.name
+    );
     assert_first_promotion(&status, &model_uri);
 
     // One run: its Job completed and wrote the model the predictor loads.
@@ -180,7 +183,7 @@ async fn first_data_is_trained_promoted_and_served_by_the_predictor() -> Result<
     let model_dir = stage
         .store
         .path
-        .join(format!("models/{PIPELINE}/{version}"));
+        .join(format!("models/{}/{PIPELINE}/{version}", stage.ns.name));
     for file in ["model.json", "report.json"] {
         assert!(
             model_dir.join(file).is_file(),
@@ -636,7 +639,10 @@ async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_req
     let root = stage.store.path.display().to_string();
     assert_eq!(
         model_uri_of(&deployment),
-        Some(format!("file://{root}/models/{PIPELINE}/{new}/"))
+        Some(format!(
+            "file://{root}/models/{}/{PIPELINE}/{new}/",
+            stage.ns.name
+        ))
     );
     let promoted = stage.events(PIPELINE, "ModelPromoted").await?;
     assert!(
@@ -838,7 +844,10 @@ async fn the_rollback_annotation_restores_an_earlier_version_from_the_history() 
     let root = stage.store.path.display().to_string();
     assert_eq!(
         model_uri_of(&deployment),
-        Some(format!("file://{root}/models/{PIPELINE}/{old}/"))
+        Some(format!(
+            "file://{root}/models/{}/{PIPELINE}/{old}/",
+            stage.ns.name
+        ))
     );
     assert_predictor_answers_with(&stage, 8080, &old).await?;
     assert_eq!(str_at(&back, "/lastRollbackTo"), Some(old.as_str()));

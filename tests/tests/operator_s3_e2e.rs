@@ -158,7 +158,12 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
     moto::put(&root, "data/data_1.csv", wine_file("data_1.csv")?).await?;
     moto::put(&root, "test_data.csv", wine_file("test_data.csv")?).await?;
 
-    let stage = Stage::deploy_with("e2e-s3", &["readSecrets=true"]).await?;
+    // moto listens on the node address, inside the pod range the store policy denies by default.
+    let stage = Stage::deploy_with(
+        "e2e-s3",
+        &["readSecrets=true", "storePolicy.allowedHosts[0]=10.244.0.1"],
+    )
+    .await?;
     // The operator may read Secrets in the namespace it watches, and in no other.
     assert!(
         operator_can_get_secrets(&stage, &stage.ns.name)?,
@@ -202,7 +207,10 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
     let version = str_at(&status, "/champion/version")
         .unwrap_or_default()
         .to_string();
-    let model_uri = format!("s3://{bucket}/wine/models/{PIPELINE}/{version}/");
+    let model_uri = format!(
+        "s3://{bucket}/wine/models/{}/{PIPELINE}/{version}/",
+        stage.ns.name
+    );
     assert_first_promotion(&status, &model_uri);
     let h = history(&status);
     assert_eq!(h.len(), 1, "one history entry: {h:?}");
@@ -213,13 +221,17 @@ async fn s3_stores_with_secret_credentials_train_promote_serve_and_never_show_th
 
     // The trainer wrote the version directory into the bucket; the report names the version.
     for file in ["model.json", "report.json"] {
-        let key = format!("models/{PIPELINE}/{version}/{file}");
+        let key = format!("models/{}/{PIPELINE}/{version}/{file}", stage.ns.name);
         assert!(
             moto::exists(&root, &key).await?,
             "s3://{bucket}/wine/{key} is in the bucket"
         );
     }
-    let report = moto::get(&root, &format!("models/{PIPELINE}/{version}/report.json")).await?;
+    let report = moto::get(
+        &root,
+        &format!("models/{}/{PIPELINE}/{version}/report.json", stage.ns.name),
+    )
+    .await?;
     let report: Value =
         serde_json::from_slice(&report).map_err(|source| ClusterError::Serialize {
             what: "report.json from the bucket",

@@ -25,6 +25,10 @@ pub enum TrainError {
     Fit { algorithm: String, reason: String },
     #[error("champion model {uri}: {reason}")]
     Champion { uri: String, reason: String },
+    #[error(
+        "the version directory {uri} already holds {file}; a version is written once (ask the operator for a new run, or choose another --model-uri)"
+    )]
+    VersionExists { uri: String, file: String },
     #[error("evaluation failed: {0}")]
     Evaluate(String),
     #[error("writing {path} failed: {reason}")]

@@ -115,6 +115,16 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
     // Parse the parameters before reading any data, so a typo fails fast.
     algorithms::check_params(config.algorithm, &config.params)?;
     let out_store = Store::from_uri(&config.model_uri)?;
+    // A version directory is written once: refuse before any work when it is taken (the
+    // create-only puts below also refuse a writer that raced us to it).
+    for file in [MODEL_FILE_NAME, REPORT_FILE_NAME] {
+        if out_store.exists(file).await? {
+            return Err(TrainError::VersionExists {
+                uri: out_store.uri().to_string(),
+                file: file.to_string(),
+            });
+        }
+    }
 
     // Read.
     let data_store = Store::from_uri(&config.data_uri)?;
@@ -275,10 +285,10 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
     let champion_score = champion_metrics.as_ref().map(score).transpose()?;
     let evaluate_seconds = eval_started.elapsed().as_secs_f64();
 
-    // Write: model first, report last (its presence means the run is complete).
-    out_store
-        .put(MODEL_FILE_NAME, Bytes::from(model_bytes))
-        .await?;
+    // Write: model first, report last (its presence means the run is complete); both
+    // create-only.
+    let model_sha256 = champion_model::sha256_hex(&model_bytes);
+    create_only(&out_store, MODEL_FILE_NAME, model_bytes).await?;
     let mut report = Report {
         format_version: REPORT_FORMAT_VERSION,
         model_version: version,
@@ -297,6 +307,7 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
         class_labels: labels,
         positive_label,
         data_fingerprint,
+        model_sha256,
         algorithm: config.algorithm.to_string(),
         params,
         durations: Durations {
@@ -308,14 +319,26 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
         created_at: now_rfc3339(),
     };
     report.durations.total_seconds = started.elapsed().as_secs_f64();
-    out_store
-        .put(REPORT_FILE_NAME, Bytes::from(report.to_json_bytes()?))
-        .await?;
+    create_only(&out_store, REPORT_FILE_NAME, report.to_json_bytes()?).await?;
     tracing::info!(uri = %out_store, metric = %config.metric, challenger_score, ?champion_score, "wrote model and report");
     Ok(TrainOutcome {
         model: served,
         report,
     })
+}
+
+/// Writes `file` into the version directory, failing clearly when it already exists.
+async fn create_only(store: &Store, file: &str, bytes: Vec<u8>) -> Result<(), TrainError> {
+    store
+        .put_new(file, Bytes::from(bytes))
+        .await
+        .map_err(|e| match e {
+            champion_store::StoreError::AlreadyExists { .. } => TrainError::VersionExists {
+                uri: store.uri().to_string(),
+                file: file.to_string(),
+            },
+            e => TrainError::Store(e),
+        })
 }
 
 async fn load_champion(uri: &str) -> Result<ModelFile, TrainError> {

@@ -107,6 +107,7 @@ async fn training_data_can_come_from_an_http_url() {
     // A URL the server does not have is an error that names it.
     let mut missing = config.clone();
     missing.data_uri = format!("http://127.0.0.1:{}/wine/nope.csv", server.port);
+    missing.model_uri = file_uri(&root.path().join("models/wine/v2"));
     let err = train(&missing).await.unwrap_err().to_string();
     assert_eq!(err, format!("{} does not exist", missing.data_uri));
 }

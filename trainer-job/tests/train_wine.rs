@@ -172,6 +172,34 @@ async fn the_champion_is_scored_on_the_same_holdout() {
 }
 
 #[tokio::test]
+async fn a_version_directory_is_written_once_and_records_the_model_digest() {
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), "data", &["data_1.csv"]);
+    let dir = root.path().join("models/team-a/wine/v1");
+    let mut config = wine_config(data, file_uri(&dir));
+    config.algorithm = Algorithm::Logistic;
+    let report = train(&config).await.unwrap().report;
+    let model_bytes = std::fs::read(dir.join("model.json")).unwrap();
+    assert_eq!(
+        report.model_sha256,
+        champion_model::sha256_hex(&model_bytes),
+        "report.json records the digest of model.json's bytes"
+    );
+    let report_bytes = std::fs::read(dir.join("report.json")).unwrap();
+
+    // A second run into the same version (the champion's, say) is refused before any work.
+    config.algorithm = Algorithm::GaussianNb;
+    let err = train(&config).await.unwrap_err().to_string();
+    assert!(err.contains("already holds model.json"), "{err}");
+    assert!(err.contains("written once"), "{err}");
+    assert_eq!(std::fs::read(dir.join("model.json")).unwrap(), model_bytes);
+    assert_eq!(
+        std::fs::read(dir.join("report.json")).unwrap(),
+        report_bytes
+    );
+}
+
+#[tokio::test]
 async fn a_missing_champion_is_an_error_naming_it() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path(), "data", &["data_1.csv"]);

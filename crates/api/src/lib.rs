@@ -604,6 +604,10 @@ pub struct ChampionStatus {
     pub metric: Option<Metric>,
     /// Fingerprint of the data it was trained on.
     pub data_fingerprint: String,
+    /// Hex SHA-256 of its model.json, from the run's report: the predictor is started with it
+    /// and refuses any other bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     /// When it was promoted.
     pub promoted_at: Time,
 }
@@ -755,6 +759,10 @@ pub struct HistoryEntry {
     /// Fingerprint of the training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_fingerprint: Option<String>,
+    /// Hex SHA-256 of the version's model.json (promoted and rejected runs), so a rollback to it
+    /// serves exactly those bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     /// Why.
     pub reason: String,
     /// When.

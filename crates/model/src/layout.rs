@@ -92,7 +92,11 @@ mod tests {
         }
         let d = VersionDir::parse("s3://b/models/team-a/wine/v1?region=x").expect("parses");
         assert_eq!(
-            (d.namespace.as_str(), d.pipeline.as_str(), d.version.as_str()),
+            (
+                d.namespace.as_str(),
+                d.pipeline.as_str(),
+                d.version.as_str()
+            ),
             ("team-a", "wine", "v1")
         );
         assert_eq!(d.store, "s3://b/models");

@@ -28,7 +28,7 @@ pub use model_file::{
     RandomForestModel, Scaler,
 };
 pub use names::{normalize_feature_name, normalized_chars, normalized_eq};
-pub use report::{Durations, REPORT_FORMAT_VERSION, Report, RowCounts, is_sha256_hex, sha256_hex};
+pub use report::{Durations, REPORT_FORMAT_VERSION, Report, RowCounts, is_sha256_hex};
 pub use tree::DecisionTree;
 
 /// File name of the model inside a model version directory.

@@ -126,13 +126,9 @@ impl Report {
 
 /// Whether `s` is a hex SHA-256 digest as champion writes them: 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The hex SHA-256 of `bytes`, as report.json's `modelSha256` records model.json's.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(bytes))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -160,7 +156,7 @@ mod tests {
             class_labels: vec!["0".into(), "1".into()],
             positive_label: Some("1".into()),
             data_fingerprint: "fp".into(),
-            model_sha256: sha256_hex(b"model"),
+            model_sha256: crate::sha256_hex(b"model"),
             algorithm: "adaboost".into(),
             params: BTreeMap::new(),
             durations: Durations::default(),

@@ -18,8 +18,12 @@ use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+pub mod egress;
 mod local;
 pub mod tenant;
+
+pub use egress::{Cidr, EgressPolicy};
+pub use tenant::TenantStores;
 
 /// Environment variable prefixes whose values configure a cloud store
 /// (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, GOOGLE_SERVICE_ACCOUNT, AZURE_…).
@@ -73,6 +77,14 @@ pub enum StoreError {
         key: String,
         scheme: &'static str,
         allowed: String,
+    },
+    #[error(
+        "host {host:?} of {what} is not allowed: {reason} (the operator's store policy refuses metadata, loopback, link-local and cluster-internal addresses unless the platform team allows them: chart value storePolicy.allowedHosts)"
+    )]
+    HostRefused {
+        host: String,
+        what: String,
+        reason: String,
     },
     #[error("{uri} is {size} bytes, more than the {max} bytes a reader accepts")]
     TooLarge { uri: String, size: u64, max: u64 },
@@ -252,7 +264,7 @@ impl Store {
             .and_then(|r| r);
         result.map_err(|e| match e {
             local::LocalError::NotFound => StoreError::NotFound { uri: uri.clone() },
-            local::LocalError::Escapes(_) => StoreError::OutsideRoot {
+            local::LocalError::Escapes => StoreError::OutsideRoot {
                 uri: uri.clone(),
                 roots,
             },
@@ -625,7 +637,7 @@ fn redact(url: &Url) -> String {
     clean.to_string()
 }
 
-fn redact_str(uri: &str) -> String {
+pub(crate) fn redact_str(uri: &str) -> String {
     // An unparsable URI may still carry "user:secret@"; keep only scheme and what follows '@'.
     match (uri.find("://"), uri.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://…@{}", &uri[..s], &uri[at + 1..]),
@@ -677,7 +689,10 @@ mod tests {
             .expect_err("exists");
         assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
         assert!(err.to_string().contains("never overwritten"), "{err}");
-        assert_eq!(&store.get("v1/model.json").await.expect("read")[..], b"first");
+        assert_eq!(
+            &store.get("v1/model.json").await.expect("read")[..],
+            b"first"
+        );
     }
 
     #[tokio::test]

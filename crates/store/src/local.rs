@@ -25,7 +25,7 @@ use crate::ObjectInfo;
 #[derive(Debug)]
 pub(crate) enum LocalError {
     NotFound,
-    Escapes(PathBuf),
+    Escapes,
     TooMany,
     TooLarge(u64),
     Io(std::io::Error),
@@ -58,7 +58,7 @@ impl Bounds {
             confine: confine.to_vec(),
         };
         if !bounds.allows(&canonical) {
-            return Err(LocalError::Escapes(prefix.to_path_buf()));
+            return Err(LocalError::Escapes);
         }
         Ok(bounds)
     }
@@ -92,9 +92,7 @@ fn info(key: String, meta: &Metadata) -> ObjectInfo {
             mtime.as_micros(),
             meta.len()
         )),
-        last_modified: DateTime::<Utc>::from(
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        ),
+        last_modified: DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
     }
 }
 
@@ -164,7 +162,7 @@ pub(crate) fn read(
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
     if !bounds.allows(&real) {
-        return Err(LocalError::Escapes(path.to_path_buf()));
+        return Err(LocalError::Escapes);
     }
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -218,20 +216,25 @@ mod tests {
             .collect();
         assert!(keys.contains(&"inner.csv".to_string()), "{keys:?}");
         assert!(keys.contains(&"sub/a.csv".to_string()), "{keys:?}");
-        assert_eq!(keys.len(), 2, "linked directories are not descended: {keys:?}");
+        assert_eq!(
+            keys.len(),
+            2,
+            "linked directories are not descended: {keys:?}"
+        );
         assert!(
-            keys.iter()
-                .all(|k| !k.contains("token") && !k.starts_with("escape") && !k.starts_with("proc")),
+            keys.iter().all(|k| !k.contains("token")
+                && !k.starts_with("escape")
+                && !k.starts_with("proc")),
             "{keys:?}"
         );
         assert!(read(root, &[], &root.join("inner.csv"), None).is_ok());
         assert!(matches!(
             read(root, &[], &root.join("token.csv"), None),
-            Err(LocalError::Escapes(_))
+            Err(LocalError::Escapes)
         ));
         assert!(matches!(
             read(root, &[], &root.join("escape/token"), None),
-            Err(LocalError::Escapes(_))
+            Err(LocalError::Escapes)
         ));
     }
 
@@ -244,12 +247,12 @@ mod tests {
         let confine = [std::fs::canonicalize(allowed.path()).expect("canonical")];
         assert!(matches!(
             list(other.path(), &confine, None),
-            Err(LocalError::Escapes(_))
+            Err(LocalError::Escapes)
         ));
         assert!(
             matches!(
                 list(&allowed.path().join("link"), &confine, None),
-                Err(LocalError::Escapes(_))
+                Err(LocalError::Escapes)
             ),
             "a prefix that is a link out of the roots is refused too"
         );

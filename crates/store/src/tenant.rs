@@ -8,7 +8,10 @@
 //! keys, session tokens, region, endpoint and request flags. Any other key is refused by name,
 //! never echoing its value.
 
-use crate::StoreError;
+use std::path::PathBuf;
+
+use crate::egress::EgressPolicy;
+use crate::{Store, StoreError};
 
 /// Allowed option names per backend, without their `aws_` / `google_` / `azure_` prefixes.
 const S3: &[&str] = &[
@@ -118,6 +121,95 @@ pub fn tenant_options(
         out.push((key, value));
     }
     Ok(out)
+}
+
+/// Options that carry a credential of their own, per backend (canonical names): with one of
+/// them the store signs with the author's credential, without any it would fall back to the
+/// reader's ambient identity.
+const CREDENTIALS: &[&str] = &[
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "token",
+    "service_account_key",
+    "bearer_token",
+    "account_key",
+    "access_key",
+    "master_key",
+    "sas_key",
+    "sas_token",
+    "client_secret",
+    "skip_signature",
+];
+
+/// Option names that point a backend at a custom endpoint (canonical names).
+const ENDPOINTS: &[&str] = &["endpoint", "endpoint_url", "base_url"];
+
+/// How the operator opens a store for a pipeline author: the Secret's options through the
+/// allow-list, every host through the [`EgressPolicy`], `file://` stores confined to the
+/// operator's store volumes, and the operator's own cloud identity (instance metadata, IRSA,
+/// workload identity) used only where the platform team allowed it.
+#[derive(Debug, Clone, Default)]
+pub struct TenantStores {
+    /// Outbound-host policy for URIs and endpoints.
+    pub egress: EgressPolicy,
+    /// Whether a store without credentials of its own may fall back to the operator's ambient
+    /// identity. Off: such a store is read anonymously (public buckets only).
+    pub ambient_credentials: bool,
+    /// Directories `file://` stores must lie in (the operator's store volumes); none: no
+    /// `file://` store may be opened.
+    pub local_roots: Vec<PathBuf>,
+}
+
+impl TenantStores {
+    /// Opens `uri` (named by `field`, e.g. `spec.data.uri`, for messages) with options from
+    /// the author's Secret, or says which rule refused it. Nothing is sent before every check
+    /// passed.
+    pub async fn open(
+        &self,
+        uri: &str,
+        options: Vec<(String, String)>,
+        field: &str,
+    ) -> Result<Store, StoreError> {
+        let mut options = tenant_options(uri, options)?;
+        let url = url::Url::parse(uri.trim()).map_err(|e| StoreError::InvalidUri {
+            uri: crate::redact_str(uri),
+            reason: e.to_string(),
+        })?;
+        match url.scheme() {
+            "file" => {
+                return Store::from_uri_with_options(uri, options)?.confine(&self.local_roots);
+            }
+            "http" | "https" => {
+                let host = url.host_str().unwrap_or_default();
+                let port = url.port_or_known_default().unwrap_or(443);
+                self.egress.check_host(host, port, field).await?;
+            }
+            _ => {}
+        }
+        for (key, value) in &options {
+            if !ENDPOINTS.contains(&canonical(key).as_str()) {
+                continue;
+            }
+            let what = format!("the {key} option of {field}'s Secret");
+            let endpoint = url::Url::parse(value.trim()).map_err(|e| StoreError::InvalidUri {
+                uri: what.clone(),
+                reason: format!("expected an http(s) URL: {e}"),
+            })?;
+            let host = endpoint.host_str().unwrap_or_default();
+            let port = endpoint.port_or_known_default().unwrap_or(443);
+            self.egress.check_host(host, port, &what).await?;
+        }
+        let signed = options
+            .iter()
+            .any(|(k, _)| CREDENTIALS.contains(&canonical(k).as_str()));
+        if !self.ambient_credentials && !signed && url.scheme() != "http" && url.scheme() != "https"
+        {
+            // No credential of the author's own: read anonymously rather than as the operator.
+            options.push(("skip_signature".into(), "true".into()));
+        }
+        Store::from_uri_with_options(uri, options)
+    }
 }
 
 #[cfg(test)]
@@ -272,5 +364,90 @@ mod tests {
             rx.recv_timeout(Duration::from_millis(500)).is_err(),
             "the listener received nothing"
         );
+    }
+
+    /// A store without credentials of the author's own is read anonymously when ambient
+    /// credentials are off: the request carries no signature, so no identity of the reader's
+    /// is looked up or used. A refused endpoint gets no request at all.
+    #[test]
+    fn without_credentials_the_operator_reads_anonymously_and_refused_hosts_get_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let body = "<ListBucketResult></ListBucketResult>";
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                if tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let stores = TenantStores {
+            egress: EgressPolicy::new(&["127.0.0.1".into()], &[]).expect("policy"),
+            ..TenantStores::default()
+        };
+        let secret = opts(&[
+            ("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}")),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "eu-west-1"),
+        ]);
+        rt.block_on(async {
+            let store = stores
+                .open("s3://bucket/data/", secret, "spec.data.uri")
+                .await
+                .expect("opens");
+            let _ = tokio::time::timeout(Duration::from_secs(5), store.list()).await;
+        });
+        let request = rx.recv_timeout(Duration::from_secs(5)).expect("a request");
+        assert!(request.starts_with("GET /bucket"), "{request}");
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization:"),
+            "unsigned: {request}"
+        );
+
+        let denied = TenantStores::default();
+        let err = rt
+            .block_on(denied.open(
+                "s3://bucket/data/",
+                opts(&[("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))]),
+                "spec.data.uri",
+            ))
+            .expect_err("loopback endpoint refused");
+        assert!(matches!(err, StoreError::HostRefused { .. }), "{err}");
+        assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");
+        let err = rt
+            .block_on(denied.open(
+                "http://169.254.169.254/latest/meta-data/",
+                Vec::new(),
+                "spec.data.uri",
+            ))
+            .expect_err("metadata refused");
+        assert!(err.to_string().contains("169.254.169.254"), "{err}");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "refused stores sent nothing"
+        );
+        let err = rt
+            .block_on(denied.open("file:///etc/", Vec::new(), "spec.data.uri"))
+            .expect_err("no local roots: no file:// store");
+        assert!(matches!(err, StoreError::OutsideRoot { .. }), "{err}");
     }
 }

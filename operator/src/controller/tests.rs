@@ -7,7 +7,7 @@ use crate::fixtures::{
     ApiHandle, Seen, champion, expect_request, pipeline, report, serving_deployment,
     training_challenger,
 };
-use crate::names::{job_name, run_version};
+use crate::names::job_name;
 use crate::observe;
 use champion_api::{
     ANNOTATION_DATA_FINGERPRINT, ANNOTATION_MODEL_VERSION, ChampionStatus, ModelPipelineStatus,
@@ -247,10 +247,14 @@ async fn pipeline_with_new_data() -> (tempfile::TempDir, ModelPipeline, String) 
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     std::fs::write(dir.path().join("data/wine-1.csv"), "a,quality\n1,6\n").expect("csv");
     let mp = pipeline_in(dir.path());
-    let listing = observe::list_data(&mp.spec.data.uri, Vec::new())
+    let stores = champion_store::TenantStores {
+        local_roots: vec![std::env::temp_dir()],
+        ..Default::default()
+    };
+    let listing = observe::list_data(&stores, &mp.spec.data.uri, Vec::new())
         .await
         .expect("listing");
-    let version = run_version(&listing.fingerprint, None, 0);
+    let version = crate::decide::unused_version(&mp, &listing.fingerprint, None, 0);
     (dir, mp, version)
 }
 
@@ -300,7 +304,7 @@ async fn completed_better_run_is_promoted_and_rolled_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut mp = pipeline_in(dir.path());
     let version = "0123456789ab";
-    let report_dir = dir.path().join(format!("models/wine/{version}"));
+    let report_dir = dir.path().join(format!("models/default/wine/{version}"));
     std::fs::create_dir_all(&report_dir).expect("model dir");
     let bytes = report(version, 0.81, None, None)
         .to_json_bytes()

@@ -109,6 +109,7 @@ pub fn report(version: &str, score: f64) -> Report {
         class_labels: labels,
         positive_label: Some("good".to_string()),
         data_fingerprint: "0".repeat(64),
+        model_sha256: champion_model::sha256_hex(version.as_bytes()),
         algorithm: "adaboost".to_string(),
         params: BTreeMap::new(),
         durations: Durations::default(),
@@ -123,10 +124,13 @@ pub fn write_model_dir(dir: &Path, version: &str, score: Option<f64>) -> ModelFi
         .to_json_bytes()
         .unwrap_or_else(|e| panic!("serialising the synthetic model: {e}"));
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let digest = champion_model::sha256_hex(&bytes);
     std::fs::write(dir.join("model.json"), bytes)
         .unwrap_or_else(|e| panic!("writing model.json in {}: {e}", dir.display()));
     if let Some(score) = score {
-        let bytes = report(version, score)
+        let mut report = report(version, score);
+        report.model_sha256 = digest;
+        let bytes = report
             .to_json_bytes()
             .unwrap_or_else(|e| panic!("serialising the report: {e}"));
         std::fs::write(dir.join("report.json"), bytes)
