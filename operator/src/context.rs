@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::caches::Caches;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use kube::runtime::reflector::Store as Cache;
 
 use crate::events::Publisher;
 use crate::freshness::Freshness;
@@ -19,9 +19,9 @@ use crate::run_slots::RunSlots;
 pub struct Context {
     pub client: kube::Client,
     /// The operator's trainer Jobs (label managed-by=champion), kept by a watch.
-    pub jobs: Cache<Job>,
+    pub jobs: Caches<Job>,
     /// The operator's predictor Deployments, kept by a watch.
-    pub deployments: Cache<Deployment>,
+    pub deployments: Caches<Deployment>,
     /// Set once both caches hold a complete listing: before that a missing Job could be
     /// mistaken for a vanished one.
     pub caches_ready: Arc<AtomicBool>,

@@ -209,8 +209,8 @@ impl Context {
         }
         let ctx = Context {
             client: client.clone(),
-            jobs,
-            deployments,
+            jobs: crate::caches::Caches::new(vec![jobs]),
+            deployments: crate::caches::Caches::new(vec![deployments]),
             caches_ready: Arc::new(AtomicBool::new(true)),
             runs: Default::default(),
             events: crate::events::Publisher::new(client, "champion-operator", "test"),

@@ -3,6 +3,7 @@
 
 mod apply;
 mod build;
+mod caches;
 mod context;
 mod controller;
 mod decide;
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use champion_api::{LABEL_MANAGED_BY, MANAGED_BY, ModelPipeline};
 use clap::Parser;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -63,7 +64,11 @@ struct Args {
     /// Port of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
     metrics_port: u16,
-    /// Watch only this namespace (default: all namespaces).
+    /// Watch only these namespaces (comma-separated; default: all namespaces). Namespaced mode
+    /// needs only Roles in these namespaces, no cluster-wide rights.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// One namespace to watch, the older spelling of --namespaces; both lists are joined.
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Take part in leader election; without it this replica always reconciles.
@@ -146,6 +151,20 @@ where
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// The namespaces to watch, one entry per watch: `[None]` for all namespaces.
+fn watched_namespaces(args: &Args) -> Vec<Option<String>> {
+    let mut list = non_empty(&args.namespaces);
+    list.extend(args.namespace.iter().map(|n| n.trim().to_string()));
+    list.retain(|n| !n.is_empty());
+    list.sort();
+    list.dedup();
+    if list.is_empty() {
+        vec![None]
+    } else {
+        list.into_iter().map(Some).collect()
     }
 }
 
@@ -266,28 +285,41 @@ async fn run(args: Args) -> Result<(), MainError> {
     metrics.leader.set(1);
     tracing::info!(%identity, "leading: starting the ModelPipeline controller");
 
-    let ns = args.namespace.as_deref();
+    let namespaces = watched_namespaces(&args);
+    tracing::info!(namespaces = ?namespaces, "watching");
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let (jobs, job_writer) = reflector::store::<Job>();
-    let (deployments, deployment_writer) = reflector::store::<Deployment>();
-    let job_stream = reflector(
-        job_writer,
-        watcher(api::<Job>(&watch_client, ns), managed.clone()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let deployment_stream = reflector(
-        deployment_writer,
-        watcher(api::<Deployment>(&watch_client, ns), managed.clone()),
-    )
-    .default_backoff()
-    .touched_objects();
+    // One watch per namespace (namespaced mode has no cluster-wide rights): the caches are
+    // read as one, each namespace's changes drive that namespace's controller.
+    let mut job_caches = Vec::new();
+    let mut deployment_caches = Vec::new();
+    let mut owned = Vec::new();
+    for ns in &namespaces {
+        let ns = ns.as_deref();
+        let (jobs, job_writer) = reflector::store::<Job>();
+        let (deployments, deployment_writer) = reflector::store::<Deployment>();
+        let job_stream = reflector(
+            job_writer,
+            watcher(api::<Job>(&watch_client, ns), managed.clone()),
+        )
+        .default_backoff()
+        .touched_objects();
+        let deployment_stream = reflector(
+            deployment_writer,
+            watcher(api::<Deployment>(&watch_client, ns), managed.clone()),
+        )
+        .default_backoff()
+        .touched_objects();
+        job_caches.push(jobs);
+        deployment_caches.push(deployments);
+        owned.push((ns.map(str::to_string), job_stream, deployment_stream));
+    }
+    let jobs = caches::Caches::new(job_caches);
+    let deployments = caches::Caches::new(deployment_caches);
     let caches_ready = Arc::new(AtomicBool::new(false));
     {
         let (jobs, deployments, flag) = (jobs.clone(), deployments.clone(), caches_ready.clone());
         tokio::spawn(async move {
-            if jobs.wait_until_ready().await.is_ok() && deployments.wait_until_ready().await.is_ok()
-            {
+            if jobs.wait_until_ready().await && deployments.wait_until_ready().await {
                 flag.store(true, Ordering::Release);
             }
         });
@@ -319,31 +351,40 @@ async fn run(args: Args) -> Result<(), MainError> {
                 _ = stopped(stop_rx) => {}
             }
         }
-    };
-    let controller = Controller::new(
-        api::<ModelPipeline>(&watch_client, ns),
-        watcher::Config::default(),
-    );
-    {
-        let (pipelines, ctx) = (controller.store(), ctx.clone());
-        tokio::spawn(async move {
-            if pipelines.wait_until_ready().await.is_err() {
-                return;
-            }
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                forget_deleted(&ctx, &pipelines.state());
-            }
-        });
     }
-    controller
-        .owns_stream(job_stream)
-        .owns_stream(deployment_stream)
-        .owns(api::<Service>(&watch_client, ns), managed)
-        .with_config(ControllerConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(stop_controller)
-        .run(reconcile, error_policy, ctx)
+    .shared();
+    let mut runs = Vec::new();
+    for (ns, job_stream, deployment_stream) in owned {
+        let ns = ns.as_deref();
+        let controller = Controller::new(
+            api::<ModelPipeline>(&watch_client, ns),
+            watcher::Config::default(),
+        );
+        {
+            let (pipelines, ctx) = (controller.store(), ctx.clone());
+            tokio::spawn(async move {
+                if pipelines.wait_until_ready().await.is_err() {
+                    return;
+                }
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    forget_deleted(&ctx, &pipelines.state());
+                }
+            });
+        }
+        runs.push(
+            controller
+                .owns_stream(job_stream)
+                .owns_stream(deployment_stream)
+                .owns(api::<Service>(&watch_client, ns), managed.clone())
+                .with_config(ControllerConfig::default().concurrency(args.concurrency))
+                .graceful_shutdown_on(stop_controller.clone())
+                .run(reconcile, error_policy, ctx.clone())
+                .boxed(),
+        );
+    }
+    futures::stream::select_all(runs)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "controller event");
@@ -391,6 +432,7 @@ mod tests {
         assert!(args.leader_elect);
         assert_eq!(args.lease_name, "champion-operator");
         assert_eq!(args.namespace, None);
+        assert_eq!(watched_namespaces(&args), vec![None], "all namespaces");
         assert!(
             !args.ambient_credentials,
             "ambient identity is off by default"
@@ -422,5 +464,20 @@ mod tests {
                 .expect("flags parse");
         assert!(!args.leader_elect);
         assert_eq!(args.namespace.as_deref(), Some("ml"));
+        assert_eq!(watched_namespaces(&args), vec![Some("ml".to_string())]);
+        let args = Args::try_parse_from([
+            "operator",
+            "--namespaces",
+            "team-b, team-a,,team-b",
+            "--namespace",
+            "ml",
+        ])
+        .expect("flags parse");
+        assert_eq!(
+            watched_namespaces(&args),
+            ["ml", "team-a", "team-b"]
+                .map(|n| Some(n.to_string()))
+                .to_vec()
+        );
     }
 }

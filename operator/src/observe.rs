@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::caches::Caches;
 use champion_api::{ChallengerState, LABEL_PIPELINE, ModelPipeline, SecretRef};
 use champion_model::{REPORT_FILE_NAME, Report};
 use champion_store::{Store, StoreError, TenantStores, fingerprint};
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
+use kube::runtime::reflector::ObjectRef;
 
 use crate::context::Context;
 use crate::error::Error;
@@ -154,7 +155,7 @@ async fn fresh_copy(
 }
 
 /// The pipeline's trainer Jobs, from the controller's cache.
-pub fn jobs_of(cache: &Cache<Job>, mp: &ModelPipeline) -> Vec<JobView> {
+pub fn jobs_of(cache: &Caches<Job>, mp: &ModelPipeline) -> Vec<JobView> {
     let ns = mp.metadata.namespace.as_deref();
     let name = label_value(mp.metadata.name.as_deref().unwrap_or_default());
     let uid = mp.metadata.uid.as_deref();
@@ -183,7 +184,7 @@ pub fn jobs_of(cache: &Cache<Job>, mp: &ModelPipeline) -> Vec<JobView> {
 }
 
 /// The pipeline's predictor Deployment, from the controller's cache.
-pub fn deployment_of(cache: &Cache<Deployment>, mp: &ModelPipeline) -> Option<DeploymentView> {
+pub fn deployment_of(cache: &Caches<Deployment>, mp: &ModelPipeline) -> Option<DeploymentView> {
     let ns = mp.metadata.namespace.clone().unwrap_or_default();
     let name = predictor_name(mp.metadata.name.as_deref().unwrap_or_default());
     cache

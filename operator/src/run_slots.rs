@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::caches::Caches;
 use k8s_openapi::api::batch::v1::Job;
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
+use kube::runtime::reflector::ObjectRef;
 
 use crate::views::{JobState, job_view};
 
@@ -26,7 +27,7 @@ impl RunSlots {
         }
     }
 
-    fn used(&self, cache: &Cache<Job>, launched: &mut HashSet<(String, String)>) -> usize {
+    fn used(&self, cache: &Caches<Job>, launched: &mut HashSet<(String, String)>) -> usize {
         launched.retain(|(ns, name)| cache.get(&ObjectRef::new(name).within(ns)).is_none());
         running_runs(cache) + launched.len()
     }
@@ -39,13 +40,13 @@ impl RunSlots {
     }
 
     /// Free slots now (`None`: no limit); what `plan` sees.
-    pub fn free(&self, cache: &Cache<Job>) -> Option<usize> {
+    pub fn free(&self, cache: &Caches<Job>) -> Option<usize> {
         let max = self.max?;
         Some(max.saturating_sub(self.used(cache, &mut self.lock())))
     }
 
     /// Takes a slot for Job `ns/name`; false when none is left.
-    pub fn take(&self, cache: &Cache<Job>, ns: &str, name: &str) -> bool {
+    pub fn take(&self, cache: &Caches<Job>, ns: &str, name: &str) -> bool {
         let Some(max) = self.max else {
             return true;
         };
@@ -69,7 +70,7 @@ impl RunSlots {
 /// Trainer Jobs of every pipeline that are still running, from the controller's cache.
 /// Only a Job a ModelPipeline controls is a run: a Job that merely carries the labels and
 /// annotations (made by anyone who may create Jobs) takes no slot from the pipelines.
-fn running_runs(cache: &Cache<Job>) -> usize {
+fn running_runs(cache: &Caches<Job>) -> usize {
     cache
         .state()
         .iter()
@@ -93,7 +94,8 @@ mod tests {
     fn the_run_cap_counts_launches_the_cache_has_not_seen_yet() {
         use kube::runtime::{reflector, watcher};
         let mp = crate::fixtures::pipeline();
-        let (cache, mut writer) = reflector::store::<Job>();
+        let (store, mut writer) = reflector::store::<Job>();
+        let cache = Caches::new(vec![store]);
         let slots = RunSlots::new(Some(2));
         assert_eq!(slots.free(&cache), Some(2));
         assert!(slots.take(&cache, "default", "a"));
