@@ -41,6 +41,8 @@ pub struct Context {
     /// How pipelines' stores are opened: Secret options allow-list, outbound-host policy,
     /// ambient identity, local roots.
     pub stores: champion_store::TenantStores,
+    /// Data listings in flight, per pipeline (they run beside the reconciles).
+    pub listings: crate::listings::Listings,
 }
 
 impl Context {

@@ -65,6 +65,7 @@ pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
     let keep: HashSet<(String, String)> = existing.iter().map(|mp| pipeline_key(mp)).collect();
     ctx.fresh.retain(&keep);
     ctx.errors.retain(&keep);
+    ctx.listings.retain(&keep);
     ctx.metrics.retain_pipelines(&keep);
 }
 

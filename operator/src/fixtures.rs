@@ -102,6 +102,7 @@ pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
         report: None,
         termination_message: None,
         policy_violation: None,
+        listing_pending: false,
     }
 }
 
@@ -226,6 +227,7 @@ impl Context {
                 local_roots: vec![std::env::temp_dir()],
                 ..Default::default()
             },
+            listings: Default::default(),
         };
         (Arc::new(ctx), handle, registry)
     }

@@ -15,6 +15,7 @@ mod fixtures;
 mod freshness;
 mod health;
 mod lease;
+mod listings;
 mod metrics;
 mod names;
 mod observe;
@@ -340,6 +341,7 @@ async fn run(args: Args) -> Result<(), MainError> {
             image_prefixes: non_empty(&args.allowed_image_prefixes),
         },
         stores,
+        listings: Default::default(),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

@@ -21,6 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::listings::Listed;
 use crate::names::{label_value, predictor_name};
 use crate::views::{
     DataListing, DeploymentView, JobState, JobView, ReadFailure, deployment_view, job_view,
@@ -42,6 +43,8 @@ pub struct Observed {
     pub termination_message: Option<String>,
     /// What the pipeline asks for that the operator's pod policy does not allow.
     pub policy_violation: Option<String>,
+    /// The data listing is still running (`data` is None): look again soon.
+    pub listing_pending: bool,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -65,21 +68,39 @@ pub async fn observe(
         .filter(|c| c.state == ChallengerState::Training);
     let busy = status.rollout.is_some() || tracked.is_some();
 
+    let mut listing_pending = false;
     let data = if mp.spec.suspend || busy {
         None
     } else {
-        // A Secret that is missing or forbidden is the author's to fix: it shows in the status
-        // as the reason the data cannot be listed, not only in the operator's log.
-        Some(
-            match secret_options(&ctx.client, &ns, mp.spec.data.secret_ref.as_ref()).await {
-                Ok(opts) => list_data(&ctx.stores, &mp.spec.data.uri, opts).await,
-                Err(Error::ReadSecret { name, source }) => Err(ReadFailure::Secret(format!(
-                    "reading the credentials Secret {name} of spec.data.secretRef: {}",
-                    secret_error(&source)
-                ))),
-                Err(e) => return Err(e),
-            },
-        )
+        // The listing runs as its own task (see [`crate::listings`]): a store that never
+        // answers costs this reconcile at most the wait, not a slot for the store timeout.
+        let data = &mp.spec.data;
+        let what = format!(
+            "{}\0{}",
+            data.uri,
+            data.secret_ref.as_ref().map_or("", |s| s.name.as_str())
+        );
+        let start = {
+            let (client, ns, uri) = (ctx.client.clone(), ns.clone(), data.uri.clone());
+            let (secret, stores) = (data.secret_ref.clone(), ctx.stores.clone());
+            move || async move { list_with_secret(&client, &ns, secret.as_ref(), &stores, &uri).await }
+        };
+        match ctx
+            .listings
+            .list(
+                (ns.clone(), mp.name_any()),
+                &what,
+                crate::listings::WAIT,
+                start,
+            )
+            .await
+        {
+            Listed::Done(result) => Some(result),
+            Listed::Pending => {
+                listing_pending = true;
+                None
+            }
+        }
     };
 
     let mut jobs = jobs_of(&ctx.jobs, &mp);
@@ -122,6 +143,7 @@ pub async fn observe(
         report,
         termination_message: termination,
         policy_violation: ctx.policy.check(&mp).err(),
+        listing_pending,
     };
     Ok(Some((mp, observed)))
 }
@@ -273,6 +295,26 @@ async fn open(
         }))
     };
     bounded(&format!("opening {field}"), opened).await?
+}
+
+/// Reads the pipeline's data Secret and lists its data: the whole of one listing task. A
+/// missing or forbidden Secret is the author's to fix: it shows in the status as the reason
+/// the data cannot be listed, not only in the operator's log.
+async fn list_with_secret(
+    client: &kube::Client,
+    ns: &str,
+    secret: Option<&SecretRef>,
+    stores: &TenantStores,
+    uri: &str,
+) -> Result<DataListing, ReadFailure> {
+    match secret_options(client, ns, secret).await {
+        Ok(opts) => list_data(stores, uri, opts).await,
+        Err(Error::ReadSecret { name, source }) => Err(ReadFailure::Secret(format!(
+            "reading the credentials Secret {name} of spec.data.secretRef: {}",
+            secret_error(&source)
+        ))),
+        Err(e) => Err(ReadFailure::Secret(e.to_string())),
+    }
 }
 
 /// Lists the data prefix and fingerprints it. The store redacts credentials from its errors,

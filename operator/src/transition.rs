@@ -52,6 +52,9 @@ pub fn transition(mp: &ModelPipeline, obs: &Observed, step: &Step) -> Transition
     };
     record_listing(&mut t.status, obs);
     t.step(step);
+    if obs.listing_pending {
+        t.effects.requeue = t.effects.requeue.min(crate::listings::RECHECK);
+    }
     let Next {
         mut status,
         effects,
@@ -199,6 +202,25 @@ impl Next<'_> {
                     reason.reason(),
                     None,
                 );
+                // A store that keeps failing is asked less and less often (from 10 s up to
+                // 5 min, by how long it has been failing), so failing stores, however short
+                // their poll interval, cannot crowd the reconciles of working pipelines.
+                let failing_for = self
+                    .status
+                    .conditions
+                    .iter()
+                    .find(|c| {
+                        c.type_ == champion_api::condition::DATA_AVAILABLE && c.status == "False"
+                    })
+                    .map_or(Duration::ZERO, |c| {
+                        self.now
+                            .duration_since(c.last_transition_time.0)
+                            .unsigned_abs()
+                    });
+                self.effects.requeue = self
+                    .effects
+                    .requeue
+                    .max(failing_for.clamp(Duration::from_secs(10), Duration::from_secs(300)));
                 if !known {
                     self.event(
                         Reason::DataUnavailable,
@@ -880,6 +902,56 @@ mod tests {
                 .requeue,
             Duration::from_secs(40),
             "capped at 20 polls"
+        );
+    }
+
+    #[test]
+    fn failing_stores_are_asked_less_often_and_pending_listings_soon() {
+        let mut mp = pipeline();
+        mp.spec.data.poll_interval = kube::core::Duration::from(Duration::from_secs(1));
+        let mut obs = observed(None);
+        obs.now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1000);
+        let step = Step::DataUnavailable {
+            reason: crate::views::ReadFailure::Fetch("did not answer within 20s".into()),
+        };
+        assert_eq!(
+            transition(&mp, &obs, &step).effects.requeue,
+            Duration::from_secs(10),
+            "a new failure: 10 s, not the 1 s poll interval"
+        );
+        let failing_since = |secs: i64| {
+            let mut failing = mp.clone();
+            failing.status = Some(ModelPipelineStatus {
+                conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                    type_: champion_api::condition::DATA_AVAILABLE.into(),
+                    status: "False".into(),
+                    reason: "FetchFailed".into(),
+                    message: "did not answer".into(),
+                    observed_generation: None,
+                    last_transition_time: Time(
+                        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1000 - secs),
+                    ),
+                }],
+                ..ModelPipelineStatus::default()
+            });
+            failing
+        };
+        assert_eq!(
+            transition(&failing_since(120), &obs, &step).effects.requeue,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            transition(&failing_since(900), &obs, &step).effects.requeue,
+            Duration::from_secs(300),
+            "at most 5 minutes"
+        );
+        let mut slow = pipeline();
+        slow.spec.data.poll_interval = kube::core::Duration::from(Duration::from_secs(60));
+        obs.listing_pending = true;
+        assert_eq!(
+            transition(&slow, &obs, &Step::Idle).effects.requeue,
+            crate::listings::RECHECK,
+            "a listing still running is picked up soon"
         );
     }
 }
