@@ -114,7 +114,7 @@ pub mod condition {
 pub struct ModelPipelineSpec {
     /// Where the training data lives and how often to look at it.
     pub data: DataSpec,
-    /// Where trained models are written: `<modelStore.uri>/<pipeline>/<version>/`.
+    /// Where trained models are written: `<modelStore.uri>/<namespace>/<pipeline>/<version>/`.
     pub model_store: ModelStoreSpec,
     /// The trainer Job: image, algorithm and the Job's limits.
     #[serde(default)]
@@ -198,7 +198,7 @@ pub struct DataSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ModelStoreSpec {
     /// URI prefix under which each model version gets a directory
-    /// `<uri>/<pipeline>/<version>/` holding model.json and report.json.
+    /// `<uri>/<namespace>/<pipeline>/<version>/` holding model.json and report.json.
     #[schemars(
         length(min = 1, max = 2048),
         regex(pattern = r"^(file|s3|gs|az|abfs|abfss|http|https)://")
