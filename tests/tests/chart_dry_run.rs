@@ -5,7 +5,8 @@
 //! The ServiceMonitor/PodMonitor kinds are served by the schema-less stand-in CRDs of
 //! `tests/fixtures/monitoring-crds.yaml` when prometheus-operator's are absent: the API server
 //! checks their kind and metadata, `chart_values.rs` their spec. Also the chart README's CRD
-//! upgrade command (`kubectl apply --server-side -f charts/champion-operator/crds/`), dry-run.
+//! upgrade command (`kubectl apply --server-side -f charts/champion-operator/crds/`), dry-run,
+//! and the NOTES.txt that `helm install` prints.
 //!
 //! Needs the cluster (images are not needed: nothing runs). Run:
 //! `cargo test -p champion-tests --test chart_dry_run`.
@@ -133,5 +134,54 @@ async fn the_api_server_accepts_the_rendered_chart_for_each_value_set() -> Resul
         &crds.display().to_string(),
     ])?;
     assert!(out.contains("modelpipelines.champion.dev"), "{out}");
+
+    // NOTES.txt (helm renders it on install only; a client-side dry run needs the cluster).
+    let notes = |values: &[&str]| -> Result<String> {
+        let helm = cluster.layout.bin("helm");
+        let chart = chart_common::chart_dir().display().to_string();
+        let mut args = vec![
+            "install",
+            "champion",
+            chart.as_str(),
+            "--namespace",
+            release.name.as_str(),
+            "--dry-run=client",
+        ];
+        for v in values {
+            args.extend(["--set", v]);
+        }
+        let out = std::process::Command::new(&helm)
+            .args(&args)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .output()
+            .map_err(ClusterError::io("running", &helm))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "helm install --dry-run=client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(text
+            .split_once("NOTES:")
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default())
+    };
+    let default = notes(&[])?;
+    assert!(
+        default.contains("kubectl apply --server-side -f charts/champion-operator/crds/"),
+        "{default}"
+    );
+    assert!(
+        default.contains(&format!("It watches ModelPipelines in: {}", release.name)),
+        "{default}"
+    );
+    assert!(default.contains("No storeVolumes are set"), "{default}");
+    let wide = notes(&["clusterWide=true", "replicaCount=2"])?;
+    assert!(wide.contains("every namespace"), "{wide}");
+    assert!(
+        wide.contains("may read any Secret of the cluster"),
+        "{wide}"
+    );
+    assert!(wide.contains("2 replicas, one leader"), "{wide}");
     Ok(())
 }
