@@ -51,6 +51,9 @@ fn the_schema_refuses_a_bad_value_and_names_it() -> Result<()> {
         let e = refused(&[value])?;
         assert!(e.contains(field), "{value}: {e}");
     }
+    // An extra env var may not shadow one the chart sets from its own value.
+    let e = refused(&["env[0].name=RUST_LOG", "env[0].value=trace"])?;
+    assert!(e.contains("env: RUST_LOG is set by the chart"), "{e}");
     // The monitoring templates' own values are free-form here.
     render(&[
         "prometheusRule.enabled=true",
