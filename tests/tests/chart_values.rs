@@ -331,7 +331,9 @@ fn image_pod_metadata_and_service_account_values_are_rendered() -> Result<()> {
         "image.repository=registry.example.com/champion/operator",
         "imagePullSecrets[0].name=regcred",
         "podAnnotations.team=ml",
+        "podAnnotations.prometheus\\.io/path=/stats",
         "podLabels.cost-center=c42",
+        "podLabels.app\\.kubernetes\\.io/name=other",
         "priorityClassName=system-cluster-critical",
         "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/champion",
     ])?;
@@ -350,9 +352,14 @@ fn image_pod_metadata_and_service_account_values_are_rendered() -> Result<()> {
         "system-cluster-critical"
     );
     assert_eq!(template["metadata"]["annotations"]["team"], "ml");
+    // podAnnotations may override the scrape annotations; podLabels cannot move the selector.
     assert_eq!(
         template["metadata"]["annotations"]["prometheus.io/scrape"],
         "true"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/path"],
+        "/stats"
     );
     assert_eq!(template["metadata"]["labels"]["cost-center"], "c42");
     assert_eq!(
