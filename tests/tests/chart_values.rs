@@ -212,6 +212,8 @@ fn monitors_select_the_operator_service_and_the_predictor_pods() -> Result<()> {
         "the Service has the port {port:?}"
     );
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    // The operator's per-pipeline series keep their own namespace label.
+    assert_eq!(sm["spec"]["endpoints"][0]["honorLabels"], true);
 
     let pm = one(&docs, "PodMonitor");
     // The labels operator/src/build.rs puts on every predictor pod, and its container port name.
