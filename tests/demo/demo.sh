@@ -75,7 +75,7 @@ ls -l "$STORE"
 
 step "operator (helm template | kubectl apply), watching only $NS"
 "$HELM" template champion "$ROOT/charts/champion-operator" --namespace "$NS" \
-    --set watchNamespace="$NS" \
+    --set "watchNamespaces[0]=$NS" \
     --set logJson=false \
     --set 'storeVolumes[0].name=store' \
     --set "storeVolumes[0].mountPath=$STORE" \

@@ -1,7 +1,8 @@
 //! The operator deployed the way a user deploys it, once per test: the CRD (server-side apply,
 //! shared by every test), then in the test's own namespace the chart rendered by `helm template`
 //! (ServiceAccount, namespaced Role/RoleBindings, the operator Deployment restricted to that
-//! namespace) with a `file://` store on a hostPath directory of its own. [`Stage`] bundles that
+//! namespace, and the chart's cluster-scoped aggregate ClusterRoles, named after the namespace and
+//! removed with the stage) with a `file://` store on a hostPath directory of its own. [`Stage`] bundles that
 //! and the ways a test looks at the result: the pipeline's status, its Jobs, Events and
 //! predictor. When a test fails, dropping the stage prints what is needed to see why (pipeline
 //! YAML, operator log, trainer logs, Events) before the namespace and the store are removed.
@@ -136,6 +137,8 @@ pub struct Stage {
     pub ns: TestNamespace,
     pub store: HostDir,
     pipelines: Api<DynamicObject>,
+    /// `kind/name` of the cluster-scoped objects the chart rendered (deleted on drop).
+    cluster_scoped: Vec<String>,
     passed: bool,
 }
 
@@ -162,18 +165,19 @@ impl Stage {
         let test_data = store.path.join("test_data.csv");
         std::fs::write(&test_data, wine_file("test_data.csv")?)
             .map_err(ClusterError::io("writing", &test_data))?;
-        let stage = Stage {
+        let mut stage = Stage {
             pipelines: Api::namespaced_with(cluster.client.clone(), &ns.name, &pipeline_resource()),
             cluster,
             ns,
             store,
+            cluster_scoped: Vec::new(),
             passed: false,
         };
         stage.install_operator(values)?;
         Ok(stage)
     }
 
-    fn install_operator(&self, values: &[&str]) -> Result<()> {
+    fn install_operator(&mut self, values: &[&str]) -> Result<()> {
         let ns = &self.ns.name;
         let store = self.store.path.display().to_string();
         let mut args: Vec<String> = vec![
@@ -187,7 +191,8 @@ impl Stage {
             ns.clone(),
         ];
         let mut sets: Vec<String> = vec![
-            format!("watchNamespace={ns}"),
+            // Namespaced mode (the chart's default), spelled out: one Role in the test's namespace.
+            format!("watchNamespaces[0]={ns}"),
             "logJson=false".into(),
             "readSecrets=false".into(),
             // A replacement pod takes over quickly even when its predecessor died holding it.
@@ -216,6 +221,7 @@ impl Stage {
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
+        self.cluster_scoped = cluster_scoped_objects(&String::from_utf8_lossy(&out.stdout));
         let manifest = self.store.path.join("operator.yaml");
         std::fs::write(&manifest, &out.stdout).map_err(ClusterError::io("writing", &manifest))?;
         let manifest = manifest.display().to_string();
@@ -579,7 +585,30 @@ impl Drop for Stage {
         if !self.passed {
             self.dump_diagnostics();
         }
+        // Deleting the namespace does not remove what the chart made outside it.
+        if !self.cluster_scoped.is_empty() {
+            let mut args = vec!["delete", "--ignore-not-found", "--wait=false"];
+            args.extend(self.cluster_scoped.iter().map(String::as_str));
+            if let Err(e) = self.cluster.kubectl(&args) {
+                eprintln!("cleanup: deleting {:?}: {e}", self.cluster_scoped);
+            }
+        }
     }
+}
+
+/// `kind/name` of every cluster-scoped object (ClusterRole, ClusterRoleBinding) in a rendered
+/// manifest.
+pub fn cluster_scoped_objects(manifest: &str) -> Vec<String> {
+    manifest
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok())
+        .filter_map(|v| {
+            let kind = v["kind"].as_str()?;
+            let name = v["metadata"]["name"].as_str()?;
+            matches!(kind, "ClusterRole" | "ClusterRoleBinding")
+                .then(|| format!("{}/{name}", kind.to_lowercase()))
+        })
+        .collect()
 }
 
 /// True when `d` has rolled out the pod template of `version` to all its replicas and they are
@@ -699,6 +728,21 @@ pub async fn http_post_json(host_port: &str, path: &str, body: &Value) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_cluster_scoped_objects_of_a_manifest_are_listed_for_removal() {
+        let manifest = "---\n# Source: x\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa\n\
+                        ---\nkind: ClusterRole\nmetadata:\n  name: champion-ns-a-view\n\
+                        ---\nkind: Role\nmetadata:\n  name: champion\n\
+                        ---\nkind: ClusterRoleBinding\nmetadata:\n  name: champion-ns-a\n";
+        assert_eq!(
+            cluster_scoped_objects(manifest),
+            vec![
+                "clusterrole/champion-ns-a-view".to_string(),
+                "clusterrolebinding/champion-ns-a".to_string()
+            ]
+        );
+    }
 
     #[test]
     fn a_csv_row_becomes_a_request_without_the_skipped_columns() {

@@ -7,8 +7,8 @@
 //! is for is checked on the model it produced (six grades for the multi-class one, the
 //! parameters for the forest, the bucket for S3).
 //!
-//! The quick start installs a cluster-wide operator into `champion-system` and uses the node's
-//! `/var/champion` and the `default` namespace, as a user would; everything is removed again
+//! The quick start installs an operator into `champion-system` that watches `default` and uses
+//! the node's `/var/champion`, as a user would; everything is removed again
 //! when the test ends, also on failure. It is one test, so nothing else in this binary runs
 //! beside that operator (cargo runs test binaries one after another).
 //!

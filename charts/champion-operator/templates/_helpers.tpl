@@ -22,3 +22,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: champion-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* A name for cluster-scoped objects: the release's name and namespace, so that copies of the
+chart in several namespaces of one cluster do not collide. */}}
+{{- define "champion.clusterName" -}}
+{{- printf "%s-%s" (include "champion.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The namespaces the operator watches in namespaced mode: watchNamespaces, or the release
+namespace when it is empty. Rendered as a comma-separated string. */}}
+{{- define "champion.watchNamespaces" -}}
+{{- $ns := .Values.watchNamespaces | default (list .Release.Namespace) | uniq -}}
+{{- join "," $ns -}}
+{{- end -}}
+
+{{- define "champion.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+{{- end -}}
