@@ -381,7 +381,8 @@ fn exported(name: &str, families: &BTreeSet<String>) -> bool {
             .any(|s| name.strip_suffix(s).is_some_and(|f| families.contains(f)))
 }
 
-/// The Grafana dashboard's expressions (every `expr` of every panel target).
+/// The Grafana dashboard's expressions (every `expr` of every panel target, every variable's
+/// query).
 fn dashboard_exprs() -> Vec<String> {
     let dashboard: Value = serde_json::from_str(&chart_file("dashboards/champion.json"))
         .expect("the dashboard is JSON");
@@ -389,8 +390,11 @@ fn dashboard_exprs() -> Vec<String> {
     fn walk(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(o) => {
-                if let Some(Value::String(e)) = o.get("expr") {
-                    out.push(e.clone());
+                // Panel queries, and the template variables' label_values(...) queries.
+                for key in ["expr", "definition"] {
+                    if let Some(Value::String(e)) = o.get(key) {
+                        out.push(e.clone());
+                    }
                 }
                 o.values().for_each(|v| walk(v, out));
             }
