@@ -252,6 +252,9 @@ fn the_dashboard_is_a_configmap_for_grafanas_sidecar_with_the_dashboard_json() -
         "grafanaDashboard.enabled=true",
         "grafanaDashboard.namespace=monitoring",
     ])?;
-    assert_eq!(dashboards(&objects)[0]["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        dashboards(&objects)[0]["metadata"]["namespace"],
+        "monitoring"
+    );
     Ok(())
 }
