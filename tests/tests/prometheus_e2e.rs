@@ -1,6 +1,6 @@
-//! A real Prometheus server (the Debian `prometheus` binary, from `make test-deps`) scrapes the
-//! test's namespace on the local cluster the way the usual `kubernetes-pods` job does:
-//! Kubernetes service discovery (pod role, through the admin kubeconfig) and the pods'
+//! A real Prometheus server (3.x, built from the Go module proxy by `make prometheus`: Debian's
+//! build lacks Kubernetes service discovery) scrapes the test's namespace on the local cluster
+//! the way the usual `kubernetes-pods` job does: Kubernetes service discovery (pod role, through the admin kubeconfig) and the pods'
 //! `prometheus.io/scrape`, `port` and `path` annotations, which the chart puts on the operator
 //! pod and the operator puts on every predictor pod. It runs on the host, bound to 127.0.0.1 on
 //! a free port, and scrapes the pod IPs directly (the host routes the pod network; no packet
@@ -10,7 +10,7 @@
 //! After a promotion, the test asks Prometheus' HTTP API for the pipeline's promotion counter
 //! and champion score and compares them with the pipeline's status.
 //!
-//! Needs `make images`, the cluster (`champion-cluster up` + `load-images`) and prometheus.
+//! Needs `make images`, the cluster (`champion-cluster up` + `load-images`) and `make prometheus`.
 //! Run: `cargo test -p champion-tests --test prometheus_e2e`.
 
 use std::path::{Path, PathBuf};
@@ -41,20 +41,18 @@ impl Drop for Prometheus {
     }
 }
 
-/// The prometheus binary on the PATH.
-fn prometheus_binary() -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("prometheus"))
-                .find(|p| p.is_file())
-        })
-        .ok_or_else(|| {
-            ClusterError::Invalid(
-                "prometheus is not installed: run `make test-deps` (Debian package prometheus)"
-                    .into(),
-            )
-        })
+/// The Prometheus server `make prometheus` builds into the component cache (Debian's package
+/// has no Kubernetes service discovery).
+fn prometheus_binary(stage: &Stage) -> Result<PathBuf> {
+    let binary = stage.cluster.layout.bin("prometheus");
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(ClusterError::Invalid(format!(
+            "{} is missing: run `make prometheus`",
+            binary.display()
+        )))
+    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -130,7 +128,7 @@ fn chart_rules(stage: &Stage) -> Result<Value> {
 impl Prometheus {
     /// Starts Prometheus for `stage`'s namespace and waits until it is ready.
     async fn start(stage: &Stage) -> Result<Prometheus> {
-        let binary = prometheus_binary()?;
+        let binary = prometheus_binary(stage)?;
         let dir = tempfile::tempdir().map_err(ClusterError::io("creating", "a temp dir"))?;
         let write = |name: &str, v: &Value| -> Result<()> {
             let path = dir.path().join(name);
