@@ -20,7 +20,7 @@ IMAGE := tests/cluster/scripts/image.sh
 CRD := crds/modelpipelines.champion.dev.yaml
 
 .PHONY: help components images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
-        bench-trainer bench-predictor bench-operator test-deps
+        bench-trainer bench-predictor bench-operator test-deps prometheus
 
 help:
 	@echo "make demo         run the whole system on a local one-node Kubernetes"
@@ -37,11 +37,19 @@ components:
 	@bash tests/cluster/scripts/build-components.sh
 
 # Tools the tests drive: wrk and locust load the predictor, moto serves S3 locally, tritonclient
-# speaks the Open Inference Protocol (binary tensors) to it.
+# speaks the Open Inference Protocol (binary tensors) to it, promtool (Debian's prometheus
+# package) checks the metrics and the chart's alerting rules.
 test-deps:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	@(command -v promtool && command -v prometheus) >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
 	@python3 -c 'import locust, moto' 2>/dev/null || python3 -m pip install -q locust 'moto[server]'
 	@python3 -c 'import tritonclient.http' 2>/dev/null || python3 -m pip install -q 'tritonclient[http]'
+
+# The Prometheus server the cluster test runs, with Kubernetes service discovery (Debian's
+# build has none), from the Go module proxy into $(CHAMPION_CACHE)/bin: ~7 min cold, cached after.
+prometheus:
+	@bash tests/cluster/scripts/build-prometheus.sh
 
 images: components
 	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-tests --bins
@@ -68,15 +76,15 @@ lint: components
 	$(CHAMPION_CACHE)/bin/helm lint --quiet charts/champion-operator
 
 unit-test: test-deps
-	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 CHAMPION_REQUIRE_TRITONCLIENT=1 cargo test --workspace --exclude champion-tests
+	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 CHAMPION_REQUIRE_TRITONCLIENT=1 CHAMPION_REQUIRE_PROMTOOL=1 cargo test --workspace --exclude champion-tests
 
 # Integration tests on the real local cluster; the cluster is always taken down afterwards, also
 # when a test fails, so the host is left as it was found.
 cluster-test: IMAGE_PROFILE = test-images
-cluster-test: components images test-deps
+cluster-test: components images test-deps prometheus
 	@status=0; \
 	$(CLUSTER) up || status=$$?; \
-	if [ $$status -eq 0 ]; then cargo test -p champion-tests -- --test-threads=2 || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 cargo test -p champion-tests -- --test-threads=2 || status=$$?; fi; \
 	$(CLUSTER) down || status=$$?; \
 	exit $$status
 

@@ -396,6 +396,14 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
     };
     let mut pod_labels = selector_labels(mp);
     pod_labels.extend(labels);
+    // The de-facto scrape convention (Prometheus' kubernetes-pods example job, the chart's
+    // own operator pod): the pods say where their /metrics is.
+    let mut pod_annotations = annotations;
+    pod_annotations.extend([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ]);
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
@@ -416,7 +424,7 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(annotations),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(container, vols)),
@@ -622,6 +630,24 @@ mod tests {
                 tmpl_labels.get(k),
                 Some(v),
                 "pod template matches the selector"
+            );
+        }
+        let pod_ann = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        for (k, v) in [
+            ("prometheus.io/scrape", "true"),
+            ("prometheus.io/port", "8080"),
+            ("prometheus.io/path", "/metrics"),
+            (ANNOTATION_MODEL_VERSION, "0123456789ab"),
+        ] {
+            assert_eq!(
+                pod_ann.get(k).map(String::as_str),
+                Some(v),
+                "pod annotation {k}"
             );
         }
         let pod = spec.template.spec.expect("pod spec");

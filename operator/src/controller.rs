@@ -42,7 +42,10 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
     if !ctx.caches_ready.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let Some((mp, observed)) = observe(&ctx, mp).await? else {
+    let Some((mp, observed)) = observe(&ctx, mp.clone()).await? else {
+        // Deleted: no reconcile follows, so its series go now.
+        ctx.metrics
+            .forget_pipeline(&mp.namespace().unwrap_or_default(), &mp.name_any());
         return Ok(Action::await_change());
     };
     let step = decide(&mp, &observed);
@@ -59,7 +62,7 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
     Ok(Action::requeue(next.effects.requeue))
 }
 
-/// Forgets what the operator keeps per pipeline (score series, freshness records) for
+/// Forgets what the operator keeps per pipeline (metric series, freshness records) for
 /// pipelines that no longer exist: deletion has no reconcile of its own.
 pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
     let keep: HashSet<(String, String)> = existing.iter().map(|mp| pipeline_key(mp)).collect();

@@ -98,7 +98,7 @@ mod tests {
     fn health_endpoints_and_metrics() {
         let registry = Registry::new();
         let m = metrics::Metrics::register(&registry).expect("metrics register");
-        m.promotions.inc();
+        m.reconciled();
         let health = Health {
             registry,
             ready: AtomicBool::new(false),
@@ -109,7 +109,9 @@ mod tests {
         assert_eq!(route("/readyz", &health).0, StatusCode::OK);
         let (status, _, body) = route("/metrics", &health);
         assert_eq!(status, StatusCode::OK);
-        assert!(String::from_utf8_lossy(&body).contains("champion_promotions_total 1"));
+        assert!(
+            String::from_utf8_lossy(&body).contains("champion_reconciles_total{result=\"ok\"} 1")
+        );
         assert_eq!(route("/nope", &health).0, StatusCode::NOT_FOUND);
     }
 }

@@ -35,15 +35,13 @@ pub async fn record(
         ctx.may_write(|| format!("Event {}", event.reason.as_str()))?;
         publish(&ctx.events, mp, event).await;
     }
-    for m in &next.effects.metrics {
-        ctx.metrics.record(*m);
-    }
     let ns = mp.namespace().unwrap_or_default();
-    ctx.metrics.scores(
+    ctx.metrics.record_step(
         &ns,
         &mp.name_any(),
-        next.status.champion.as_ref().and_then(|c| c.score),
-        next.status.challenger.as_ref().and_then(|c| c.score),
+        mp.spec.evaluation.metric,
+        &next.status,
+        &next.effects.metrics,
     );
     Ok(())
 }

@@ -102,6 +102,7 @@ fn run() -> Result<(), StartError> {
 }
 
 async fn serve(config: Config) -> Result<(), StartError> {
+    let loading = Instant::now();
     let model = predictor::loader::load(
         &config.model_uri,
         config.model_name.as_deref(),
@@ -122,6 +123,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
         "model verified"
     );
     let metrics = Metrics::new(&model)?;
+    metrics.set_model_load_seconds(loading.elapsed().as_secs_f64());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

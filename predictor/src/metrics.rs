@@ -1,5 +1,6 @@
 //! Prometheus metrics with every series resolved ahead of the hot path: a request costs a few
-//! atomic adds, never a label lookup.
+//! atomic adds, never a label lookup. Beside the request series: `predictor_build_info`, the
+//! `process_*` series, `predictor_requests_in_flight` and `predictor_model_load_seconds`.
 
 use std::sync::OnceLock;
 
@@ -54,6 +55,17 @@ pub struct Metrics {
     ready: IntGauge,
     /// Open client connections (bounded by MAX_CONNECTIONS).
     pub open_connections: IntGauge,
+    in_flight: IntGauge,
+    model_load: Gauge,
+}
+
+/// One request being served: counted in `predictor_requests_in_flight` until dropped.
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +75,18 @@ pub struct MetricsError(#[from] prometheus::Error);
 impl Metrics {
     pub fn new(model: &ServedModel) -> Result<Self, MetricsError> {
         let registry = Registry::new();
+        let build = IntGauge::with_opts(
+            Opts::new(
+                "predictor_build_info",
+                "The running predictor build; always 1, the labels carry the information.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build.set(1);
+        registry.register(Box::new(build))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let requests_vec = IntCounterVec::new(
             Opts::new(
                 "predictor_requests_total",
@@ -138,6 +162,16 @@ impl Metrics {
             "Client connections open now (at most MAX_CONNECTIONS).",
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let in_flight = IntGauge::new(
+            "predictor_requests_in_flight",
+            "Requests being served now (a /metrics scrape counts itself).",
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
+        let model_load = Gauge::new(
+            "predictor_model_load_seconds",
+            "Seconds the predictor took at start to fetch, verify and load its model.",
+        )?;
+        registry.register(Box::new(model_load.clone()))?;
 
         let rows = Route::ALL
             .iter()
@@ -164,7 +198,20 @@ impl Metrics {
             per_class,
             ready,
             open_connections,
+            in_flight,
+            model_load,
         })
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn request_started(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// Records how long loading the model took.
+    pub fn set_model_load_seconds(&self, seconds: f64) {
+        self.model_load.set(seconds);
     }
 
     pub fn observe_request(&self, route: Route, status: u16, seconds: f64) {
@@ -243,6 +290,127 @@ mod tests {
         assert!(
             !text.contains(r#"code="404""#),
             "unused series must not appear"
+        );
+    }
+
+    #[test]
+    fn build_info_process_in_flight_and_model_load_series_are_exported() {
+        let metrics = Metrics::new(&sum_model()).unwrap();
+        metrics.set_model_load_seconds(0.25);
+        let text = |m: &Metrics| String::from_utf8(m.render()).unwrap();
+        assert!(text(&metrics).contains("predictor_requests_in_flight 0\n"));
+        {
+            let _a = metrics.request_started();
+            let _b = metrics.request_started();
+            assert!(text(&metrics).contains("predictor_requests_in_flight 2\n"));
+        }
+        let t = text(&metrics);
+        for needle in [
+            "predictor_requests_in_flight 0\n".to_string(),
+            "predictor_model_load_seconds 0.25\n".to_string(),
+            format!(
+                "predictor_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "# TYPE process_cpu_seconds_total counter".to_string(),
+            "# TYPE process_resident_memory_bytes gauge".to_string(),
+            "# TYPE process_start_time_seconds gauge".to_string(),
+        ] {
+            assert!(t.contains(&needle), "missing {needle} in\n{t}");
+        }
+    }
+
+    /// Every family the predictor exports, each with at least one series.
+    fn full_render() -> String {
+        let metrics = Metrics::new(&sum_model()).unwrap();
+        metrics.observe_request(Route::Predict, 200, 0.0002);
+        metrics.observe_request(Route::Predict, 500, 0.0002);
+        metrics.observe_rows(Route::Predict, &[1, 1]);
+        metrics.set_ready(true);
+        metrics.set_model_load_seconds(0.1);
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    /// `promtool check metrics` on the predictor's /metrics. Skipped loudly without promtool,
+    /// unless CHAMPION_REQUIRE_PROMTOOL=1 (as `make test` sets) makes that a failure.
+    #[test]
+    fn promtool_check_metrics_passes_on_the_predictors_metrics() {
+        use std::io::Write;
+        let exposition = full_render();
+        let promtool = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        });
+        let Some(promtool) = promtool else {
+            assert!(
+                std::env::var("CHAMPION_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+                "promtool is not installed and CHAMPION_REQUIRE_PROMTOOL=1 requires it (make test-deps)"
+            );
+            eprintln!(
+                "\n\n!!!!!!!! SKIPPED: promtool is not installed (apt-get install prometheus, or make test-deps); set CHAMPION_REQUIRE_PROMTOOL=1 to make this a failure !!!!!!!!\n\n"
+            );
+            return;
+        };
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(exposition.as_bytes())
+            .expect("exposition written to promtool");
+        let out = child.wait_with_output().expect("promtool ends");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\non\n{exposition}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Every `predictor_*` name in the chart's alerting rules and Grafana dashboard is a series
+    /// the predictor exports (histograms add `_bucket`, `_sum`, `_count`). The operator's tests
+    /// check the `champion_*` names.
+    #[test]
+    fn the_charts_alerts_and_dashboard_use_only_series_the_predictor_exports() {
+        let families: std::collections::BTreeSet<String> = full_render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        let chart =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/champion-operator");
+        let mut used = std::collections::BTreeSet::new();
+        for file in ["templates/prometheusrule.yaml", "dashboards/champion.json"] {
+            let text = std::fs::read_to_string(chart.join(file)).unwrap();
+            let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            used.extend(
+                words
+                    .filter(|w| w.starts_with("predictor_"))
+                    .map(str::to_string),
+            );
+        }
+        assert!(
+            used.len() >= 3,
+            "the chart uses the predictor's series: {used:?}"
+        );
+        let exported = |name: &str| {
+            families.contains(name)
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s).is_some_and(|f| families.contains(f)))
+        };
+        let missing: Vec<&String> = used.iter().filter(|n| !exported(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "not exported by the predictor: {missing:?}\nexported: {families:?}"
         );
     }
 }

@@ -186,6 +186,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let start = Instant::now();
+    let _in_flight = state.metrics.request_started();
     let (parts, body) = req.into_parts();
     let target = match_path(parts.uri.path());
     let route = target.route;
@@ -1035,6 +1036,10 @@ mod tests {
         assert!(
             text.contains(r#"predictor_requests_total{code="200",route="predict"} 1"#),
             "{text}"
+        );
+        assert!(
+            text.contains("predictor_requests_in_flight 1\n"),
+            "the scrape counts itself, and only itself: {text}"
         );
     }
 

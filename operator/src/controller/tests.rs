@@ -294,7 +294,9 @@ async fn new_data_launches_one_trainer_job_then_records_it() {
     );
     let text = metrics_text(&registry);
     assert!(
-        text.contains("champion_training_runs_total{outcome=\"started\"} 1"),
+        text.contains(
+            "champion_pipeline_runs_started_total{namespace=\"default\",pipeline=\"wine\"} 1"
+        ),
         "{text}"
     );
 }
@@ -343,9 +345,14 @@ async fn completed_better_run_is_promoted_and_rolled_out() {
     ];
     reconcile_expecting(mp, ctx, handle, script).await;
     let text = metrics_text(&registry);
-    assert!(text.contains("champion_promotions_total 1"), "{text}");
     assert!(
-        text.contains("champion_champion_score{namespace=\"default\",pipeline=\"wine\"} 0.81"),
+        text.contains("champion_pipeline_runs_completed_total{namespace=\"default\",outcome=\"promoted\",pipeline=\"wine\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "champion_pipeline_champion_score_ratio{metric=\"f1Macro\",namespace=\"default\",pipeline=\"wine\"} 0.81"
+        ),
         "{text}"
     );
 }
@@ -536,7 +543,9 @@ async fn stalled_rollout_is_reverted_to_the_previous_champion() {
     reconcile_expecting(mp, ctx, handle, script).await;
     let text = metrics_text(&registry);
     assert!(
-        text.contains("champion_rollbacks_total{cause=\"rollout_failed\"} 1"),
+        text.contains(
+            "champion_pipeline_rollbacks_total{cause=\"rollout_failed\",namespace=\"default\",pipeline=\"wine\"} 1"
+        ),
         "{text}"
     );
 }
