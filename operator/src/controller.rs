@@ -12,7 +12,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use champion_api::ModelPipeline;
@@ -30,8 +31,25 @@ use crate::observe::observe;
 use crate::record::record;
 use crate::transition::transition;
 
+/// Tells the log lines of one reconcile from those of the next: a process-wide counter,
+/// started at a time-derived value so that two operator processes rarely share ids.
+fn next_reconcile_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<u64> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    });
+    format!(
+        "{:016x}",
+        start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+    )
+}
+
 /// Reconciles one ModelPipeline.
-#[instrument(skip(mp, ctx), fields(namespace, pipeline, step))]
+#[instrument(skip(mp, ctx), fields(namespace, pipeline, reconcile_id, step))]
 pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     Span::current()
@@ -39,7 +57,8 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
             "namespace",
             field::display(mp.namespace().unwrap_or_default()),
         )
-        .record("pipeline", field::display(mp.name_any()));
+        .record("pipeline", field::display(mp.name_any()))
+        .record("reconcile_id", next_reconcile_id());
     if !ctx.caches_ready.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
