@@ -134,12 +134,14 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
     );
 
     // The category lists the pipeline.
-    let category = stage.kubectl(&["get", "champion"])?;
+    let category = stage.kubectl(&["get", "champion", "-A"])?;
     assert!(
         category
             .lines()
             .skip(1)
-            .any(|l| l.split_whitespace().next().is_some_and(|n| n.ends_with(PIPELINE))),
+            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>()
+                == [ns.as_str(), PIPELINE]
+                || l.contains(&format!("modelpipeline.champion.dev/{PIPELINE}"))),
         "{category}"
     );
 
@@ -162,6 +164,10 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
             })),
         "RolloutCompleted names the Deployment and version {version}: {completed:?}"
     );
+
+    let listed = stage.kubectl(&["events", "--for", &format!("modelpipeline/{PIPELINE}")])?;
+    assert!(listed.contains("RolloutCompleted"), "{listed}");
+    assert_eq!(jsonpath(&stage, "{.status.address.url}")?, url);
 
     // The trainer logged JSON lines (the default off a terminal, as in a pod).
     let log = stage.kubectl(&["logs", &format!("job/{job}")])?;
