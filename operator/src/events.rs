@@ -4,8 +4,12 @@
 //! first Event's series and keeps that first note, which would hide the scores of the second
 //! rejected candidate; each of ours carries different facts, so none is folded. Publishing is
 //! best effort: a lost Event is logged, it never fails a reconcile.
+//!
+//! An Event regards the pipeline and, where one is involved, names the trainer Job or the
+//! predictor Deployment as `related`, so `kubectl events --for job/<name>` finds it too.
 
 use champion_api::ModelPipeline;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -41,6 +45,11 @@ pub enum Reason {
     RollbackRefused,
     DataUnavailable,
     PolicyViolation,
+    /// The predictor Deployment finished rolling out: the champion answers requests.
+    RolloutCompleted,
+    /// A reconcile failed writing or reading a Kubernetes object (the Job or Deployment was
+    /// refused, a Secret could not be read); the operator retries with back-off.
+    ReconcileFailed,
 }
 
 impl Reason {
@@ -56,6 +65,8 @@ impl Reason {
             Reason::RollbackRefused => "RollbackRefused",
             Reason::DataUnavailable => "DataUnavailable",
             Reason::PolicyViolation => "PolicyViolation",
+            Reason::RolloutCompleted => "RolloutCompleted",
+            Reason::ReconcileFailed => "ReconcileFailed",
         }
     }
 
@@ -66,7 +77,8 @@ impl Reason {
             | Reason::RolloutFailed
             | Reason::RollbackRefused
             | Reason::DataUnavailable
-            | Reason::PolicyViolation => EventType::Warning,
+            | Reason::PolicyViolation
+            | Reason::ReconcileFailed => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -79,17 +91,49 @@ impl Reason {
             Reason::DataUnavailable => "List",
             Reason::PolicyViolation => "Validate",
             Reason::ModelPromoted => "Promote",
-            Reason::RolloutFailed => "Rollout",
+            Reason::RolloutFailed | Reason::RolloutCompleted => "Rollout",
+            Reason::ReconcileFailed => "Reconcile",
             Reason::RolledBack | Reason::RollbackRefused => "Rollback",
         }
     }
 }
 
-/// An Event to send about the pipeline: its reason and the note a user reads.
+/// An Event to send about the pipeline: its reason, the note a user reads and the object
+/// involved besides the pipeline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventSpec {
     pub reason: Reason,
     pub note: String,
+    pub related: Option<Related>,
+}
+
+/// The object an Event is also about (its `related`), in the pipeline's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Related {
+    /// A trainer Job, by name.
+    Job(String),
+    /// The predictor Deployment, by name.
+    Deployment(String),
+    /// The predictor Service, by name.
+    Service(String),
+}
+
+impl Related {
+    /// The reference in namespace `ns`.
+    pub fn object_ref(&self, ns: Option<String>) -> ObjectReference {
+        let (api_version, kind, name) = match self {
+            Related::Job(n) => ("batch/v1", "Job", n),
+            Related::Deployment(n) => ("apps/v1", "Deployment", n),
+            Related::Service(n) => ("v1", "Service", n),
+        };
+        ObjectReference {
+            api_version: Some(api_version.to_string()),
+            kind: Some(kind.to_string()),
+            name: Some(name.clone()),
+            namespace: ns,
+            ..ObjectReference::default()
+        }
+    }
 }
 
 /// Who reports the Events.
@@ -115,7 +159,11 @@ impl Publisher {
 
     /// The Event object for `mp` at `now`.
     pub fn event(&self, mp: &ModelPipeline, spec: &EventSpec, now: Timestamp) -> Event {
-        let EventSpec { reason, note } = spec;
+        let EventSpec {
+            reason,
+            note,
+            related,
+        } = spec;
         let name = mp.name_any();
         Event {
             metadata: ObjectMeta {
@@ -130,6 +178,7 @@ impl Publisher {
             type_: Some(reason.event_type().as_str().to_string()),
             event_time: Some(MicroTime(now)),
             regarding: Some(mp.object_ref(&())),
+            related: related.as_ref().map(|r| r.object_ref(mp.namespace())),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
@@ -170,6 +219,7 @@ mod tests {
         let spec = EventSpec {
             reason: Reason::RolloutFailed,
             note: long,
+            related: Some(Related::Deployment("wine-predictor".into())),
         };
         let e = p.event(&mp, &spec, Timestamp::UNIX_EPOCH);
         assert_eq!(e.action.as_deref(), Some("Rollout"));
@@ -186,5 +236,28 @@ mod tests {
         assert_eq!(e.reporting_instance.as_deref(), Some("pod-a"));
         assert_eq!(e.note.map(|n| n.len()), Some(1000));
         assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+        let related = e.related.expect("related is set");
+        assert_eq!(
+            (
+                related.api_version.as_deref(),
+                related.kind.as_deref(),
+                related.name.as_deref(),
+                related.namespace.as_deref()
+            ),
+            (
+                Some("apps/v1"),
+                Some("Deployment"),
+                Some("wine-predictor"),
+                Some("default")
+            )
+        );
+    }
+
+    #[test]
+    fn failures_are_warnings_and_a_completed_rollout_is_normal() {
+        assert_eq!(Reason::ReconcileFailed.event_type(), EventType::Warning);
+        assert_eq!(Reason::RolloutCompleted.event_type(), EventType::Normal);
+        assert_eq!(Reason::RolloutCompleted.action(), "Rollout");
+        assert_eq!(Reason::RolloutCompleted.as_str(), "RolloutCompleted");
     }
 }

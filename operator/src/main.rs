@@ -16,6 +16,7 @@ mod freshness;
 mod health;
 mod lease;
 mod listings;
+mod logging;
 mod metrics;
 mod names;
 mod observe;
@@ -406,14 +407,7 @@ async fn run(args: Args) -> Result<(), MainError> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    logging::init(args.log_json);
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -33,6 +33,11 @@ impl ErrorBackoff {
         FIRST.saturating_mul(factor).min(CAP)
     }
 
+    /// Failed reconciles of `key` in a row so far.
+    pub fn in_a_row(&self, key: &(String, String)) -> u32 {
+        self.map().get(key).copied().unwrap_or(0)
+    }
+
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn succeeded(&self, key: &(String, String)) {
         self.map().remove(key);
@@ -55,8 +60,10 @@ mod tests {
         let other = ("ns".to_string(), "b".to_string());
         let delays: Vec<u64> = (0..9).map(|_| b.failed(a.clone()).as_secs()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(b.in_a_row(&a), 9);
         assert_eq!(b.failed(other.clone()).as_secs(), 5, "counted per pipeline");
         b.succeeded(&a);
+        assert_eq!(b.in_a_row(&a), 0);
         assert_eq!(
             b.failed(a.clone()).as_secs(),
             5,

@@ -70,7 +70,8 @@ pub fn push_history(history: &mut Vec<HistoryEntry>, entry: HistoryEntry, limit:
     }
 }
 
-/// Fills in conditions, phase and observedGeneration from the rest of the status; `queued`:
+/// Fills in conditions, phase, servingVersion and observedGeneration from the rest of the
+/// status; `queued`:
 /// new data is waiting for a free trainer slot; `predictor_applied`: this step applies the
 /// predictor from the current spec.
 ///
@@ -144,6 +145,8 @@ pub fn derive(
         ),
     };
 
+    // The version whose rollout completed: kept while a newer one rolls out.
+    let mut serving_version = None;
     let serving = |d: &Option<DeploymentView>, v: &str| matches!(d, Some(DeploymentView { version: Some(dv), rollout: RolloutState::Complete }) if dv == v);
     match (&status.champion, &status.rollout) {
         (None, _) => {
@@ -192,6 +195,7 @@ pub fn derive(
                 &format!("version {} serves ({})", c.version, c.model_uri),
             );
             if serving(&obs.deployment, &c.version) {
+                serving_version = Some(c.version.clone());
                 set(
                     condition::READY,
                     true,
@@ -207,6 +211,10 @@ pub fn derive(
                 );
             }
         }
+    }
+
+    if serving_version.is_some() {
+        status.serving_version = serving_version;
     }
 
     let degraded = if let Some(why) = &obs.policy_violation {

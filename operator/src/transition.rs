@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use champion_api::{
-    Cause, ChallengerState, ChallengerStatus, ChampionStatus, DataStatus, HistoryEntry,
-    ModelPipeline, ModelPipelineStatus, Outcome, RolloutStatus,
+    Address, Cause, ChallengerState, ChallengerStatus, ChampionStatus, DataStatus, HistoryEntry,
+    LastRun, ModelPipeline, ModelPipelineStatus, Outcome, RolloutStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -14,8 +14,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::build::{build_deployment, build_job, build_service};
 use crate::decide::{Decision, Step, Verdict};
 use crate::effects::{Desired, Effects};
-use crate::events::{EventSpec, Reason};
+use crate::events::{EventSpec, Reason, Related};
 use crate::metrics::{MetricEvent, RollbackCause, RunOutcome};
+use crate::names::predictor_name;
 use crate::observe::Observed;
 use crate::status::{derive, push_history};
 
@@ -99,9 +100,60 @@ struct Next<'a> {
     effects: Effects,
 }
 
+/// The in-cluster URL of `mp`'s predictor Service.
+pub fn predictor_url(mp: &ModelPipeline) -> String {
+    format!(
+        "http://{}.{}.svc.cluster.local:{}",
+        predictor_name(mp.metadata.name.as_deref().unwrap_or_default()),
+        mp.metadata.namespace.as_deref().unwrap_or_default(),
+        mp.spec.predictor.port
+    )
+}
+
 impl Next<'_> {
+    /// Queues an Event; it names the object it is also about: the run's Job for training
+    /// and judging, the predictor Deployment for rollouts.
     fn event(&mut self, reason: Reason, note: String) {
-        self.effects.events.push(EventSpec { reason, note });
+        let job = || {
+            self.status
+                .challenger
+                .as_ref()
+                .map(|c| Related::Job(c.job.clone()))
+        };
+        let deployment = || {
+            Some(Related::Deployment(predictor_name(
+                self.mp.metadata.name.as_deref().unwrap_or_default(),
+            )))
+        };
+        let related = match reason {
+            Reason::TrainingStarted
+            | Reason::TrainingFailed
+            | Reason::CandidateRejected
+            | Reason::ModelPromoted => job(),
+            Reason::RolloutFailed | Reason::RolledBack | Reason::RolloutCompleted => deployment(),
+            Reason::RollbackRefused
+            | Reason::DataUnavailable
+            | Reason::PolicyViolation
+            | Reason::ReconcileFailed => None,
+        };
+        self.effects.events.push(EventSpec {
+            reason,
+            note,
+            related,
+        });
+    }
+
+    /// Records the run that just finished as `status.lastRun`, numbered after the one before.
+    fn finish_run(&mut self, version: &str, outcome: Outcome, scores: (Option<f64>, Option<f64>)) {
+        let number = self.status.last_run.as_ref().map_or(0, |r| r.number) + 1;
+        self.status.last_run = Some(LastRun {
+            number,
+            version: version.to_string(),
+            outcome,
+            score: scores.0,
+            champion_score: scores.1,
+            finished_at: Time(self.now),
+        });
     }
 
     fn count(&mut self, m: MetricEvent) {
@@ -159,12 +211,16 @@ impl Next<'_> {
         }
     }
 
-    /// The predictor Deployment serving `champion`, and its Service.
+    /// The predictor Deployment serving `champion`, and its Service, whose address the status
+    /// shows.
     fn predictor(&mut self, champion: &ChampionStatus) {
         self.effects.objects.extend([
             Desired::Deployment(Box::new(build_deployment(self.mp, champion))),
             Desired::Service(Box::new(build_service(self.mp))),
         ]);
+        self.status.address = Some(Address {
+            url: predictor_url(self.mp),
+        });
     }
 
     /// Starts rolling the predictor to `champion`, remembering the champion to revert to.
@@ -265,13 +321,24 @@ impl Next<'_> {
             } => self.judge(version, decision),
             Step::TrainingFailed { cause, reason, .. } => self.fail_run(*cause, reason.clone()),
             Step::RolloutComplete => {
-                if let Some(r) = self.status.rollout.take()
-                    && r.cause == Outcome::Promoted
-                    && let Some(seen) = r.data_seen_at
+                let Some(r) = self.status.rollout.take() else {
+                    return;
+                };
+                if r.cause == Outcome::Promoted
+                    && let Some(seen) = &r.data_seen_at
                 {
                     let secs = self.now.duration_since(seen.0).as_secs_f64();
                     self.count(MetricEvent::DataToServing(secs));
                 }
+                let url = self
+                    .status
+                    .address
+                    .as_ref()
+                    .map_or_else(|| predictor_url(self.mp), |a| a.url.clone());
+                self.event(
+                    Reason::RolloutCompleted,
+                    format!("version {} serves at {url}", r.version),
+                );
             }
             Step::RolloutFailed { reason } => self.revert(reason),
             Step::Rollback { entry, request } => self.roll_back(entry, request),
@@ -327,6 +394,7 @@ impl Next<'_> {
             None => (String::new(), None),
         };
         let failures = status.consecutive_failures;
+        self.finish_run(&version, Outcome::Failed, (None, None));
         let mut h = self.entry(&version, Outcome::Failed, cause, reason.clone());
         h.data_fingerprint = fp;
         self.history(h);
@@ -392,6 +460,7 @@ impl Next<'_> {
             );
             Outcome::Rejected
         };
+        self.finish_run(version, outcome, (decision.score, decision.champion_score));
         let mut h = self.entry(version, outcome, decision.cause, decision.reason.clone());
         h.score = decision.score;
         h.champion_score = decision.champion_score;
@@ -617,6 +686,19 @@ mod tests {
                     );
                     assert_eq!(s.last_outcome, Some(Outcome::Promoted));
                     assert_eq!(s.observed_generation, Some(2));
+                    assert_eq!(
+                        s.address.as_ref().map(|a| a.url.as_str()),
+                        Some("http://wine-predictor.default.svc.cluster.local:8080")
+                    );
+                    let run = s.last_run.as_ref().expect("lastRun");
+                    assert_eq!(
+                        (run.number, run.version.as_str(), run.outcome, run.score),
+                        (1, "new000000001", Outcome::Promoted, Some(0.8))
+                    );
+                    assert_eq!(
+                        s.serving_version, None,
+                        "the new version serves only once rolled out"
+                    );
                 },
             ),
             (
@@ -644,6 +726,11 @@ mod tests {
                         Some(Cause::WithinMargin)
                     );
                     assert!(s.rollout.is_none());
+                    assert!(s.address.is_none(), "no predictor applied");
+                    assert_eq!(
+                        s.last_run.as_ref().map(|r| (r.number, r.outcome)),
+                        Some((1, Outcome::Rejected))
+                    );
                 },
             ),
             (
@@ -694,11 +781,11 @@ mod tests {
                 },
             ),
             (
-                "a finished rollout measures data to serving",
+                "a finished rollout measures data to serving and says so",
                 rolling(&new, Some(&old)),
                 Step::RolloutComplete,
                 vec![],
-                vec![],
+                vec![RolloutCompleted],
                 vec![MetricEvent::DataToServing(90.0)],
                 |s| assert!(s.rollout.is_none()),
             ),
@@ -863,6 +950,52 @@ mod tests {
                 "{name}: the same inputs give the same transition"
             );
         }
+    }
+
+    #[test]
+    fn runs_are_numbered_and_events_name_the_job_or_the_deployment() {
+        let old = champion("old000000001", 0.7);
+        let mut mp = pipeline();
+        let mut status = judging(&old);
+        status.last_run = Some(LastRun {
+            number: 4,
+            version: "older0000001".into(),
+            outcome: Outcome::Rejected,
+            score: None,
+            champion_score: None,
+            finished_at: Time(Timestamp::UNIX_EPOCH),
+        });
+        mp.status = Some(status);
+        let obs = observed(None);
+        let failed = transition(
+            &mp,
+            &obs,
+            &Step::TrainingFailed {
+                job: "wine-train-new000000001".into(),
+                cause: Cause::JobFailed,
+                reason: "BackoffLimitExceeded".into(),
+            },
+        );
+        assert_eq!(
+            failed
+                .status
+                .last_run
+                .as_ref()
+                .map(|r| (r.number, r.version.as_str(), r.outcome)),
+            Some((5, "new000000001", Outcome::Failed))
+        );
+        assert_eq!(
+            failed.effects.events[0].related,
+            Some(Related::Job("wine-train-new000000001".into()))
+        );
+
+        let mut rolling_mp = pipeline();
+        rolling_mp.status = Some(rolling(&champion("new000000001", 0.8), Some(&old)));
+        let done = transition(&rolling_mp, &obs, &Step::RolloutComplete);
+        assert_eq!(
+            done.effects.events[0].related,
+            Some(Related::Deployment("wine-predictor".into()))
+        );
     }
 
     #[test]

@@ -149,14 +149,39 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Installs the log subscriber on stderr. `LOG_FORMAT=json` or `text` chooses; unset, the logs
+/// are JSON unless stderr is a terminal, so a trainer pod's lines are JSON by default. A JSON
+/// line is flat: `timestamp`, `level`, `message`, `target` and the event's fields at the top
+/// level.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let json = match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !terminal,
+    };
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(terminal)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        );
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -27,6 +27,7 @@ fn trainer() -> Command {
         "PARAMS",
         "SKIP_BAD_ROWS",
         "TERMINATION_LOG",
+        "LOG_FORMAT",
     ] {
         cmd.env_remove(var);
     }
@@ -108,6 +109,74 @@ fn bad_data_fails_with_one_line_naming_the_object_and_line_on_stderr_and_in_the_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().last(), Some(expected.as_str()), "{stderr}");
     assert!(!root.path().join("models/p/v1/model.json").exists());
+}
+
+#[test]
+fn log_lines_are_flat_json_when_not_on_a_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), "data", &["data_1.csv"]);
+    let out = trainer()
+        .env("RUST_LOG", "info")
+        .args([
+            "train",
+            "--target",
+            "quality",
+            "--positive-above",
+            "5",
+            "--drop",
+            "Id",
+        ])
+        .arg("--data-uri")
+        .arg(&data)
+        .arg("--model-uri")
+        .arg(file_uri(&root.path().join("models/p/v1")))
+        .arg("--termination-log")
+        .arg(root.path().join("termination-log"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} is not JSON")))
+        .collect();
+    let fitted = lines
+        .iter()
+        .find(|l| l["message"] == "fitted")
+        .unwrap_or_else(|| panic!("a `fitted` line in {stderr}"));
+    assert_eq!(fitted["level"], "INFO", "{fitted}");
+    assert!(fitted["timestamp"].is_string(), "{fitted}");
+    assert!(
+        fitted["rows"].is_u64(),
+        "event fields at the top level: {fitted}"
+    );
+    assert!(fitted.get("fields").is_none(), "{fitted}");
+
+    // LOG_FORMAT=text asks for text even when piped.
+    let out = trainer()
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "text")
+        .args([
+            "train",
+            "--target",
+            "quality",
+            "--positive-above",
+            "5",
+            "--drop",
+            "Id",
+        ])
+        .arg("--data-uri")
+        .arg(&data)
+        .arg("--model-uri")
+        .arg(file_uri(&root.path().join("models/p/v2")))
+        .arg("--termination-log")
+        .arg(root.path().join("termination-log"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(" INFO "), "{stderr}");
+    assert!(!stderr.trim_start().starts_with('{'), "{stderr}");
 }
 
 #[test]

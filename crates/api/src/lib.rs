@@ -80,6 +80,13 @@ pub mod condition {
     status = "ModelPipelineStatus",
     derive = "PartialEq",
     doc = "A ModelPipeline trains a challenger model when new data arrives, promotes it only when it beats the champion, and serves the champion from a predictor Deployment.",
+    category = "champion",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the champion's predictor serves with no rollout pending"
+    ),
     printcolumn(
         name = "Champion",
         type_ = "string",
@@ -108,6 +115,20 @@ pub mod condition {
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        description = "The Ready condition's message"
+    ),
+    printcolumn(
+        name = "Address",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.address.url",
+        description = "In-cluster URL of the predictor Service"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -582,6 +603,49 @@ pub struct ModelPipelineStatus {
     /// The value of the champion.dev/rollback-to annotation last acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback_to: Option<String>,
+    /// Where the predictor Service answers inside the cluster (set once the operator applied
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// The last finished training run. Its `number` grows by one with every finished run, so a
+    /// script waits for the run after number N with
+    /// `kubectl wait --for=jsonpath='{.status.lastRun.number}'=N+1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+    /// The model version whose predictor rollout completed last: the version answering
+    /// requests. Wait for a promoted version to serve with
+    /// `kubectl wait --for=jsonpath='{.status.servingVersion}'=<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_version: Option<String>,
+}
+
+/// How to reach the predictor, as KServe's `status.address`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    /// In-cluster URL of the predictor Service:
+    /// `http://<service>.<namespace>.svc.cluster.local:<port>`.
+    pub url: String,
+}
+
+/// The last finished training run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    /// Finished runs of this pipeline so far, this one included (1 for the first).
+    pub number: i64,
+    /// Model version the run trained.
+    pub version: String,
+    /// Promoted, Rejected or Failed.
+    pub outcome: Outcome,
+    /// Challenger score on the evaluation metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Champion score on the same holdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_score: Option<f64>,
+    /// When the run was judged.
+    pub finished_at: Time,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -789,6 +853,50 @@ mod tests {
     use super::*;
     use kube::CustomResourceExt;
 
+    #[test]
+    fn printer_columns_show_readiness_and_wide_columns_the_message_and_address() {
+        let crd = serde_json::to_value(ModelPipeline::crd()).expect("crd serialises");
+        let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let shown: Vec<(String, String, i64)> = columns
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_string(),
+                    c["jsonPath"].as_str().unwrap_or_default().to_string(),
+                    c["priority"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let col = |name: &str| shown.iter().find(|c| c.0 == name).cloned();
+        assert_eq!(
+            col("Ready"),
+            Some((
+                "Ready".into(),
+                ".status.conditions[?(@.type==\"Ready\")].status".into(),
+                0
+            ))
+        );
+        assert_eq!(shown.first().map(|c| c.0.as_str()), Some("Ready"));
+        for name in ["Champion", "Score", "Age"] {
+            assert_eq!(
+                col(name).map(|c| c.2),
+                Some(0),
+                "{name} is a default column"
+            );
+        }
+        assert_eq!(
+            col("Message").map(|c| (c.1, c.2)),
+            Some((".status.conditions[?(@.type==\"Ready\")].message".into(), 1))
+        );
+        assert_eq!(
+            col("Address").map(|c| (c.1, c.2)),
+            Some((".status.address.url".into(), 1))
+        );
+    }
+
     fn minimal() -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "champion.dev/v1alpha1",
@@ -847,6 +955,10 @@ mod tests {
             crd["spec"]["names"]["shortNames"],
             serde_json::json!(["mlp"])
         );
+        assert_eq!(
+            crd["spec"]["names"]["categories"],
+            serde_json::json!(["champion"])
+        );
         let version = &crd["spec"]["versions"][0];
         assert!(version["subresources"]["status"].is_object());
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
@@ -854,6 +966,10 @@ mod tests {
         assert!(rules.contains("holdoutFraction > 0.0"), "{rules}");
         let rules = spec["data"]["x-kubernetes-validations"].to_string();
         assert!(rules.contains("duration(self.pollInterval)"), "{rules}");
+        let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        for field in ["address", "lastRun", "servingVersion"] {
+            assert!(status[field].is_object(), "status.{field} is in the schema");
+        }
         assert_eq!(
             spec["evaluation"]["properties"]["metric"]["enum"]
                 .as_array()

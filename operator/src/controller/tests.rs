@@ -61,13 +61,14 @@ fn get(path: impl Into<String>, reply: Value) -> Expect {
     Expect::new(Method::GET, path, Box::new(move |_| (200, reply)))
 }
 
+fn secret_read_body() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-creds", "namespace": "default"},
+           "data": {"AWS_REGION": "ZXUtd2VzdC0x"}})
+}
+
 /// The read of the store credentials Secret.
 fn secret_read() -> Expect {
-    get(
-        SECRET_PATH,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-creds", "namespace": "default"},
-               "data": {"AWS_REGION": "ZXUtd2VzdC0x"}}),
-    )
+    get(SECRET_PATH, secret_read_body())
 }
 
 /// A forced server-side apply of the object at `path` by the operator's field manager.
@@ -600,10 +601,21 @@ async fn a_spec_edit_made_during_a_rollout_reaches_the_deployment_once_it_ends()
     // The rollout ends (of the old spec): recorded, still without claiming the edit.
     let done = serving_deployment(&before, &new);
     let (ctx, handle, _registry) = Context::test(Vec::new(), vec![done.clone()]);
-    let script = vec![status_applied(&mp).and(|s| {
-        assert!(s.body["status"]["rollout"].is_null(), "{}", s.body);
-        assert_eq!(s.body["status"]["observedGeneration"], 1, "{}", s.body);
-    })];
+    let script = vec![
+        status_applied(&mp).and(|s| {
+            assert!(s.body["status"]["rollout"].is_null(), "{}", s.body);
+            assert_eq!(s.body["status"]["observedGeneration"], 1, "{}", s.body);
+            assert_eq!(s.body["status"]["servingVersion"], "new000000001");
+        }),
+        event("RolloutCompleted", "Normal").and(|s| {
+            note_contains(
+                s,
+                "version new000000001 serves at http://wine-predictor.default.svc.cluster.local:8080",
+            );
+            assert_eq!(s.body["related"]["kind"], "Deployment", "{}", s.body);
+            assert_eq!(s.body["related"]["name"], "wine-predictor", "{}", s.body);
+        }),
+    ];
     reconcile_expecting(mp.clone(), ctx, handle, script).await;
 
     // The next reconcile applies the edit and only then claims generation 2.
@@ -725,4 +737,98 @@ async fn a_host_path_outside_the_policy_builds_nothing_and_says_why() {
         event("PolicyViolation", "Warning").and(|s| note_contains(s, "\"/etc\"")),
     ];
     reconcile_expecting(mp, ctx, handle, script).await;
+}
+
+#[tokio::test]
+async fn a_refused_deployment_is_one_warning_event_naming_it_per_streak() {
+    let mut mp = pipeline();
+    mp.status = Some(ModelPipelineStatus {
+        champion: Some(champion("old000000001", 0.7)),
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    mp.metadata.generation = Some(2);
+    let (ctx, mut handle, _registry) = Context::test(Vec::new(), Vec::new());
+    let refused = Expect::new(
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/default/deployments/wine-predictor?",
+        Box::new(|_| {
+            (
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": "deployments.apps \"wine-predictor\" is forbidden: exceeded quota", "reason": "Forbidden", "code": 403}),
+            )
+        }),
+    );
+    let mp = Arc::new(mp);
+    let server = tokio::spawn(async move {
+        let seen = expect_request(&mut handle, |_| (200, secret_read_body())).await;
+        assert_eq!(seen.uri, SECRET_PATH);
+        let seen = expect_request(&mut handle, refused.reply).await;
+        assert!(
+            seen.uri
+                .starts_with(&refused.path[..refused.path.len() - 1]),
+            "{}",
+            seen.uri
+        );
+        handle
+    });
+    let error = reconcile(mp.clone(), ctx.clone())
+        .await
+        .expect_err("the Deployment was refused");
+    let mut handle = server.await.expect("the reconcile's requests");
+    assert_eq!(error.category(), "apply_deployment");
+
+    error_policy(mp.clone(), &error, ctx.clone());
+    let seen = tokio::time::timeout(
+        Duration::from_secs(5),
+        expect_request(&mut handle, |s| (201, s.body.clone())),
+    )
+    .await
+    .expect("the Event is sent");
+    assert!(seen.uri.starts_with(EVENTS_PATH), "{}", seen.uri);
+    assert_eq!(seen.body["reason"], "ReconcileFailed", "{}", seen.body);
+    assert_eq!(seen.body["type"], "Warning");
+    assert_eq!(seen.body["related"]["kind"], "Deployment");
+    assert_eq!(seen.body["related"]["name"], "wine-predictor");
+    note_contains(&seen, "exceeded quota");
+
+    // The same failure again, in the same streak: logged and retried, not announced again.
+    error_policy(mp, &error, ctx);
+    let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    assert!(
+        !matches!(extra, Ok(Some(_))),
+        "no second Event for a failure already announced"
+    );
+}
+
+#[test]
+fn only_failures_the_author_can_act_on_are_events() {
+    let kube_error = || {
+        Box::new(kube::Error::Api(Box::new(kube::core::Status::failure(
+            "denied",
+            "Forbidden",
+        ))))
+    };
+    let job = failure_event(&Error::ApplyJob {
+        name: "wine-train-v1".into(),
+        source: kube_error(),
+    });
+    assert_eq!(
+        job.and_then(|e| e.related),
+        Some(crate::events::Related::Job("wine-train-v1".into()))
+    );
+    let secret = failure_event(&Error::ReadSecret {
+        name: "creds".into(),
+        source: kube_error(),
+    });
+    assert_eq!(secret.map(|e| e.reason), Some(Reason::ReconcileFailed));
+    assert_eq!(failure_event(&Error::NotLeader { what: "x".into() }), None);
+    assert_eq!(
+        failure_event(&Error::PatchStatus {
+            name: "wine".into(),
+            source: kube_error(),
+        }),
+        None
+    );
 }
