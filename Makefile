@@ -20,7 +20,7 @@ IMAGE := tests/cluster/scripts/image.sh
 CRD := crds/modelpipelines.champion.dev.yaml
 
 .PHONY: help components images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
-        bench-trainer bench-predictor bench-operator test-deps
+        bench-trainer bench-predictor bench-operator test-deps test-faults
 
 help:
 	@echo "make demo         run the whole system on a local one-node Kubernetes"
@@ -29,6 +29,7 @@ help:
 	@echo "make images       build champion/{operator,trainer-job,predictor,probe}:dev archives"
 	@echo "make cluster      start (or reuse) the local cluster; make cluster-down removes it"
 	@echo "make crds         regenerate $(CRD) from the Rust types"
+	@echo "make test-faults  only the fault-injection suite on the local cluster (also part of make test)"
 	@echo "make bench-trainer | bench-predictor | bench-operator"
 
 # The real Kubernetes parts, built from the package registries into $(CHAMPION_CACHE), keyed by
@@ -77,6 +78,17 @@ cluster-test: components images test-deps
 	@status=0; \
 	$(CLUSTER) up || status=$$?; \
 	if [ $$status -eq 0 ]; then cargo test -p champion-tests -- --test-threads=2 || status=$$?; fi; \
+	$(CLUSTER) down || status=$$?; \
+	exit $$status
+
+# The fault-injection suite alone (tests/tests/faults_e2e.rs: trainer killed or past its
+# deadline, corrupt and crash-looping models under load, the API server restarted mid-run,
+# failures in `kubectl describe`). `make test` runs it too, inside cluster-test.
+test-faults: IMAGE_PROFILE = test-images
+test-faults: components images
+	@status=0; \
+	$(CLUSTER) up || status=$$?; \
+	if [ $$status -eq 0 ]; then cargo test -p champion-tests --test faults_e2e -- --test-threads=2 || status=$$?; fi; \
 	$(CLUSTER) down || status=$$?; \
 	exit $$status
 

@@ -725,6 +725,133 @@ async fn kubectl_describe_shows_a_missing_or_forbidden_secret() -> Result<()> {
     Ok(())
 }
 
+/// The hostile CSVs of the trainer's bad-input tests (`trainer-job/tests/bad_input.rs`), built
+/// on the wine header: (what, file content, the message fragment the run must end with).
+fn hostile_csvs() -> Result<Vec<(&'static str, String, String)>> {
+    let data = wine_file("data_2.csv")?;
+    let lines: Vec<&str> = data.lines().collect();
+    let (header, r1, r2) = match lines.as_slice() {
+        [h, a, b, ..] => (*h, *a, *b),
+        _ => {
+            return Err(ClusterError::Invalid(
+                "data_2.csv has under two rows".into(),
+            ));
+        }
+    };
+    let cols: Vec<&str> = header.split(',').collect();
+    let at = |name: &str| {
+        cols.iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
+            .ok_or_else(|| ClusterError::Invalid(format!("no column {name} in {header}")))
+    };
+    let (alcohol, quality) = (at("alcohol")?, at("quality")?);
+    let with = |row: &str, col: usize, value: &str| {
+        let mut cells: Vec<&str> = row.split(',').collect();
+        cells[col] = value;
+        cells.join(",")
+    };
+    let n = cols.len();
+    let ragged: Vec<&str> = r2.split(',').take(n - 1).collect();
+    let mut dup = cols.clone();
+    dup[1] = "Fixed Acidity";
+    let mut no_target = cols.clone();
+    no_target[quality] = "grade";
+    Ok(vec![
+        (
+            "a ragged row",
+            format!("{header}\n{r1}\n{}\n", ragged.join(",")),
+            format!(
+                "hostile.csv line 3: has {} fields, the header has {n}",
+                n - 1
+            ),
+        ),
+        (
+            "a word in a numeric column",
+            format!("{header}\n{r1}\n{}\n", with(r2, alcohol, "abc")),
+            "hostile.csv line 3: column \"alcohol\" is \"abc\", expected a number".into(),
+        ),
+        (
+            "a missing value",
+            format!("{header}\n{}\n{r2}\n", with(r1, alcohol, "")),
+            "hostile.csv line 2: column \"alcohol\" is empty (missing value)".into(),
+        ),
+        (
+            "NaN",
+            format!("{header}\n{r1}\n{}\n", with(r2, alcohol, "NaN")),
+            "hostile.csv line 3: column \"alcohol\" is \"NaN\", expected a finite number".into(),
+        ),
+        (
+            "-inf",
+            format!("{header}\n{}\n{r2}\n", with(r1, alcohol, "-inf")),
+            "hostile.csv line 2: column \"alcohol\" is \"-inf\", expected a finite number".into(),
+        ),
+        (
+            "a word as the target",
+            format!("{header}\n{}\n{r2}\n", with(r1, quality, "good")),
+            "hostile.csv line 2: target column \"quality\" is \"good\", expected a number".into(),
+        ),
+        (
+            "no target column",
+            format!("{}\n{r1}\n{r2}\n", no_target.join(",")),
+            "hostile.csv: no target column \"quality\"".into(),
+        ),
+        (
+            "a column twice after normalising",
+            format!("{}\n{r1}\n{r2}\n", dup.join(",")),
+            "hostile.csv: column \"fixed_acidity\" appears twice in the header".into(),
+        ),
+        (
+            "a header and no rows",
+            format!("{header}\n"),
+            "hostile.csv: has a header row but no data rows".into(),
+        ),
+        (
+            "an empty object",
+            String::new(),
+            "hostile.csv: the object is empty".into(),
+        ),
+    ])
+}
+
+/// Item 8: each hostile CSV of the trainer's bad-input tests, dropped into the data prefix
+/// beside good data (one after another, each replacing the last), ends as a Failed run whose
+/// reason names the object and, where there is one, the line; the champion and its predictor
+/// are untouched by all of them.
+#[tokio::test]
+async fn every_hostile_csv_ends_as_a_failed_run_naming_object_and_line() -> Result<()> {
+    let _shared = EXCLUSIVE.read().await;
+    let stage = Stage::deploy("fault-hostile-csv").await?;
+    let (before, deployment) = weak_champion(&stage, json!({})).await?;
+    let mut seen: Vec<String> = history(&before)
+        .iter()
+        .filter_map(|e| e["version"].as_str().map(str::to_string))
+        .collect();
+    let cases = hostile_csvs()?;
+    for (what, csv, expected) in &cases {
+        stage.put_data("hostile.csv", csv)?;
+        let status = stage
+            .wait_status(PIPELINE, &format!("the run on {what} judged"), WAIT, |s| {
+                let last = history(s).last().cloned()?;
+                let version = last["version"].as_str()?.to_string();
+                (!seen.contains(&version)).then(|| s.clone())
+            })
+            .await?;
+        let last = history(&status).last().cloned().unwrap_or_default();
+        let reason = last["reason"].as_str().unwrap_or_default();
+        assert_eq!(outcome(&last), "Failed", "{what}: {last}");
+        assert!(
+            reason.contains(expected.as_str()),
+            "{what}: the reason names the object and line ({expected}): {reason}"
+        );
+        eprintln!("{what}: {reason}");
+        seen.push(last["version"].as_str().unwrap_or_default().to_string());
+        assert_champion_untouched(&stage, &status, &before, &deployment).await?;
+    }
+    assert_eq!(seen.len(), cases.len() + 1, "one run per hostile file");
+    stage.passed();
+    Ok(())
+}
+
 /// Sum of every sample of the counter `name` (all label sets) in Prometheus text.
 fn counter_total(metrics: &str, name: &str) -> f64 {
     metrics
