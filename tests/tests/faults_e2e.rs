@@ -207,6 +207,34 @@ async fn running_trainer(stage: &Stage, not: Option<&str>) -> Result<(Job, Strin
     .await
 }
 
+/// How long after `since` the trainer Job of `version` was created (the API server's
+/// creationTimestamp, whole seconds).
+async fn job_created_after(
+    stage: &Stage,
+    version: &str,
+    since: k8s_openapi::jiff::Timestamp,
+) -> Result<i64> {
+    let job = stage
+        .jobs(PIPELINE)
+        .await?
+        .into_iter()
+        .find(|j| {
+            j.labels()
+                .get("champion.dev/model-version")
+                .map(String::as_str)
+                == Some(version)
+        })
+        .ok_or_else(|| ClusterError::Invalid(format!("no Job for version {version}")))?;
+    let created = job.metadata.creation_timestamp.ok_or_else(|| {
+        ClusterError::Invalid(format!("Job of {version} has no creationTimestamp"))
+    })?;
+    Ok(created.0.duration_since(since).as_secs())
+}
+
+/// New data after a failed run is looked for every poll, not held by the back-off: its Job
+/// starts within this long of the data (two polls, and whole-second timestamps).
+const NEW_DATA_STARTS_WITHIN: i64 = 2 * POLL.as_secs() as i64 + 2;
+
 /// The champion, the predictor Deployment (same generation, same model) and the answers
 /// through the Service are those of `before`.
 async fn assert_champion_untouched(
@@ -332,9 +360,15 @@ async fn a_trainer_pod_killed_mid_run_fails_the_run_and_the_next_data_is_promote
     );
 
     // The next data starts a new run at once (new data is not held by the back-off).
+    let put_at = k8s_openapi::jiff::Timestamp::now();
     stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
     let (promoted, _) = stage.wait_champion(PIPELINE, Some(&old), WAIT).await?;
     let new = str_at(&promoted, "/champion/version").unwrap_or_default();
+    let started = job_created_after(&stage, new, put_at).await?;
+    assert!(
+        started <= NEW_DATA_STARTS_WITHIN,
+        "the run on new data started {started} s after it, in a 10 s back-off (poll {POLL:?})"
+    );
     assert_ne!(new, version, "a new version, not the killed one");
     assert_eq!(
         outcomes(&promoted),
@@ -880,6 +914,7 @@ async fn every_hostile_csv_ends_as_a_failed_run_naming_object_and_line() -> Resu
         .collect();
     let cases = hostile_csvs()?;
     for (what, csv, expected) in &cases {
+        let put_at = k8s_openapi::jiff::Timestamp::now();
         stage.put_data("hostile.csv", csv)?;
         let status = stage
             .wait_status(PIPELINE, &format!("the run on {what} judged"), WAIT, |s| {
@@ -895,8 +930,15 @@ async fn every_hostile_csv_ends_as_a_failed_run_naming_object_and_line() -> Resu
             reason.contains(expected.as_str()),
             "{what}: the reason names the object and line ({expected}): {reason}"
         );
-        eprintln!("{what}: {reason}");
-        seen.push(last["version"].as_str().unwrap_or_default().to_string());
+        let version = last["version"].as_str().unwrap_or_default().to_string();
+        // Each file arrives in the back-off of the failure before it, growing 10, 20, 40 s…
+        let started = job_created_after(&stage, &version, put_at).await?;
+        eprintln!("{what}: run started {started} s after the file: {reason}");
+        assert!(
+            started <= NEW_DATA_STARTS_WITHIN,
+            "{what}: the run started {started} s after its data, held by the back-off"
+        );
+        seen.push(version);
         assert_champion_untouched(&stage, &status, &before, &deployment).await?;
     }
     assert_eq!(seen.len(), cases.len() + 1, "one run per hostile file");
