@@ -122,7 +122,8 @@ bench-predictor: test-deps
 	bash predictor/bench/run.sh
 
 # The operator on the local cluster: data -> serving latency, then 300 pipelines (memory, idle
-# CPU), then 300 pipelines failing on a forbidden Secret (API request rate). Uses a running cluster as it is; one the benchmark had to start is taken down after it.
+# CPU), then 300 pipelines failing on a missing Secret (API request rate). Uses a running
+# cluster as it is; one the benchmark had to start is taken down after it.
 # Runs the release binary `images` built (a `cargo run -p champion-tests` alone would resolve
 # features differently and rebuild the crate).
 bench-operator: images
