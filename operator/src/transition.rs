@@ -307,9 +307,11 @@ impl Next<'_> {
                 self.effects.requeue = self.effects.requeue.min(Duration::from_secs(10));
             }
             Step::Backoff { until } => {
+                // The back-off holds the retry of the same data, not the look for new data:
+                // keep polling, and look again when the back-off ends if that comes first.
                 let wait = until.duration_since(self.now).unsigned_abs();
                 let poll = self.effects.requeue;
-                self.effects.requeue = wait.clamp(Duration::from_secs(1), poll * 20);
+                self.effects.requeue = wait.clamp(Duration::from_secs(1), poll);
             }
             Step::Launch {
                 version,
@@ -1021,20 +1023,21 @@ mod tests {
             transition(&slow, &obs, &Step::WaitRollout).effects.requeue,
             Duration::from_secs(10)
         );
-        let until = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(25);
+        let soon = Timestamp::UNIX_EPOCH + SignedDuration::from_millis(1500);
         assert_eq!(
-            transition(&mp, &obs, &Step::Backoff { until })
+            transition(&mp, &obs, &Step::Backoff { until: soon })
                 .effects
                 .requeue,
-            Duration::from_secs(25)
+            Duration::from_millis(1500),
+            "the end of the back-off, when it comes before the next poll"
         );
         let far = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(3600);
         assert_eq!(
             transition(&mp, &obs, &Step::Backoff { until: far })
                 .effects
                 .requeue,
-            Duration::from_secs(40),
-            "capped at 20 polls"
+            Duration::from_secs(2),
+            "new data is looked for every poll during a back-off"
         );
     }
 

@@ -21,6 +21,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod faults;
 pub mod moto;
 pub mod operator;
 pub mod testing;

@@ -13,6 +13,13 @@
 //!   observedGeneration and a DataAvailable condition), then the operator process's resident
 //!   memory and CPU over an idle window, read from `/proc` of the process on this host (the
 //!   node is this machine; the operator exports no process metrics).
+//! - Scenario C, failing: N pipelines (300) whose credentials Secret does not exist, in a
+//!   namespace with an operator of its own. The API requests the operator makes are counted
+//!   from the API server's own `apiserver_request_total` (by resource and verb), over a window
+//!   with no pipeline and over one of the same length once all N show the failure; the
+//!   difference is what N failing pipelines cost. (A missing Secret costs the same reads,
+//!   but the API server leaves requests its authorizer refuses out of
+//!   `apiserver_request_total`: such a window measured 0 Secret reads.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -70,6 +77,12 @@ struct Cli {
     /// uses the CRD's default pollInterval).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     fast_poll_window: bool,
+    /// Pipelines of scenario C, each failing on a missing Secret.
+    #[arg(long, default_value_t = 300)]
+    failing_pipelines: usize,
+    /// Length of each API request window of scenario C, in seconds.
+    #[arg(long, default_value_t = 60)]
+    rate_seconds: u64,
     /// Run only one scenario.
     #[arg(long, value_enum)]
     only: Option<Scenario>,
@@ -81,6 +94,8 @@ enum Scenario {
     Data,
     /// B: N pipelines, memory and idle CPU.
     Scale,
+    /// C: N failing pipelines, API request rate.
+    Failing,
 }
 
 /// One row of the summary table.
@@ -147,6 +162,16 @@ async fn main() -> ExitCode {
             eprintln!(
                 "bench-operator: scenario B ({} pipelines) failed: {e}",
                 cli.pipelines
+            );
+            failed = true;
+        }
+    }
+    if !interrupted && only.is_none_or(|o| o == Scenario::Failing) {
+        let outcome = interruptible(failing(&cli, &mut rows)).await;
+        if let Err(e) = outcome {
+            eprintln!(
+                "bench-operator: scenario C ({} failing pipelines) failed: {e}",
+                cli.failing_pipelines
             );
             failed = true;
         }
@@ -1148,4 +1173,231 @@ fn stats(values: impl Iterator<Item = Duration>) -> Stats {
 
 fn secs(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario C: failing pipelines, API request rate
+// ---------------------------------------------------------------------------------------------
+
+/// `apiserver_request_total` by (resource/subresource, verb), summed over codes and the rest.
+type RequestCounts = BTreeMap<(String, String), f64>;
+
+/// The API server's request counters, read from its `/metrics`.
+async fn request_counts(stage: &Stage) -> Result<RequestCounts> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| ClusterError::Invalid(format!("GET /metrics request: {e}")))?;
+    let text = stage
+        .cluster
+        .client
+        .request_text(req)
+        .await
+        .map_err(ClusterError::kube("GET the API server's /metrics"))?;
+    Ok(parse_request_counts(&text))
+}
+
+fn parse_request_counts(text: &str) -> RequestCounts {
+    let mut out = RequestCounts::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let (resource, sub) = (label("resource"), label("subresource"));
+        let resource = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
+        *out.entry((resource, label("verb"))).or_default() += value;
+    }
+    out
+}
+
+/// Requests per second of each (resource, verb) between two readings `seconds` apart.
+fn rates(before: &RequestCounts, after: &RequestCounts, seconds: f64) -> RequestCounts {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - before.get(k).copied().unwrap_or(0.0)) / seconds,
+            )
+        })
+        .filter(|(_, r)| *r > 0.0)
+        .collect()
+}
+
+/// The API request rates over a window of `seconds` in which the benchmark sends nothing.
+async fn request_window(stage: &Stage, seconds: u64) -> Result<RequestCounts> {
+    let before = request_counts(stage).await?;
+    let t0 = Instant::now();
+    // The measurement window itself: the cluster is left alone for its length.
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = request_counts(stage).await?;
+    Ok(rates(&before, &after, t0.elapsed().as_secs_f64()))
+}
+
+fn rate_of(r: &RequestCounts, resource: &str, verbs: &[&str]) -> f64 {
+    r.iter()
+        .filter(|((res, verb), _)| res == resource && verbs.contains(&verb.as_str()))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn rate_text(r: &RequestCounts) -> String {
+    let mut top: Vec<_> = r.iter().filter(|(_, v)| **v >= 0.05).collect();
+    top.sort_by(|a, b| b.1.total_cmp(a.1));
+    top.iter()
+        .take(6)
+        .map(|((res, verb), v)| format!("{verb} {res} {v:.2}/s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn failing(cli: &Cli, rows: &mut Vec<Row>) -> Result<()> {
+    let n = cli.failing_pipelines;
+    eprintln!("== scenario C: {n} pipelines failing on a missing Secret");
+    // readSecrets=true: the operator may read Secrets; the one every pipeline names is missing.
+    let stage = Stage::deploy_with("bench-op-failing", &["readSecrets=true"]).await?;
+    let measured = failing_on(&stage, cli, rows).await;
+    let deleted = delete_pipelines(&stage, Duration::from_secs(cli.steady_deadline)).await;
+    measured?;
+    deleted?;
+    stage.passed();
+    Ok(())
+}
+
+async fn failing_on(stage: &Stage, cli: &Cli, rows: &mut Vec<Row>) -> Result<()> {
+    let n = cli.failing_pipelines;
+    let w = cli.rate_seconds;
+    eprintln!("baseline: the operator with no pipeline, {w} s");
+    let baseline = request_window(stage, w).await?;
+    let base_total: f64 = baseline.values().sum();
+
+    let api = stage.pipelines().clone();
+    let created_at = Instant::now();
+    each_scale_pipeline(n, |name| {
+        let api = api.clone();
+        let mut m = stage.pipeline_manifest(&name, json!({}));
+        if let Some(d) = m.pointer_mut("/spec/data").and_then(Value::as_object_mut) {
+            // The CRD's default pollInterval (30 s), as a user's pipeline has it.
+            d.remove("pollInterval");
+            d.insert("secretRef".into(), json!({"name": "store-credentials"}));
+        }
+        async move {
+            let obj: DynamicObject =
+                serde_json::from_value(m).map_err(|source| ClusterError::Serialize {
+                    what: "ModelPipeline",
+                    source,
+                })?;
+            api.create(&PostParams::default(), &obj)
+                .await
+                .map_err(ClusterError::kube(format!("create ModelPipeline {name}")))?;
+            Ok(())
+        }
+    })
+    .await?;
+    let deadline = Duration::from_secs(cli.steady_deadline);
+    let shown = wait_for(
+        "every failing pipeline to show SecretUnavailable",
+        deadline,
+        || async {
+            let list = stage
+                .pipelines()
+                .list(&ListParams::default())
+                .await
+                .map_err(ClusterError::kube("list ModelPipelines"))?;
+            let failing = list
+                .items
+                .iter()
+                .filter(|p| {
+                    let status = p.data.get("status").cloned().unwrap_or_default();
+                    condition(&status, "DataAvailable").is_some_and(|c| {
+                        c["status"] == "False" && c["reason"] == "SecretUnavailable"
+                    })
+                })
+                .count();
+            Ok((failing == n).then_some(created_at.elapsed()))
+        },
+    )
+    .await?;
+    push(
+        rows,
+        Row::new(
+            format!(
+                "{n} pipelines with a missing Secret show DataAvailable=False/SecretUnavailable"
+            ),
+            format!("all {n} after {:.1} s", shown.as_secs_f64()),
+            "all",
+            Some(true),
+        ),
+    );
+    // Past the first announcement of each failure: from here on only polls.
+    eprintln!("{n} failing pipelines, {w} s");
+    let fail = request_window(stage, w).await?;
+    let total: f64 = fail.values().sum();
+    let secrets = rate_of(&fail, "secrets", &["GET"]) - rate_of(&baseline, "secrets", &["GET"]);
+    let writes = rate_of(&fail, "modelpipelines/status", &["PATCH", "APPLY", "PUT"])
+        + rate_of(&fail, "events", &["POST", "CREATE"]);
+    let per_poll = n as f64 / 30.0;
+    push(
+        rows,
+        Row::new(
+            "API requests, operator with no pipeline (baseline)",
+            format!("{base_total:.1}/s in all ({})", rate_text(&baseline)),
+            "–",
+            None,
+        ),
+    );
+    push(
+        rows,
+        Row::new(
+            format!("API requests, {n} pipelines failing on a missing Secret, pollInterval 30s"),
+            format!(
+                "{total:.1}/s in all, {:.1}/s over the baseline; Secret GETs {secrets:.1}/s; status writes + Events {writes:.2}/s ({})",
+                total - base_total,
+                rate_text(&fail)
+            ),
+            &format!("one Secret read per pipeline per poll ({per_poll:.0}/s), no write per poll"),
+            Some(secrets <= per_poll * 1.2 && writes < 0.5),
+        ),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counters_are_summed_by_resource_and_verb() {
+        let text = r#"# HELP apiserver_request_total x
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 7
+apiserver_request_total{code="403",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="champion.dev",resource="modelpipelines",scope="resource",subresource="status",verb="APPLY",version="v1alpha1"} 2
+"#;
+        let c = parse_request_counts(text);
+        assert_eq!(c.get(&("secrets".into(), "GET".into())), Some(&10.0));
+        assert_eq!(
+            c.get(&("modelpipelines/status".into(), "APPLY".into())),
+            Some(&2.0)
+        );
+        let later = parse_request_counts(&text.replace("} 7", "} 27"));
+        let r = rates(&c, &later, 10.0);
+        assert_eq!(rate_of(&r, "secrets", &["GET"]), 2.0);
+        assert_eq!(r.len(), 1, "unchanged counters are left out: {r:?}");
+    }
 }
