@@ -526,7 +526,10 @@ async fn a_corrupt_model_is_refused_and_the_rollout_reverts_to_the_champion() ->
     let old = str_at(&before, "/champion/version")
         .unwrap_or_default()
         .to_string();
-    let models = stage.store.path.join(format!("models/{PIPELINE}"));
+    let models = stage
+        .store
+        .path
+        .join(format!("models/{}/{PIPELINE}", stage.ns.name));
     let corrupt = corrupt_next_model(models, vec![old.clone()], Corruption::Truncate, WAIT);
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
     stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
@@ -614,7 +617,10 @@ async fn a_crash_looping_rollout_is_rolled_back_in_time_with_zero_failed_request
     .await?;
     let client = SteadyClient::start(target, request);
 
-    let models = stage.store.path.join(format!("models/{PIPELINE}"));
+    let models = stage
+        .store
+        .path
+        .join(format!("models/{}/{PIPELINE}", stage.ns.name));
     let corrupt = corrupt_next_model(models, vec![old.clone()], Corruption::Tamper, WAIT);
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
     stage.put_data("data_2.csv", &wine_file("data_2.csv")?)?;
