@@ -43,7 +43,7 @@ components:
 # package) checks the metrics and the chart's alerting rules.
 test-deps:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
-	@(command -v promtool && command -v prometheus) >/dev/null || (apt-get update -qq && \
+	@command -v promtool >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
 	@python3 -c 'import locust, moto' 2>/dev/null || python3 -m pip install -q locust 'moto[server]'
 	@python3 -c 'import tritonclient.http' 2>/dev/null || python3 -m pip install -q 'tritonclient[http]'

@@ -459,7 +459,7 @@ async fn a_stale_cached_copy_is_read_again_before_acting() {
     if let Some(st) = rolling.status.as_mut() {
         st.available_replicas = Some(0);
     }
-    let (ctx, handle, _registry) = Context::test(Vec::new(), vec![rolling]);
+    let (ctx, handle, registry) = Context::test(Vec::new(), vec![rolling]);
     ctx.fresh.saw(&current);
     let script = vec![
         get(
@@ -479,10 +479,16 @@ async fn a_stale_cached_copy_is_read_again_before_acting() {
     reconcile_expecting(cached.clone(), ctx.clone(), handle, script).await;
     assert!(ctx.fresh.is_stale(&cached), "the old copy stays stale");
     assert!(!ctx.fresh.is_stale(&current));
+    assert!(metrics_text(&registry).contains(r#"pipeline="wine""#));
     forget_deleted(&ctx, &[]);
     assert!(
         !ctx.fresh.is_stale(&cached),
         "a deleted pipeline's record is dropped"
+    );
+    let text = metrics_text(&registry);
+    assert!(
+        !text.contains(r#"pipeline="wine""#),
+        "a deleted pipeline's series are dropped: {text}"
     );
 }
 
