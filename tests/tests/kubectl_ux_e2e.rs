@@ -76,10 +76,7 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
     let version = first["version"].as_str().unwrap_or_default().to_string();
     let status = stage.status(PIPELINE).await?;
     assert_eq!(str_at(&status, "/servingVersion"), Some(version.as_str()));
-    assert_eq!(
-        str_at(&status, "/champion/version"),
-        Some(version.as_str())
-    );
+    assert_eq!(str_at(&status, "/champion/version"), Some(version.as_str()));
     let url = format!("http://wine-predictor.{ns}.svc.cluster.local:8080");
     assert_eq!(
         str_at(&status, "/address/url"),
@@ -119,7 +116,11 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
         .unwrap_or_default()
         .split_whitespace()
         .collect();
-    assert_eq!(row.get(..3), Some(&[PIPELINE, "True", version.as_str()][..]), "{table}");
+    assert_eq!(
+        row.get(..3),
+        Some(&[PIPELINE, "True", version.as_str()][..]),
+        "{table}"
+    );
     let wide = stage.kubectl(&["get", "modelpipelines", "-o", "wide"])?;
     let header = wide.lines().next().unwrap_or_default();
     assert!(
@@ -139,9 +140,10 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
         category
             .lines()
             .skip(1)
-            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>()
-                == [ns.as_str(), PIPELINE]
-                || l.contains(&format!("modelpipeline.champion.dev/{PIPELINE}"))),
+            .any(
+                |l| l.split_whitespace().take(2).collect::<Vec<_>>() == [ns.as_str(), PIPELINE]
+                    || l.contains(&format!("modelpipeline.champion.dev/{PIPELINE}"))
+            ),
         "{category}"
     );
 
@@ -149,19 +151,23 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
     let promoted = stage.events(PIPELINE, "ModelPromoted").await?;
     let job = format!("wine-train-{version}");
     assert!(
-        promoted.iter().any(|e| e
-            .related
-            .as_ref()
-            .is_some_and(|r| r.kind.as_deref() == Some("Job") && r.name.as_deref() == Some(&job))),
+        promoted
+            .iter()
+            .any(|e| e.related.as_ref().is_some_and(
+                |r| r.kind.as_deref() == Some("Job") && r.name.as_deref() == Some(&job)
+            )),
         "ModelPromoted names Job {job}: {promoted:?}"
     );
     let completed = stage.events(PIPELINE, "RolloutCompleted").await?;
     assert!(
-        completed.iter().any(|e| e.type_.as_deref() == Some("Normal")
-            && e.note.as_deref().is_some_and(|n| n.contains(&version))
-            && e.related.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some("Deployment") && r.name.as_deref() == Some("wine-predictor")
-            })),
+        completed
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Normal")
+                && e.note.as_deref().is_some_and(|n| n.contains(&version))
+                && e.related.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Deployment")
+                        && r.name.as_deref() == Some("wine-predictor")
+                })),
         "RolloutCompleted names the Deployment and version {version}: {completed:?}"
     );
 
@@ -177,7 +183,9 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
         .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
         .collect();
     assert!(
-        lines.iter().any(|l| l["message"] == "fitted" && l["level"] == "INFO"),
+        lines
+            .iter()
+            .any(|l| l["message"] == "fitted" && l["level"] == "INFO"),
         "a flat JSON `fitted` line in the trainer log: {log}"
     );
 
@@ -192,7 +200,10 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
         ["Promoted", "Rejected"].contains(&second["outcome"].as_str().unwrap_or_default()),
         "{second}"
     );
-    assert!(second["score"].is_f64() && second["championScore"].is_f64(), "{second}");
+    assert!(
+        second["score"].is_f64() && second["championScore"].is_f64(),
+        "{second}"
+    );
     let status = stage.status(PIPELINE).await?;
     let serving = if second["outcome"] == "Promoted" {
         second["version"].as_str()
