@@ -17,6 +17,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
 CACHE=${CHAMPION_CACHE:-$HOME/.cache/champion}
 TARGET=${CARGO_TARGET_DIR:-$CACHE/target}
 PROFILE=${IMAGE_PROFILE:-release}

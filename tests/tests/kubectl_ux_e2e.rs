@@ -7,8 +7,10 @@
 //! Needs `make images` and the cluster. Run:
 //! `cargo test -p champion-tests --test kubectl_ux_e2e`.
 
+use std::time::Duration;
+
 use champion_tests::operator::{Stage, str_at, wine_file};
-use champion_tests::testing::http_request;
+use champion_tests::testing::{http_request, wait_for};
 use champion_tests::{ClusterError, Result};
 use serde_json::{Value, json};
 
@@ -84,9 +86,19 @@ async fn kubectl_shows_readiness_and_address_and_waits_for_each_run_and_its_mode
         "{status}"
     );
 
-    // The address names the Service that answers: the host reaches its ClusterIP.
+    // The address names the Service that answers: the host reaches its ClusterIP (once
+    // kube-proxy has synced the new endpoint; until then the connection is refused).
     let service = stage.predictor_service(PIPELINE).await?;
-    let ready = http_request(&service, "GET", "/v2/health/ready", None).await?;
+    let ready = wait_for(
+        "the predictor Service to answer",
+        Duration::from_secs(60),
+        || async {
+            Ok(http_request(&service, "GET", "/v2/health/ready", None)
+                .await
+                .ok())
+        },
+    )
+    .await?;
     assert_eq!(ready.status, 200, "{ready:?}");
 
     // `kubectl wait --for=condition=Ready` holds once the version serves.
