@@ -69,11 +69,8 @@ fn the_operator_watches_the_release_namespace_unless_told_otherwise() -> Result<
         env.get("WATCH_NAMESPACES").map(String::as_str),
         Some(RELEASE_NAMESPACE)
     );
-    // Kept for operators that read only the old variable, while one namespace is watched.
-    assert_eq!(
-        env.get("WATCH_NAMESPACE").map(String::as_str),
-        Some(RELEASE_NAMESPACE)
-    );
+    // The old single-namespace variable is not set; the operator reads WATCH_NAMESPACES.
+    assert_eq!(env.get("WATCH_NAMESPACE"), None);
 
     let env = operator_env(&render(&["watchNamespaces={team-a,team-b}"])?);
     assert_eq!(
@@ -91,6 +88,13 @@ fn the_operator_watches_the_release_namespace_unless_told_otherwise() -> Result<
 #[test]
 fn store_policy_and_log_values_reach_the_operator_environment() -> Result<()> {
     let env = operator_env(&render(&[])?);
+    assert_eq!(env.get("LOCAL_STORE_ROOTS"), None, "no store volumes: no file:// stores");
+    let with_store = operator_env(&render(&[
+        "storeVolumes[0].name=store",
+        "storeVolumes[0].mountPath=/var/champion",
+        "storeVolumes[0].hostPath.path=/var/champion",
+    ])?);
+    assert_eq!(with_store["LOCAL_STORE_ROOTS"], "/var/champion");
     assert_eq!(env["STORE_DENIED_CIDRS"], "10.96.0.0/12,10.244.0.0/16");
     assert_eq!(env["AMBIENT_CREDENTIALS"], "false");
     assert_eq!(
