@@ -124,7 +124,7 @@ async fn ten_minutes_of_load_and_new_data_every_minute_lose_nothing() -> Result<
     let mut samples: Vec<(f64, f64)> = Vec::new();
     let mut rounds = 1;
     let mut result: Result<()> = Ok(());
-    while start.elapsed() + ROUND <= length {
+    while start.elapsed() < length {
         // The soak's own pace: one data round a minute.
         tokio::time::sleep(ROUND).await;
         if let Err(e) = stage.put_data(&format!("round_{rounds:02}.csv"), &round_data(rounds)?) {
@@ -166,7 +166,7 @@ async fn ten_minutes_of_load_and_new_data_every_minute_lose_nothing() -> Result<
     println!(
         "\n### soak: {:.0} s, {rounds} data rounds\n\n| figure | value |\n|---|---|\n\
          | requests through the Service | {} sent, {} failed |\n\
-         | versions that answered | {} |\n\
+         | times the answering version changed (both serve during a rollout) | {} |\n\
          | rounds | {rounds} data rounds, {} Jobs, {} history entries: {promoted} promoted, {rejected} rejected, {} other |\n\
          | Events | {promoted_events} ModelPromoted, {rejected_events} CandidateRejected |\n\
          | operator RSS (MB, each minute) | {} (spread {:.1} %) |\n\
