@@ -88,7 +88,11 @@ fn the_operator_watches_the_release_namespace_unless_told_otherwise() -> Result<
 #[test]
 fn store_policy_and_log_values_reach_the_operator_environment() -> Result<()> {
     let env = operator_env(&render(&[])?);
-    assert_eq!(env.get("LOCAL_STORE_ROOTS"), None, "no store volumes: no file:// stores");
+    assert_eq!(
+        env.get("LOCAL_STORE_ROOTS"),
+        None,
+        "no store volumes: no file:// stores"
+    );
     let with_store = operator_env(&render(&[
         "storeVolumes[0].name=store",
         "storeVolumes[0].mountPath=/var/champion",
