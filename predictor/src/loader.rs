@@ -15,7 +15,7 @@ pub enum LoadError {
         source: champion_store::StoreError,
     },
     #[error(
-        "{uri}{file} has SHA-256 {found}, not the {expected} its run reported (MODEL_SHA256): refusing bytes other than the ones that were evaluated"
+        "refusing to serve {uri}{file}: its SHA-256 is {found}, not the {expected} its run reported (MODEL_SHA256); only the bytes that were evaluated are served"
     )]
     Digest {
         uri: String,
@@ -322,6 +322,8 @@ mod tests {
             .err()
             .expect("must refuse");
         assert!(matches!(err, LoadError::Digest { .. }), "{err}");
-        assert!(err.to_string().contains(&evaluated_digest), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&evaluated_digest), "{msg}");
+        assert!(msg.starts_with("refusing to serve "), "{msg}");
     }
 }
