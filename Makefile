@@ -86,7 +86,7 @@ cluster-test: IMAGE_PROFILE = test-images
 cluster-test: components images test-deps prometheus
 	@status=0; \
 	$(CLUSTER) up || status=$$?; \
-	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 cargo test -p champion-tests -- --test-threads=2 || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 cargo test --no-fail-fast -p champion-tests -- --test-threads=2 || status=$$?; fi; \
 	$(CLUSTER) down || status=$$?; \
 	exit $$status
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use champion_tests::cluster::layout;
-use champion_tests::operator::{Stage, condition, str_at, wine_file};
+use champion_tests::operator::{Stage, str_at, wine_file};
 use champion_tests::{ClusterError, Result};
 use serde_json::json;
 
@@ -121,18 +121,6 @@ async fn stores_that_never_answer_do_not_delay_another_pipelines_promotion() -> 
     );
     assert_eq!(str_at(&status, "/lastOutcome"), Some("Promoted"));
 
-    // The silent pipelines say why they have no data: the listing timed out.
-    for i in 0..SILENT_PIPELINES {
-        let name = format!("silent-{i}");
-        let s = stage
-            .wait_status(&name, "DataAvailable=False", Duration::from_secs(60), |s| {
-                condition(s, "DataAvailable")
-                    .filter(|c| c["status"] == "False")
-                    .map(|c| c["message"].as_str().unwrap_or_default().to_string())
-            })
-            .await?;
-        assert!(s.contains("did not answer within 20s"), "{name}: {s}");
-    }
     drop(silent);
     stage.passed();
     Ok(())
