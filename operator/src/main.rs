@@ -357,25 +357,14 @@ async fn run(args: Args) -> Result<(), MainError> {
     }
     .shared();
     let mut runs = Vec::new();
+    let mut pipeline_caches = Vec::new();
     for (ns, job_stream, deployment_stream) in owned {
         let ns = ns.as_deref();
         let controller = Controller::new(
             api::<ModelPipeline>(&watch_client, ns),
             watcher::Config::default(),
         );
-        {
-            let (pipelines, ctx) = (controller.store(), ctx.clone());
-            tokio::spawn(async move {
-                if pipelines.wait_until_ready().await.is_err() {
-                    return;
-                }
-                let mut every = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    every.tick().await;
-                    forget_deleted(&ctx, &pipelines.state());
-                }
-            });
-        }
+        pipeline_caches.push(controller.store());
         runs.push(
             controller
                 .owns_stream(job_stream)
@@ -386,6 +375,21 @@ async fn run(args: Args) -> Result<(), MainError> {
                 .run(reconcile, error_policy, ctx.clone())
                 .boxed(),
         );
+    }
+    {
+        // One sweep over every namespace's pipelines: a sweep per namespace would forget the
+        // other namespaces' pipelines.
+        let (pipelines, ctx) = (caches::Caches::new(pipeline_caches), ctx.clone());
+        tokio::spawn(async move {
+            if !pipelines.wait_until_ready().await {
+                return;
+            }
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                forget_deleted(&ctx, &pipelines.state());
+            }
+        });
     }
     futures::stream::select_all(runs)
         .for_each(|result| async move {
