@@ -779,6 +779,7 @@ mod tests {
                 data_fingerprint: Some("fp1".into()),
                 model_sha256: None,
                 reason: "worse".into(),
+                by: None,
                 time: Time(Timestamp::UNIX_EPOCH),
             }],
             ..ModelPipelineStatus::default()
@@ -987,6 +988,7 @@ mod tests {
             data_fingerprint: Some("fp0".into()),
             model_sha256: None,
             reason: "first".into(),
+            by: None,
             time: Time(Timestamp::UNIX_EPOCH),
         };
         let mut mp = with_status(

@@ -56,6 +56,8 @@ pub fn pipeline() -> ModelPipeline {
         evaluation: Default::default(),
         promotion: Default::default(),
         predictor: Default::default(),
+        rollout: Default::default(),
+        trigger: Default::default(),
         volumes: vec![StoreVolume {
             name: "store".into(),
             mount_path: "/data".into(),

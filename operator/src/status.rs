@@ -331,6 +331,7 @@ mod tests {
             data_fingerprint: None,
             model_sha256: None,
             reason: String::new(),
+            by: None,
             time: Time(Timestamp::UNIX_EPOCH),
         }
     }

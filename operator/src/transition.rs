@@ -183,6 +183,7 @@ impl Next<'_> {
             data_fingerprint: None,
             model_sha256: None,
             reason,
+            by: None,
             time: Time(self.now),
         }
     }
@@ -840,6 +841,7 @@ mod tests {
                         data_fingerprint: Some("fp0".into()),
                         model_sha256: None,
                         reason: "first".into(),
+                        by: None,
                         time: Time(Timestamp::UNIX_EPOCH),
                     },
                     request: "old000000001".into(),

@@ -149,6 +149,14 @@ pub struct ModelPipelineSpec {
     /// The predictor Deployment and Service that serve the champion.
     #[serde(default)]
     pub predictor: PredictorSpec,
+    /// How a promoted challenger reaches live traffic: at once (`Replace`), after a shadow run
+    /// on mirrored requests (`Shadow`) or in canary steps (`Canary`), and the live analysis
+    /// that judges it.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+    /// What starts a training run besides new data.
+    #[serde(default)]
+    pub trigger: TriggerSpec,
     /// Volumes mounted into trainer Jobs and predictor pods at the same path, for `file://`
     /// data and model stores. The operator reads a `file://` store itself, so it must have
     /// the same volume mounted at the same path (see the Helm chart's `storeVolumes`).
@@ -430,7 +438,8 @@ impl Default for EvaluationSpec {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.minScore >= 0.0 && self.minScore <= 1.0", "message": "minScore must be between 0 and 1"},
     {"rule": "self.minImprovement >= 0.0 && self.minImprovement < 1.0", "message": "minImprovement must be at least 0 and less than 1"},
-    {"rule": "self.minScore + self.minImprovement <= 1.0", "message": "minScore + minImprovement must not exceed 1, or no challenger could ever win"}
+    {"rule": "self.minScore + self.minImprovement <= 1.0", "message": "minScore + minImprovement must not exceed 1, or no challenger could ever win"},
+    {"rule": "self.borderlineBand >= 0.0 && self.borderlineBand <= 1.0", "message": "borderlineBand must be between 0 and 1"}
 ]))]
 pub struct PromotionSpec {
     /// The challenger must beat the champion's score on the same holdout by more than this
@@ -448,6 +457,17 @@ pub struct PromotionSpec {
     #[serde(default = "default_rollout_deadline_seconds")]
     #[schemars(range(min = 10, max = 3600))]
     pub rollout_deadline_seconds: i32,
+    /// Whether a challenger that passed the offline gate needs a person's approval:
+    /// `Automatic` (never), `Manual` (always) or `Borderline` (only when its score is within
+    /// `borderlineBand` of the champion's). A waiting challenger shows the condition
+    /// AwaitingApproval; annotate the pipeline `champion.dev/approve=<version>` or
+    /// `champion.dev/reject=<version>`.
+    #[serde(default)]
+    pub approval: Approval,
+    /// With `approval: Borderline`: a challenger whose score exceeds the champion's by less
+    /// than this waits for approval, 0 to 1.
+    #[serde(default = "default_borderline_band")]
+    pub borderline_band: f64,
 }
 
 impl Default for PromotionSpec {
@@ -457,8 +477,240 @@ impl Default for PromotionSpec {
             min_score: 0.0,
             first_model: FirstModelPolicy::default(),
             rollout_deadline_seconds: default_rollout_deadline_seconds(),
+            approval: Approval::default(),
+            borderline_band: default_borderline_band(),
         }
     }
+}
+
+/// Who lets a challenger that passed the offline gate go on.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Approval {
+    /// Go on at once.
+    #[default]
+    Automatic,
+    /// Every challenger that passes waits for `champion.dev/approve=<version>`.
+    Manual,
+    /// Only challengers within `borderlineBand` of the champion's score wait.
+    Borderline,
+}
+
+/// How a promoted challenger reaches live traffic.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// `Replace` (default): roll the predictor Deployment to the challenger at once.
+    /// `Shadow`: run the challenger beside the champion on a copy of live requests first.
+    /// `Canary`: give the challenger a growing share of live traffic in steps first.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Settings of the `Shadow` strategy.
+    #[serde(default)]
+    pub shadow: ShadowSpec,
+    /// Settings of the `Canary` strategy.
+    #[serde(default)]
+    pub canary: CanarySpec,
+    /// The thresholds live analysis judges the challenger by (`Shadow` and `Canary`).
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+}
+
+/// The rollout strategy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStrategy {
+    /// Roll the predictor to the challenger at once (a rolling update).
+    #[default]
+    Replace,
+    /// Mirror live requests to the challenger; promote it when its answers hold up.
+    Shadow,
+    /// Serve a share of live traffic from the challenger in steps; promote it after the last.
+    Canary,
+}
+
+/// The `Shadow` strategy: the challenger answers copies of live requests, its answers are
+/// compared with the champion's and never reach a caller.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    /// Percent of the champion's prediction requests copied to the challenger, 1 to 100.
+    /// Copies go through a bounded queue and are dropped when it is full; they never delay
+    /// or fail the caller's answer.
+    #[serde(default = "default_mirror_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub mirror_percent: i32,
+    /// Mirrored requests the challenger must answer before it is judged.
+    #[serde(default = "default_shadow_min_requests")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub min_requests: i64,
+    /// Seconds the shadow run may take. A challenger that has not answered minRequests
+    /// mirrored requests by then is rejected (not enough traffic to judge it).
+    #[serde(default = "default_shadow_max_duration_seconds")]
+    #[schemars(range(min = 10, max = 604800))]
+    pub max_duration_seconds: i32,
+    /// Number of challenger pods during the shadow run.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+}
+
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            mirror_percent: default_mirror_percent(),
+            min_requests: default_shadow_min_requests(),
+            max_duration_seconds: default_shadow_max_duration_seconds(),
+            replicas: default_replicas(),
+        }
+    }
+}
+
+/// The `Canary` strategy: the challenger's pods join the predictor Service, and the share of
+/// traffic they get is the ratio of ready replicas. No service mesh is needed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.steps.all(s, s >= 1 && s <= 100)", "message": "canary steps are percents from 1 to 100"},
+    {"rule": "self.steps[size(self.steps) - 1] == 100", "message": "the last canary step must be 100"},
+    {"rule": "self.steps.isSorted() && self.steps.all(i, self.steps.filter(j, j == i).size() == 1)", "message": "canary steps must be strictly increasing"}
+]))]
+pub struct CanarySpec {
+    /// Traffic percents of the steps, strictly increasing, the last one 100. With few
+    /// replicas the share is rounded to what the replica ratio can give; status.live says
+    /// the share actually reached.
+    #[serde(default = "default_canary_steps")]
+    #[schemars(length(min = 1, max = 10))]
+    pub steps: Vec<i32>,
+    /// Seconds each step runs before it is judged.
+    #[serde(default = "default_canary_step_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub step_seconds: i32,
+    /// Requests the challenger must answer in a step before the step can pass. A step that
+    /// has fewer after three times stepSeconds fails (not enough traffic to judge it).
+    #[serde(default = "default_canary_min_requests")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub min_requests: i64,
+}
+
+impl Default for CanarySpec {
+    fn default() -> Self {
+        Self {
+            steps: default_canary_steps(),
+            step_seconds: default_canary_step_seconds(),
+            min_requests: default_canary_min_requests(),
+        }
+    }
+}
+
+/// Thresholds of live analysis. Figures come from the predictor pods' own `/metrics`, or from
+/// Prometheus when prometheusUrl is set.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.maxErrorRatio >= 0.0 && self.maxErrorRatio <= 1.0", "message": "maxErrorRatio must be between 0 and 1"},
+    {"rule": "self.minAgreement >= 0.0 && self.minAgreement <= 1.0", "message": "minAgreement must be between 0 and 1"},
+    {"rule": "self.maxLatencyRatio >= 1.0", "message": "maxLatencyRatio must be at least 1"}
+]))]
+pub struct AnalysisSpec {
+    /// Highest share of the challenger's requests that may fail (5xx answers, and for a
+    /// shadow also timeouts and unreadable answers), 0 to 1.
+    #[serde(default = "default_max_error_ratio")]
+    pub max_error_ratio: f64,
+    /// Highest p99 latency of the challenger as a multiple of the champion's p99 over the
+    /// same window (at least 1). Latencies under latencyFloorSeconds always pass.
+    #[serde(default = "default_max_latency_ratio")]
+    pub max_latency_ratio: f64,
+    /// p99 latencies below this many seconds pass whatever the ratio, so that noise on
+    /// sub-millisecond answers fails nothing.
+    #[serde(default = "default_latency_floor_seconds")]
+    pub latency_floor_seconds: f64,
+    /// `Shadow` only: least share of mirrored requests on which the challenger's answer equals
+    /// the champion's, 0 to 1. 0 (the default) does not require agreement: a better model may
+    /// well answer differently.
+    #[serde(default)]
+    pub min_agreement: f64,
+    /// The online gate: ground-truth labels sent to the predictors' `POST /feedback` must
+    /// show the challenger at least as good as the champion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineGate>,
+    /// Base URL of a Prometheus server (http or https) to query instead of reading the pods'
+    /// `/metrics` directly. The operator's store policy decides which hosts it may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub prometheus_url: Option<String>,
+    /// Seconds between two reads of the figures during live analysis.
+    #[serde(default = "default_analysis_interval_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i32,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            max_error_ratio: default_max_error_ratio(),
+            max_latency_ratio: default_max_latency_ratio(),
+            latency_floor_seconds: default_latency_floor_seconds(),
+            min_agreement: 0.0,
+            online: None,
+            prometheus_url: None,
+            interval_seconds: default_analysis_interval_seconds(),
+        }
+    }
+}
+
+/// The online gate of live analysis.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnlineGate {
+    /// Metric computed from the labelled predictions of each version.
+    #[serde(default)]
+    pub metric: OnlineMetric,
+    /// Labelled predictions each of challenger and champion needs before the gate decides;
+    /// until then the analysis waits (within the strategy's time limits).
+    #[serde(default = "default_online_min_samples")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub min_samples: i64,
+}
+
+/// A metric of the online gate.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnlineMetric {
+    /// Unweighted mean of the per-class F1 scores.
+    #[default]
+    F1Macro,
+    /// Share of labelled predictions that were right.
+    Accuracy,
+}
+
+/// What starts a training run besides new data.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// Start a run on the data present when the live inputs drift from the champion's
+    /// training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_drift: Option<DriftTrigger>,
+}
+
+/// A run started by live data drift.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.psiThreshold > 0.0", "message": "psiThreshold must be greater than 0"}
+]))]
+pub struct DriftTrigger {
+    /// Population stability index of any one feature above which a run starts (0.1 is a
+    /// small shift, 0.25 a large one).
+    #[serde(default = "default_psi_threshold")]
+    pub psi_threshold: f64,
+    /// Live rows the champion's predictors must have seen before drift counts.
+    #[serde(default = "default_drift_min_rows")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub min_rows: i64,
+    /// Least seconds between two runs started by drift.
+    #[serde(default = "default_drift_cooldown_seconds")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub cooldown_seconds: i32,
 }
 
 /// Policy for the first model of a pipeline.
@@ -508,6 +760,51 @@ impl Default for PredictorSpec {
     }
 }
 
+fn default_borderline_band() -> f64 {
+    0.02
+}
+fn default_mirror_percent() -> i32 {
+    100
+}
+fn default_shadow_min_requests() -> i64 {
+    200
+}
+fn default_shadow_max_duration_seconds() -> i32 {
+    900
+}
+fn default_canary_steps() -> Vec<i32> {
+    vec![10, 50, 100]
+}
+fn default_canary_step_seconds() -> i32 {
+    60
+}
+fn default_canary_min_requests() -> i64 {
+    50
+}
+fn default_max_error_ratio() -> f64 {
+    0.01
+}
+fn default_max_latency_ratio() -> f64 {
+    2.0
+}
+fn default_latency_floor_seconds() -> f64 {
+    0.01
+}
+fn default_analysis_interval_seconds() -> i32 {
+    10
+}
+fn default_online_min_samples() -> i64 {
+    100
+}
+fn default_psi_threshold() -> f64 {
+    0.25
+}
+fn default_drift_min_rows() -> i64 {
+    500
+}
+fn default_drift_cooldown_seconds() -> i32 {
+    3600
+}
 fn default_history_limit() -> i32 {
     10
 }
@@ -617,6 +914,13 @@ pub struct ModelPipelineStatus {
     /// `kubectl wait --for=jsonpath='{.status.servingVersion}'=<version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving_version: Option<String>,
+    /// Live analysis of a challenger (spec.rollout.strategy Shadow or Canary): in progress, or
+    /// the last one until the next begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStatus>,
+    /// Live input drift of the champion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
 }
 
 /// How to reach the predictor, as KServe's `status.address`.
@@ -687,6 +991,10 @@ pub enum ChallengerState {
     Rejected,
     /// The Job failed, or its report was missing or unreadable.
     Failed,
+    /// Passed the offline gate; waits for `champion.dev/approve` or `champion.dev/reject`.
+    AwaitingApproval,
+    /// Passed the offline gate (and approval); being judged on live traffic (status.live).
+    LiveAnalysis,
 }
 
 /// The latest training run.
@@ -801,6 +1109,17 @@ pub enum Cause {
     RolloutStalled,
     /// The champion.dev/rollback-to annotation asked for it.
     RollbackRequested,
+    /// A person approved the challenger with champion.dev/approve.
+    Approved,
+    /// A person rejected the challenger with champion.dev/reject.
+    RejectedByUser,
+    /// Live analysis passed: the challenger held up on live traffic.
+    LiveAnalysisPassed,
+    /// Live analysis failed: errors, latency, agreement or the online metric were outside the
+    /// thresholds (the reason has the figures).
+    LiveAnalysisFailed,
+    /// Live analysis could not judge: too few requests or labels within its time limit.
+    InsufficientTraffic,
 }
 
 /// One finished run or rollback.
@@ -829,8 +1148,93 @@ pub struct HistoryEntry {
     pub model_sha256: Option<String>,
     /// Why.
     pub reason: String,
+    /// Who asked, for outcomes a person caused (approve, reject, rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// When.
     pub time: Time,
+}
+
+/// Live analysis in progress, or the last one.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStatus {
+    /// `Shadow` or `Canary`.
+    pub strategy: RolloutStrategy,
+    /// The challenger version under analysis.
+    pub version: String,
+    /// Index of the current canary step (0-based); 0 for a shadow run.
+    #[serde(default)]
+    pub step: i32,
+    /// Share of live traffic the challenger gets now, in percent, as the ready replicas give
+    /// it (canary), or the mirrored share (shadow).
+    #[serde(default)]
+    pub weight_percent: i32,
+    /// When live analysis started.
+    pub started_at: Time,
+    /// When the current step started.
+    pub step_started_at: Time,
+    /// The latest figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<LiveFigures>,
+    /// The last judgement in words (what passed, what is awaited, what failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Figures of live analysis over the current step (deltas of the predictors' counters).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveFigures {
+    /// Requests the challenger answered (mirrored ones for a shadow).
+    pub challenger_requests: i64,
+    /// Share of them that failed.
+    pub challenger_error_ratio: f64,
+    /// The challenger's p99 latency in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger_p99_seconds: Option<f64>,
+    /// Requests the champion answered.
+    pub champion_requests: i64,
+    /// Share of them that failed.
+    pub champion_error_ratio: f64,
+    /// The champion's p99 latency in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_p99_seconds: Option<f64>,
+    /// Shadow: share of mirrored requests with the same answer from both models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    /// Shadow: mirrored requests dropped because the queue was full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<i64>,
+    /// Online gate: the challenger's online metric and its labelled samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger_online: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger_labels: Option<i64>,
+    /// Online gate: the champion's online metric and its labelled samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_online: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_labels: Option<i64>,
+}
+
+/// Live input drift of the champion, as its predictors measure it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// The champion version measured.
+    pub version: String,
+    /// The largest population stability index of any feature.
+    pub max_psi: f64,
+    /// The feature with that index.
+    pub feature: String,
+    /// Live rows behind the figure.
+    pub rows: i64,
+    /// When it was measured.
+    pub measured_at: Time,
+    /// When drift last started a run (spec.trigger.onDrift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_triggered_at: Option<Time>,
 }
 
 /// The CRD as YAML, exactly as `crdgen` prints it and `crds/` holds it.

@@ -149,6 +149,69 @@ fn each_rule_rejects_what_it_guards_against() {
             "set exactly one of",
         ),
         (
+            "canary steps not ending at 100",
+            with(&["spec", "rollout", "canary", "steps"], json!([10, 50])),
+            "the last canary step must be 100",
+        ),
+        (
+            "canary steps not increasing",
+            with(
+                &["spec", "rollout", "canary", "steps"],
+                json!([50, 10, 100]),
+            ),
+            "canary steps must be strictly increasing",
+        ),
+        (
+            "canary step repeated",
+            with(
+                &["spec", "rollout", "canary", "steps"],
+                json!([10, 10, 100]),
+            ),
+            "canary steps must be strictly increasing",
+        ),
+        (
+            "canary step 0",
+            with(&["spec", "rollout", "canary", "steps"], json!([0, 100])),
+            "canary steps are percents from 1 to 100",
+        ),
+        (
+            "maxErrorRatio above 1",
+            with(
+                &["spec", "rollout", "analysis", "maxErrorRatio"],
+                json!(1.5),
+            ),
+            "maxErrorRatio must be between 0 and 1",
+        ),
+        (
+            "minAgreement negative",
+            with(
+                &["spec", "rollout", "analysis", "minAgreement"],
+                json!(-0.5),
+            ),
+            "minAgreement must be between 0 and 1",
+        ),
+        (
+            "maxLatencyRatio below 1",
+            with(
+                &["spec", "rollout", "analysis", "maxLatencyRatio"],
+                json!(0.5),
+            ),
+            "maxLatencyRatio must be at least 1",
+        ),
+        (
+            "borderlineBand above 1",
+            with(&["spec", "promotion", "borderlineBand"], json!(2.0)),
+            "borderlineBand must be between 0 and 1",
+        ),
+        (
+            "psiThreshold 0",
+            with(
+                &["spec", "trigger"],
+                json!({"onDrift": {"psiThreshold": 0.0, "minRows": 500, "cooldownSeconds": 3600}}),
+            ),
+            "psiThreshold must be greater than 0",
+        ),
+        (
             "volume without a source",
             with(
                 &["spec", "volumes"],
@@ -173,6 +236,16 @@ fn boundary_values_are_accepted() {
         (&["spec", "evaluation", "holdoutFraction"][..], json!(0.99)),
         (&["spec", "promotion", "minScore"][..], json!(1.0)),
         (&["spec", "promotion", "minScore"][..], json!(0.0)),
+        (&["spec", "rollout", "canary", "steps"][..], json!([100])),
+        (
+            &["spec", "rollout", "canary", "steps"][..],
+            json!([1, 2, 100]),
+        ),
+        (
+            &["spec", "rollout", "analysis", "maxLatencyRatio"][..],
+            json!(1.0),
+        ),
+        (&["spec", "promotion", "borderlineBand"][..], json!(0.0)),
     ] {
         let e = errors(&with(path, value.clone()));
         assert!(e.is_empty(), "{path:?} = {value}: {e}");
