@@ -77,6 +77,7 @@ pub async fn reconcile(mp: Arc<ModelPipeline>, ctx: Arc<Context>) -> Result<Acti
         next = transition(&mp, &observed, &Step::Queued);
     }
     record(&ctx, &mp, &next).await?;
+    ctx.listings.recorded(&pipeline_key(&mp));
     ctx.errors.succeeded(&pipeline_key(&mp));
     ctx.metrics.reconciled();
     Ok(Action::requeue(next.effects.requeue))

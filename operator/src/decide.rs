@@ -293,7 +293,10 @@ fn rollout_failed(
             rollout: RolloutState::Failed { reason, since },
             version: Some(v),
         }) if v == version && since.is_none_or(|t| t > started) => {
-            return Some(reason.clone());
+            return Some(match &obs.predictor_failure {
+                Some(said) => format!("{reason}; the predictor said: {said}"),
+                None => reason.clone(),
+            });
         }
         _ => {}
     }
@@ -1073,6 +1076,18 @@ mod tests {
                 reason: "ProgressDeadlineExceeded".into()
             }
         );
+        obs.predictor_failure =
+            Some("refusing to serve model.json: its SHA-256 is a, not b".into());
+        assert_eq!(
+            decide(&mp, &obs),
+            Step::RolloutFailed {
+                reason: "ProgressDeadlineExceeded; the predictor said: refusing to serve \
+                         model.json: its SHA-256 is a, not b"
+                    .into()
+            },
+            "the predictor's own reason is carried into the revert"
+        );
+        obs.predictor_failure = None;
         obs.deployment = view("new000000001", stalled(-1));
         assert_eq!(
             decide(&mp, &obs),

@@ -103,6 +103,7 @@ pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
         run_slots: None,
         report: None,
         termination_message: None,
+        predictor_failure: None,
         policy_violation: None,
         listing_pending: false,
     }

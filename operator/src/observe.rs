@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::caches::Caches;
-use champion_api::{ChallengerState, LABEL_PIPELINE, ModelPipeline, SecretRef};
+use champion_api::{
+    ChallengerState, LABEL_COMPONENT, LABEL_MODEL_VERSION, LABEL_PIPELINE, ModelPipeline, SecretRef,
+};
 use champion_model::{REPORT_FILE_NAME, Report};
 use champion_store::{Store, StoreError, TenantStores, fingerprint};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,9 +24,10 @@ use kube::runtime::reflector::ObjectRef;
 use crate::context::Context;
 use crate::error::Error;
 use crate::listings::Listed;
-use crate::names::{label_value, predictor_name};
+use crate::names::{COMPONENT_PREDICTOR, label_value, predictor_name};
 use crate::views::{
-    DataListing, DeploymentView, JobState, JobView, ReadFailure, deployment_view, job_view,
+    DataListing, DeploymentView, JobState, JobView, ReadFailure, RolloutState, deployment_view,
+    job_view,
 };
 
 /// Everything `decide` needs to know about the world.
@@ -45,6 +48,9 @@ pub struct Observed {
     pub policy_violation: Option<String>,
     /// The data listing is still running (`data` is None): look again soon.
     pub listing_pending: bool,
+    /// Why a predictor pod of the version being rolled out failed, in its own words (its
+    /// termination message, e.g. `refusing to serve …`), read once the rollout has stalled.
+    pub predictor_failure: Option<String>,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -134,16 +140,39 @@ pub async fn observe(
         _ => {}
     }
 
+    let deployment = deployment_of(&ctx.deployments, &mp);
+    let mut predictor_failure = None;
+    if let (
+        Some(rollout),
+        Some(DeploymentView {
+            rollout: RolloutState::Failed { .. },
+            ..
+        }),
+    ) = (status.rollout.as_ref(), deployment.as_ref())
+    {
+        let selector = format!(
+            "{}={},{}={},{}={}",
+            LABEL_PIPELINE,
+            label_value(&mp.name_any()),
+            LABEL_COMPONENT,
+            COMPONENT_PREDICTOR,
+            LABEL_MODEL_VERSION,
+            label_value(&rollout.version)
+        );
+        predictor_failure = failed_container_message(&ctx.client, &ns, &selector).await;
+    }
+
     let observed = Observed {
         now,
         data,
         jobs,
-        deployment: deployment_of(&ctx.deployments, &mp),
+        deployment,
         run_slots: ctx.runs.free(&ctx.jobs),
         report,
         termination_message: termination,
         policy_violation: ctx.policy.check(&mp).err(),
         listing_pending,
+        predictor_failure,
     };
     Ok(Some((mp, observed)))
 }
@@ -359,9 +388,26 @@ pub async fn read_report(
 
 /// The termination message of a failed trainer pod (the trainer's one-line reason), if any.
 pub async fn termination_message(client: &kube::Client, ns: &str, job: &str) -> Option<String> {
+    failed_container_message(client, ns, &format!("batch.kubernetes.io/job-name={job}")).await
+}
+
+/// The longest a container's termination message is carried into status (the kubelet caps
+/// it at 4096 bytes; a reason that long helps nobody in `kubectl describe`).
+const MAX_TERMINATION_MESSAGE: usize = 1024;
+
+/// The termination message a failed container of the pods matching `selector` left, from its
+/// current state or, for a container in a crash loop, the last one. The text is the pod's, so
+/// it is cut to a bounded length and stripped of control characters before it reaches status.
+async fn failed_container_message(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
-    let list = pods.list(&lp).await.ok()?;
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .ok()?;
     list.items
         .iter()
         .flat_map(|p| {
@@ -369,15 +415,44 @@ pub async fn termination_message(client: &kube::Client, ns: &str, job: &str) -> 
                 .iter()
                 .flat_map(|s| s.container_statuses.iter().flatten())
         })
-        .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref())
+        .flat_map(|cs| {
+            let now = cs.state.as_ref().and_then(|s| s.terminated.as_ref());
+            let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            now.into_iter().chain(last)
+        })
         .filter(|t| t.exit_code != 0)
-        .filter_map(|t| t.message.as_ref().map(|m| m.trim().to_string()))
+        .filter_map(|t| t.message.as_deref().map(clean_message))
         .find(|m| !m.is_empty())
+}
+
+/// A pod's own text, made safe to show: control characters become spaces, the length is bounded.
+fn clean_message(m: &str) -> String {
+    let cleaned: String = m
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match cleaned.char_indices().nth(MAX_TERMINATION_MESSAGE) {
+        Some((cut, _)) => format!("{}…", &cleaned[..cut]),
+        None => cleaned,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pods_message_is_bounded_and_has_no_control_characters() {
+        assert_eq!(
+            clean_message("  refusing to serve\nmodel.json\u{1b}[31m \n"),
+            "refusing to serve model.json [31m"
+        );
+        let long = "x".repeat(5000);
+        let cut = clean_message(&long);
+        assert_eq!(cut.chars().count(), MAX_TERMINATION_MESSAGE + 1);
+        assert!(cut.ends_with('…'));
+    }
 
     fn stores() -> TenantStores {
         TenantStores {

@@ -561,6 +561,11 @@ async fn a_corrupt_model_is_refused_and_the_rollout_reverts_to_the_champion() ->
     let degraded = condition(&status, "Degraded").cloned().unwrap_or_default();
     assert_eq!(degraded["status"], "True", "{degraded}");
     assert_eq!(degraded["reason"], "RolloutFailed", "{degraded}");
+    let said = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("the predictor said: refusing to serve") && said.contains("model.json"),
+        "Degraded carries the predictor's own reason: {said}"
+    );
     let note = h[2]["reason"].as_str().unwrap_or_default();
     assert!(
         note.contains(&new) && note.contains(&old) && note.contains("did not progress"),
@@ -746,23 +751,43 @@ async fn an_api_server_restart_mid_run_loses_nothing_and_judges_the_run_once() -
 #[tokio::test]
 async fn kubectl_describe_shows_a_missing_or_forbidden_secret() -> Result<()> {
     let _shared = EXCLUSIVE.read().await;
-    for (read_secrets, says) in [
-        ("true", "it does not exist"),
-        ("false", "the operator may not read it (forbidden)"),
+    // (operator may read Secrets, the data's secretRef, an unreadable data directory, the
+    // DataAvailable reason, what describe must say)
+    for (read_secrets, secret, unreadable, reason, says) in [
+        (
+            "true",
+            true,
+            false,
+            "SecretUnavailable",
+            "it does not exist",
+        ),
+        (
+            "false",
+            true,
+            false,
+            "SecretUnavailable",
+            "the operator may not read it (forbidden)",
+        ),
+        // A failed listing: the data directory exists but the operator (uid 65532, no
+        // capabilities) may not read it.
+        ("true", false, true, "ListFailed", "Permission denied"),
     ] {
         let stage =
             Stage::deploy_with("fault-describe", &[&format!("readSecrets={read_secrets}")]).await?;
+        let dir = stage.store.path.join("data");
+        if unreadable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&dir).map_err(ClusterError::io("creating", &dir))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000))
+                .map_err(ClusterError::io("making unreadable", &dir))?;
+        }
         let uri = format!("file://{}/data/", stage.store.path.display());
+        let mut data = json!({"uri": uri, "pollInterval": "2s", "target": "quality"});
+        if secret {
+            data["secretRef"] = json!({"name": "store-credentials"});
+        }
         stage
-            .create_pipeline(
-                PIPELINE,
-                json!({"data": {
-                    "uri": uri,
-                    "pollInterval": "2s",
-                    "target": "quality",
-                    "secretRef": {"name": "store-credentials"},
-                }}),
-            )
+            .create_pipeline(PIPELINE, json!({ "data": data }))
             .await?;
         let status = stage
             .wait_status(PIPELINE, "DataAvailable=False", WAIT, |s| {
@@ -774,19 +799,14 @@ async fn kubectl_describe_shows_a_missing_or_forbidden_secret() -> Result<()> {
         let available = condition(&status, "DataAvailable")
             .cloned()
             .unwrap_or_default();
-        assert_eq!(available["reason"], "SecretUnavailable", "{available}");
+        assert_eq!(available["reason"], reason, "{available}");
         let described = wait_for("the Warning Event in describe", WAIT, || async {
             let out = stage.kubectl(&["describe", "modelpipeline", PIPELINE])?;
             Ok(out.contains("DataUnavailable").then_some(out))
         })
         .await?;
-        for expected in [
-            "SecretUnavailable",
-            "store-credentials",
-            says,
-            "Warning",
-            "DataUnavailable",
-        ] {
+        let named = if secret { "store-credentials" } else { "data" };
+        for expected in [reason, named, says, "Warning", "DataUnavailable"] {
             assert!(
                 described.contains(expected),
                 "`kubectl describe` shows {expected:?}:\n{described}"

@@ -515,7 +515,19 @@ async fn stalled_rollout_is_reverted_to_the_previous_champion() {
     let new = champion("new000000001", 0.8);
     mp.status = Some(rolling_out(&new, &old));
     let (ctx, handle, registry) = Context::test(Vec::new(), vec![stalled(&mp, &new)]);
+    // The new version's pod is in a crash loop; its last run said why.
+    let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+        "metadata": {"name": "wine-predictor-abc"},
+        "status": {"containerStatuses": [{"name": "predictor", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1,
+            "message": "refusing to serve model.json: its SHA-256 is 00aa, not the 11bb its run reported"}}}]}
+    }]});
     let script = vec![
+        get(
+            "/api/v1/namespaces/default/pods?&labelSelector=champion.dev%2Fpipeline%3Dwine%2Capp.kubernetes.io%2Fcomponent%3Dpredictor%2Cchampion.dev%2Fmodel-version%3Dnew000000001",
+            pods,
+        ),
         deployment_applied().and(|s| {
             assert_eq!(
                 s.body["metadata"]["annotations"]["champion.dev/model-version"],
@@ -543,8 +555,20 @@ async fn stalled_rollout_is_reverted_to_the_previous_champion() {
                 condition(status, "Degraded"),
                 (json!("True"), json!("RolloutFailed"))
             );
+            let degraded = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Degraded").cloned())
+                .unwrap_or_default();
+            let message = degraded["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("the predictor said: refusing to serve model.json"),
+                "Degraded says the predictor's own reason: {message}"
+            );
         }),
-        event("RolloutFailed", "Warning").and(|s| note_contains(s, "timed out")),
+        event("RolloutFailed", "Warning").and(|s| {
+            note_contains(s, "timed out");
+            note_contains(s, "refusing to serve");
+        }),
         event("RolledBack", "Normal"),
     ];
     reconcile_expecting(mp, ctx, handle, script).await;
