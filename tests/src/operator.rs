@@ -75,6 +75,45 @@ pub fn wine_file(name: &str) -> Result<String> {
     })
 }
 
+/// Rows that contradict `csv`: every row twice, each feature nudged by a distinct small factor
+/// (so no row is an exact duplicate of another, which the trainer would drop), with its label
+/// flipped around the threshold 5 and a fresh Id. Trained on, they outvote the true labels.
+pub fn contradicting_rows(csv: &str) -> Result<String> {
+    let mut lines = csv.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| ClusterError::Invalid("CSV without a header".into()))?;
+    let cols: Vec<&str> = header.split(',').collect();
+    let quality = cols.iter().position(|c| *c == "quality");
+    let id = cols.iter().position(|c| *c == "Id");
+    let (Some(quality), Some(id)) = (quality, id) else {
+        return Err(ClusterError::Invalid(format!(
+            "expected quality and Id columns in {header}"
+        )));
+    };
+    let mut out = format!("{header}\n");
+    for (n, line) in lines.enumerate() {
+        for copy in 1..=2u32 {
+            let mut cells = Vec::with_capacity(cols.len());
+            for (i, cell) in line.split(',').enumerate() {
+                let v: f64 = cell.trim().parse().map_err(|_| {
+                    ClusterError::Invalid(format!("line {}: {cell:?} is not a number", n + 2))
+                })?;
+                cells.push(if i == quality {
+                    if v > 5.0 { "5".into() } else { "6".into() }
+                } else if i == id {
+                    format!("{}", 100_000 * copy as usize + n)
+                } else {
+                    format!("{}", v * (1.0 + 0.001 * f64::from(copy)))
+                });
+            }
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// Applies the CRD (server-side, idempotent, safe from several tests at once) and waits until
 /// the API server serves it.
 pub fn apply_crd(c: &Cluster) -> Result<()> {

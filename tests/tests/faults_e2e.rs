@@ -15,8 +15,8 @@ use champion_tests::faults::{
     Corruption, SteadyClient, container_pid, corrupt_next_model, restart_api_server, signal,
 };
 use champion_tests::operator::{
-    Stage, condition, csv_row_as_request, deployment_serves, history, http_post_json, model_uri_of,
-    str_at, wine_file,
+    Stage, condition, contradicting_rows, csv_row_as_request, deployment_serves, history,
+    http_post_json, model_uri_of, str_at, wine_file,
 };
 use champion_tests::testing::wait_for;
 use champion_tests::{ClusterError, Result};
@@ -107,46 +107,6 @@ async fn assert_still_running(stage: &Stage, name: &str) -> Result<()> {
         .is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0);
     assert!(!finished, "Job {name} was still running: {job:?}");
     Ok(())
-}
-
-/// Rows that contradict `csv`: every row twice, each feature nudged a little, with its label
-/// flipped around the threshold 5 and a fresh Id (the same recipe as operator_e2e's). A model
-/// trained on a few dozen of them is beaten by any real data.
-fn contradicting_rows(csv: &str) -> Result<String> {
-    let mut lines = csv.lines();
-    let header = lines
-        .next()
-        .ok_or_else(|| ClusterError::Invalid("CSV without a header".into()))?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let (Some(quality), Some(id)) = (
-        cols.iter().position(|c| *c == "quality"),
-        cols.iter().position(|c| *c == "Id"),
-    ) else {
-        return Err(ClusterError::Invalid(format!(
-            "expected quality and Id columns in {header}"
-        )));
-    };
-    let mut out = format!("{header}\n");
-    for (n, line) in lines.enumerate() {
-        for copy in 1..=2u32 {
-            let mut cells = Vec::with_capacity(cols.len());
-            for (i, cell) in line.split(',').enumerate() {
-                let v: f64 = cell.trim().parse().map_err(|_| {
-                    ClusterError::Invalid(format!("line {}: {cell:?} is not a number", n + 2))
-                })?;
-                cells.push(if i == quality {
-                    if v > 5.0 { "5".into() } else { "6".into() }
-                } else if i == id {
-                    format!("{}", 100_000 * copy as usize + n)
-                } else {
-                    format!("{}", v * (1.0 + 0.001 * f64::from(copy)))
-                });
-            }
-            out.push_str(&cells.join(","));
-            out.push('\n');
-        }
-    }
-    Ok(out)
 }
 
 /// Creates the wine pipeline (`spec` merged into the recipe) on a weak first dataset and waits

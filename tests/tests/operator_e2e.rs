@@ -13,9 +13,10 @@
 
 use std::time::Duration;
 
+use champion_tests::faults::{container_pid, signal};
 use champion_tests::operator::{
-    Stage, assert_first_promotion, condition, csv_row_as_request, history, http_post_json,
-    model_uri_of, str_at, wine_file,
+    Stage, assert_first_promotion, condition, contradicting_rows, csv_row_as_request, history,
+    http_post_json, model_uri_of, str_at, wine_file,
 };
 use champion_tests::{ClusterError, Result};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -100,45 +101,6 @@ async fn assert_champion_untouched(
         "the predictor still serves {champion}: {now:?}"
     );
     assert_predictor_answers_with(stage, 8080, champion).await
-}
-
-/// Rows that contradict `csv`: every row twice, each feature nudged by a distinct small factor
-/// (so no row is an exact duplicate of another, which the trainer would drop), with its label
-/// flipped around the threshold 5 and a fresh Id. Trained on, they outvote the true labels.
-fn contradicting_rows(csv: &str) -> Result<String> {
-    let mut lines = csv.lines();
-    let header = lines
-        .next()
-        .ok_or_else(|| ClusterError::Invalid("CSV without a header".into()))?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let quality = cols.iter().position(|c| *c == "quality");
-    let id = cols.iter().position(|c| *c == "Id");
-    let (Some(quality), Some(id)) = (quality, id) else {
-        return Err(ClusterError::Invalid(format!(
-            "expected quality and Id columns in {header}"
-        )));
-    };
-    let mut out = format!("{header}\n");
-    for (n, line) in lines.enumerate() {
-        for copy in 1..=2u32 {
-            let mut cells = Vec::with_capacity(cols.len());
-            for (i, cell) in line.split(',').enumerate() {
-                let v: f64 = cell.trim().parse().map_err(|_| {
-                    ClusterError::Invalid(format!("line {}: {cell:?} is not a number", n + 2))
-                })?;
-                cells.push(if i == quality {
-                    if v > 5.0 { "5".into() } else { "6".into() }
-                } else if i == id {
-                    format!("{}", 100_000 * copy as usize + n)
-                } else {
-                    format!("{}", v * (1.0 + 0.001 * f64::from(copy)))
-                });
-            }
-            out.push_str(&cells.join(","));
-            out.push('\n');
-        }
-    }
-    Ok(out)
 }
 
 /// Deploys the wine pipeline on a weak first dataset (a few dozen rows, every label
@@ -981,46 +943,6 @@ async fn leader_and_standby(stage: &Stage) -> Result<((String, String), (String,
     .await
 }
 
-/// The host pid of the (only) container of pod `name`: the process whose cgroup names the
-/// container's id (containerd names each container's cgroup after it).
-async fn container_pid(stage: &Stage, name: &str) -> Result<i32> {
-    let pods: Api<Pod> = stage.api();
-    let pod = pods
-        .get(name)
-        .await
-        .map_err(ClusterError::kube(format!("get pod {name}")))?;
-    let id = pod
-        .status
-        .and_then(|s| s.container_statuses)
-        .and_then(|c| c.first().and_then(|c| c.container_id.clone()))
-        .and_then(|id| id.rsplit("://").next().map(str::to_string))
-        .ok_or_else(|| ClusterError::Invalid(format!("pod {name} has no container id")))?;
-    let entries = std::fs::read_dir("/proc").map_err(ClusterError::io("list /proc", "/proc"))?;
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
-        if cgroup.contains(&id) {
-            return Ok(pid);
-        }
-    }
-    Err(ClusterError::Invalid(format!(
-        "no process of container {id} (pod {name})"
-    )))
-}
-
-fn signal(pid: i32, sig: libc::c_int) -> Result<()> {
-    // SAFETY: kill(2) with a pid read from /proc and a valid signal number; no memory involved.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(ClusterError::Invalid(format!(
-            "kill({pid}, {sig}): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
 /// A process stopped with SIGSTOP, continued when this is dropped (also when the test fails).
 struct Paused(i32);
 
@@ -1073,7 +995,7 @@ async fn a_paused_leader_that_wakes_up_after_losing_the_lease_writes_nothing() -
     let (first, _) = wait_champion(&stage, None).await?;
     let first_version = str_at(&first, "/champion/version").map(str::to_string);
 
-    let pid = container_pid(&stage, &leader.0).await?;
+    let pid = container_pid(&stage.api(), &leader.0).await?;
     signal(pid, libc::SIGSTOP)?;
     let paused = Paused(pid);
     champion_tests::testing::wait_for("the standby to take the Lease", WAIT, || async {
