@@ -421,7 +421,7 @@ fn v2_labels<'a>(
         return Err("the v2 answer has neither a label nor a probabilities output".to_string());
     };
     let values: Vec<f64> = match (bin, data) {
-        (Some(bytes), _) if bytes.len() % 8 == 0 => bytes
+        (Some(bytes), _) if bytes.len().is_multiple_of(8) => bytes
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect(),
@@ -431,7 +431,7 @@ fn v2_labels<'a>(
         (None, None) => return Err("the probabilities output has no data".to_string()),
     };
     let c = class_labels.len();
-    if shape.get(1).copied() != Some(c as u64) || c == 0 || values.len() % c != 0 {
+    if shape.get(1).copied() != Some(c as u64) || c == 0 || !values.len().is_multiple_of(c) {
         return Err(format!(
             "the probabilities output has shape {shape:?}; expected [rows, {c}] for this model's classes"
         ));
