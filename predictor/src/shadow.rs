@@ -216,7 +216,7 @@ impl Worker {
         let uri = Uri::builder()
             .scheme("http")
             .authority(self.authority.clone())
-            .path_and_query(mirror.path.clone())
+            .path_and_query(challenger_path(&mirror.path)?)
             .build()
             .map_err(|e| format!("building the shadow URI: {e}"))?;
         let mut builder = Request::builder().method(Method::POST).uri(uri);
@@ -273,6 +273,33 @@ impl Worker {
         let labels = answer_labels(mirror.route, &body, header_len, &self.class_labels)?;
         agrees(&mirror.classes, &self.class_labels, &labels)
     }
+}
+
+/// The path to send the challenger: the caller's, except that a v2 path naming the champion's
+/// version (`/v2/models/{name}/versions/{v}/infer`) loses the version, since the challenger
+/// serves another one.
+fn challenger_path(path: &PathAndQuery) -> Result<PathAndQuery, String> {
+    let p = path.path();
+    let Some(rest) = p.strip_prefix("/v2/models/") else {
+        return Ok(path.clone());
+    };
+    let mut parts = rest.split('/');
+    let (Some(name), Some("versions"), Some(_), Some("infer"), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Ok(path.clone());
+    };
+    let unversioned = match path.query() {
+        Some(q) => format!("/v2/models/{name}/infer?{q}"),
+        None => format!("/v2/models/{name}/infer"),
+    };
+    unversioned
+        .parse()
+        .map_err(|e| format!("rewriting the path {p:?} for the challenger: {e}"))
 }
 
 enum Failure {
@@ -575,6 +602,27 @@ mod tests {
         assert!(e.contains("beyond the answer"), "{e}");
         let cut = b"\x05\0\0\0go";
         assert!(binary_labels(cut).unwrap_err().contains("cut short"));
+    }
+
+    #[test]
+    fn a_versioned_v2_path_reaches_the_challenger_without_the_version() {
+        let path = |s: &'static str| challenger_path(&PathAndQuery::from_static(s)).unwrap();
+        assert_eq!(
+            path("/v2/models/wine/versions/v7/infer"),
+            "/v2/models/wine/infer"
+        );
+        assert_eq!(
+            path("/v2/models/wine/versions/v7/infer?x=1"),
+            "/v2/models/wine/infer?x=1"
+        );
+        for same in [
+            "/v2/models/wine/infer",
+            "/predict",
+            "/predict?a=b",
+            "/v1/models/wine:predict",
+        ] {
+            assert_eq!(path(same), same);
+        }
     }
 
     #[test]
