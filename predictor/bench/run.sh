@@ -15,6 +15,9 @@
 #
 # Other engineers' builds share these cores: the load average is printed with every run.
 #
+# The shadow rows run single-row /predict with SHADOW_PERCENT=100 to a second predictor between
+# two runs without mirroring (issue 15: mirroring never delays or fails the caller's answer).
+#
 # Knobs (env): BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1),
 # BENCH_WORKER_THREADS (cores - wrk threads, min 1), BENCH_BATCH_WORKER_THREADS (cores),
 # BENCH_BATCH_CONNECTIONS (8), BENCH_BATCH_ROWS (1000).
@@ -73,11 +76,12 @@ wait_for_addr() {
 
 "$bin/examples/bench_model" "$work/wine/bench" bench >/dev/null
 
-# start_predictor NAME WORKERS: the predictor on a free port; sets ${NAME}_pid and ${NAME}_addr.
+# start_predictor NAME WORKERS [VAR=value ...]: the predictor on a free port, with the extra
+# environment given; sets ${NAME}_pid and ${NAME}_addr.
 start_predictor() {
   local name="$1" w="$2" pid
   WORKER_THREADS="$w" MODEL_URI="file://$work/wine/bench/" MODEL_NAME=wine PORT=0 BIND_ADDRESS=127.0.0.1 RUST_LOG=info SHUTDOWN_DRAIN_SECONDS=0 \
-    "$bin/predictor" >"$work/$name.log" 2>&1 &
+    env "${@:3}" "$bin/predictor" >"$work/$name.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   printf -v "${name}_pid" '%s' "$pid"
@@ -116,6 +120,29 @@ run_wrk ceiling "$conns" predictor/bench/predict.lua "http://$ceiling_addr/predi
 kill "$ceiling_pid" 2>/dev/null || true
 run_wrk predict "$conns" predictor/bench/predict.lua "http://$single_addr/predict"
 single_peak_kb="$(rss_kb "$single_pid" VmHWM)"
+
+# Shadow mirroring: the same load on a predictor that mirrors every request (SHADOW_PERCENT=100,
+# default queue and concurrency) to a second predictor (1 worker thread) on this machine, then
+# the run without mirroring once more, so that the two runs without bracket the one with. On a
+# small machine the challenger and the mirroring client take CPU from the same cores, so this
+# measures that cost too; what mirroring must never do is make a caller wait for the challenger.
+start_predictor challenger 1
+start_predictor mirroring "$workers" SHADOW_URL="http://$challenger_addr" SHADOW_PERCENT=100
+timeout 30 wrk -t"$threads" -c"$conns" -d2s -s predictor/bench/predict.lua \
+  "http://$mirroring_addr/predict" >/dev/null
+run_wrk mirror "$conns" predictor/bench/predict.lua "http://$mirroring_addr/predict"
+# agree disagree error dropped, warm-up included
+shadow_counts="$(python3 - "http://$mirroring_addr/metrics" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+def count(result):
+    m = re.search(r'^predictor_shadow_requests_total\{result="%s"\} (\S+)$' % result, text, re.M)
+    return "%d" % float(m.group(1)) if m else "?"
+print(" ".join(count(r) for r in ("agree", "disagree", "error", "dropped")))
+PY
+)"
+kill "$mirroring_pid" "$challenger_pid" 2>/dev/null || true
+run_wrk predict_after "$conns" predictor/bench/predict.lua "http://$single_addr/predict"
 kill "$single_pid" 2>/dev/null || true
 
 # The batch run is a throughput test with few requests, so wrk hardly uses its core: the
@@ -179,6 +206,10 @@ binary_speedup="$(awk -v b="$binary_rps" -v j="$batch_rps" 'BEGIN { printf "%.2f
 ratio="$(awk -v p="$predict_rps" -v c="$ceiling_rps" 'BEGIN { printf "%.2f", p / c }')"
 rows_per_s="$(awk -v r="$batch_rps" -v n="$batch_rows" 'BEGIN { printf "%.0f", r * n }')"
 predict_p99_us="$(field predict p99_us)"
+mirror_rps="$(rps mirror)"
+after_rps="$(rps predict_after)"
+mirror_ratio="$(awk -v m="$mirror_rps" -v a="$predict_rps" -v b="$after_rps" 'BEGIN { printf "%.2f", 2 * m / (a + b) }')"
+mirror_p99_ratio="$(awk -v m="$(field mirror p99_us)" -v a="$(field predict p99_us)" -v b="$(field predict_after p99_us)" 'BEGIN { printf "%.2f", 2 * m / (a + b) }')"
 verdict() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi; }
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
@@ -190,9 +221,15 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 echo "| ceiling: bare hyper, fixed body | $workers | $conns | $ceiling_rps | $(ms ceiling p50_us) | $(ms ceiling p99_us) | $(field ceiling non2xx) / $(field ceiling errors) | $(cat "$work/ceiling.load") | – | – |"
 echo "| predictor: POST /predict, 1 row | $workers | $conns | $predict_rps | $(ms predict p50_us) | $(ms predict p99_us) | $(field predict non2xx) / $(field predict errors) | $(cat "$work/predict.load") | ≥ 25,000 req/s, p99 ≤ 5 ms | $(verdict "$predict_rps >= 25000 && $predict_p99_us <= 5000") |"
 echo "| predictor ÷ ceiling | | | $ratio | | | | | ≥ 0.5 | $(verdict "$ratio >= 0.5") |"
+echo "| shadow: POST /predict, 1 row, mirroring off (before) | $workers | $conns | $predict_rps | $(ms predict p50_us) | $(ms predict p99_us) | $(field predict non2xx) / $(field predict errors) | $(cat "$work/predict.load") | – | – |"
+echo "| shadow: POST /predict, 1 row, SHADOW_PERCENT=100 to a second local predictor | $workers | $conns | $mirror_rps | $(ms mirror p50_us) | $(ms mirror p99_us) | $(field mirror non2xx) / $(field mirror errors) | $(cat "$work/mirror.load") | no failed request | $(verdict "$(field mirror non2xx) + $(field mirror errors) == 0") |"
+echo "| shadow: POST /predict, 1 row, mirroring off (after) | $workers | $conns | $after_rps | $(ms predict_after p50_us) | $(ms predict_after p99_us) | $(field predict_after non2xx) / $(field predict_after errors) | $(cat "$work/predict_after.load") | – | – |"
+echo "| shadow: mirroring on ÷ off (mean of before and after) | | | $mirror_ratio | | p99 × $mirror_p99_ratio | | | – | – |"
 echo "| v2 infer, $batch_rows-row FP64 tensor, JSON in and out | $batch_workers | $batch_conns | $batch_rps ($rows_per_s rows/s) | $(ms v2batch p50_us) | $(ms v2batch p99_us) | $(field v2batch non2xx) / $(field v2batch errors) | $(cat "$work/v2batch.load") | ≥ 1,000,000 rows/s | $(verdict "$rows_per_s >= 1000000") |"
 echo "| v2 infer, the same rows as binary tensor data in and out | $batch_workers | $batch_conns | $binary_rps ($binary_rows_per_s rows/s) | $(ms v2binary p50_us) | $(ms v2binary p99_us) | $(field v2binary non2xx) / $(field v2binary errors) | $(cat "$work/v2binary.load") | ≥ 1,000,000 rows/s | $(verdict "$binary_rows_per_s >= 1000000") |"
 echo "| binary ÷ JSON ($batch_rows-row batch) | | | $binary_speedup | | | | | – | – |"
 echo "| predictor resident memory | | | peak $((rss_peak_kb / 1024)) MiB, now $((rss_now_kb / 1024)) MiB | | | | | ≤ 30 MB | $(verdict "$rss_peak_kb * 1024 <= 30000000") |"
 echo
+read -r s_agree s_disagree s_error s_dropped <<<"$shadow_counts"
+echo "shadow mirroring (warm-up included): agree $s_agree, disagree $s_disagree, error $s_error, dropped $s_dropped (queue full)"
 echo "load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
