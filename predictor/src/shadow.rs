@@ -5,7 +5,9 @@
 //! The request path only decides whether to mirror (one relaxed atomic add), copies the
 //! champion's classes, and `try_send`s into a bounded queue: a full queue counts the request
 //! `dropped` and moves on, so mirroring never delays or fails the caller's answer. A fixed pool
-//! of `SHADOW_CONCURRENCY` tasks empties the queue with hyper's pooled client.
+//! of `SHADOW_CONCURRENCY` tasks empties the queue with hyper's pooled client, on a thread of
+//! its own at the lowest CPU priority (nice 19), so the mirroring client never takes CPU the
+//! serving threads want: a busy pod mirrors less (drops more) rather than answer later.
 //!
 //! Metrics (on the mirroring pod): `predictor_shadow_requests_total{result}` with result
 //! `agree` (every row's class is the champion's), `disagree`, `error` (transport error,
@@ -131,34 +133,62 @@ struct Worker {
 }
 
 impl Shadow {
-    /// Starts the worker pool on the current tokio runtime.
-    pub fn start(config: &ShadowConfig, model: &ServedModel, metrics: ShadowMetrics) -> Self {
+    /// Starts the mirroring thread: its own single-threaded runtime running `concurrency`
+    /// worker tasks, at the lowest CPU priority (nice 19), so that when the pod's CPU is busy
+    /// the serving threads always win it: the shadow then falls behind and its queue drops,
+    /// instead of the caller's answer waiting.
+    pub fn start(
+        config: &ShadowConfig,
+        model: &ServedModel,
+        metrics: ShadowMetrics,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(config.concurrency)
-            .build(connector);
         let dropped = metrics.dropped.clone();
-        let worker = Arc::new(Worker {
-            client,
-            authority: config.authority.clone(),
-            timeout: config.timeout,
-            class_labels: model.meta.class_labels.clone(),
-            metrics,
-        });
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..config.concurrency.max(1) {
-            tokio::spawn(run_worker(rx.clone(), worker.clone()));
-        }
-        Shadow {
+        let settings = (
+            config.authority.clone(),
+            config.timeout,
+            config.concurrency.max(1),
+            model.meta.class_labels.clone(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("shadow".to_string())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let (authority, timeout, concurrency, class_labels) = settings;
+                runtime.block_on(async move {
+                    let mut connector = HttpConnector::new();
+                    connector.set_nodelay(true);
+                    connector.set_connect_timeout(Some(timeout));
+                    let client = Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .pool_idle_timeout(Duration::from_secs(30))
+                        .pool_max_idle_per_host(concurrency)
+                        .build(connector);
+                    let worker = Arc::new(Worker {
+                        client,
+                        authority,
+                        timeout,
+                        class_labels,
+                        metrics,
+                    });
+                    let rx = Arc::new(Mutex::new(rx));
+                    let tasks: Vec<_> = (0..concurrency)
+                        .map(|_| tokio::spawn(run_worker(rx.clone(), worker.clone())))
+                        .collect();
+                    // The workers end when every sender is gone (the process is stopping).
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                });
+            })?;
+        Ok(Shadow {
             tx,
             selector: Selector::new(config.percent),
             dropped,
-        }
+        })
     }
 
     /// Called after the champion answered `route` successfully: mirrors the request when it is
@@ -189,6 +219,22 @@ impl Shadow {
         };
         if self.tx.try_send(mirror).is_err() {
             self.dropped.inc();
+        }
+    }
+}
+
+/// nice 19 for the calling thread only (Linux: a thread id is a valid `PRIO_PROCESS` target);
+/// best effort.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority only changes this thread's niceness.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the shadow thread's priority"
+            );
         }
     }
 }
