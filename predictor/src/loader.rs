@@ -246,6 +246,7 @@ mod tests {
             algorithm: "logistic".into(),
             params: Default::default(),
             training_fingerprint: String::new(),
+            drift_reference: None,
             sha256: String::new(),
         }
     }
