@@ -13,8 +13,8 @@ use crate::model::ServedModel;
 use crate::routes::Route;
 
 /// Status codes the server produces; anything else is counted as "other".
-const CODES: [&str; 11] = [
-    "200", "400", "404", "405", "408", "413", "415", "422", "500", "503", "other",
+const CODES: [&str; 12] = [
+    "200", "400", "404", "405", "408", "409", "413", "415", "422", "500", "503", "other",
 ];
 
 fn code_index(status: u16) -> usize {
@@ -24,12 +24,13 @@ fn code_index(status: u16) -> usize {
         404 => 2,
         405 => 3,
         408 => 4,
-        413 => 5,
-        415 => 6,
-        422 => 7,
-        500 => 8,
-        503 => 9,
-        _ => 10,
+        409 => 5,
+        413 => 6,
+        415 => 7,
+        422 => 8,
+        500 => 9,
+        503 => 10,
+        _ => 11,
     }
 }
 
