@@ -406,12 +406,12 @@ fn memory_is_bounded_the_oldest_predictions_are_forgotten() {
     let p = Predictor::start(&dir.uri(), &[("FEEDBACK_CAPACITY", "10")]);
     let (header, rows) = common::wine_test_rows();
     let mut conn = Conn::open(p.addr);
-    for i in 0..20 {
+    for (i, row) in rows.iter().take(20).enumerate() {
         let id = format!("r{i}");
         let r = conn.post(
             "/predict",
             &[("x-request-id", id.as_str())],
-            &row_object(&header, &rows[i], &dir.model.feature_names),
+            &row_object(&header, row, &dir.model.feature_names),
         );
         assert_eq!(r.status, 200);
     }

@@ -101,7 +101,7 @@ impl DriftReference {
         if nf == 0 {
             return Err("no features to compute drift bins for".into());
         }
-        if values.len() % nf != 0 {
+        if !values.len().is_multiple_of(nf) {
             return Err(format!(
                 "{} values are not whole rows of {nf} features",
                 values.len()
@@ -302,7 +302,8 @@ mod tests {
             }],
         };
         good().validate(&names(1)).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut DriftReference)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut DriftReference)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|r| r.features[0].edges = vec![2.0, 1.0]),
                 "strictly increasing",
