@@ -109,6 +109,45 @@ fn metrics(p: &Predictor) -> String {
     r.text()
 }
 
+/// `promtool check metrics` on a whole /metrics body (drift and feedback series included).
+/// Skipped loudly without promtool, unless CHAMPION_REQUIRE_PROMTOOL=1 (as `make test` sets).
+fn promtool_check(exposition: &str) {
+    let promtool = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    let Some(promtool) = promtool else {
+        assert!(
+            std::env::var("CHAMPION_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+            "promtool is not installed and CHAMPION_REQUIRE_PROMTOOL=1 requires it (make test-deps)"
+        );
+        eprintln!("\n\n!!!!!!!! SKIPPED: promtool is not installed (make test-deps) !!!!!!!!\n\n");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(exposition.as_bytes())
+            .unwrap_or_else(|e| panic!("writing to promtool: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("promtool: {e}"));
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\non\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A wine row as the `/predict` object of the model's features.
 fn row_object(header: &[String], row: &[f64], features: &[String]) -> Value {
     let mut obj = serde_json::Map::new();
@@ -300,6 +339,7 @@ fn predictions_answered_on_one_connection_take_feedback_and_score_online() {
         ),
         Some(1.0)
     );
+    promtool_check(&text);
 }
 
 #[test]
@@ -570,6 +610,7 @@ fn drift_is_small_for_the_training_distribution_and_large_for_shifted_rows() {
         assert!(*v > 0.25, "{f}: PSI {v} for shifted rows");
     }
     assert!(series(&text, "predictor_drift_max_psi").is_some_and(|m| m > 0.25));
+    promtool_check(&text);
     drop(p);
 
     // DRIFT_TRACKING=off: no drift series at all.
