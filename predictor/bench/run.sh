@@ -49,7 +49,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 echo "bench: building release binaries" >&2
-cargo build --release -q -p predictor --bin predictor --example ceiling --example bench_model
+cargo build --release -q -p predictor --bin predictor --example ceiling --example bench_model --example drift_cost
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 
 work="$(mktemp -d)"
@@ -85,6 +85,7 @@ wait_for_addr() {
 # and ${NAME}_addr.
 start_predictor() {
   local name="$1" w="$2" drift="${3:-on}" pid
+  : >"$work/$name.log"
   DRIFT_TRACKING="$drift" WORKER_THREADS="$w" MODEL_URI="file://$work/wine/bench/" MODEL_NAME=wine PORT=0 BIND_ADDRESS=127.0.0.1 RUST_LOG=info SHUTDOWN_DRAIN_SECONDS=0 \
     "$bin/predictor" >"$work/$name.log" 2>&1 &
   pid=$!
@@ -154,6 +155,8 @@ if [ "$drift_check" != ok ]; then
   exit 1
 fi
 kill "$drift_on_pid" "$drift_off_pid" 2>/dev/null || true
+# The same cost in-process, free of load-generator noise: ns per counted row.
+drift_ns="$("$bin/examples/drift_cost" | sed -n 's/^RESULT ns_per_row=\([0-9.]*\).*/\1/p')"
 
 # The batch run is a throughput test with few requests, so wrk hardly uses its core: the
 # predictor gets every core, as in a pod.
@@ -244,6 +247,8 @@ echo "| predictor ÷ ceiling | | | $ratio | | | | | ≥ 0.5 | $(verdict "$ratio 
 echo "| POST /predict, 1 row, DRIFT_TRACKING=on (median of $drift_rounds: ${drift_all_on% }) | $workers | $conns | $drift_on_rps | | $drift_on_p99 | $(drift_failed drift_on) | $(cat "$work/drift_on_1.load") | – | – |"
 echo "| POST /predict, 1 row, DRIFT_TRACKING=off (median of $drift_rounds: ${drift_all_off% }) | $workers | $conns | $drift_off_rps | | $drift_off_p99 | $(drift_failed drift_off) | $(cat "$work/drift_off_1.load") | – | – |"
 echo "| drift on ÷ off | | | $drift_ratio | | | | | ≥ 0.95 | $(verdict "$drift_ratio >= 0.95") |"
+drift_share="$(awk -v ns="$drift_ns" -v r="$drift_off_rps" -v w="$workers" 'BEGIN { printf "%.2f", 100 * ns * r / (w * 1e9) }')"
+echo "| drift counting in-process: ns per row (11 features) | 1 | | $drift_ns ns ($drift_share % of a worker's time per request at the off rate) | | | | | – | – |"
 echo "| v2 infer, $batch_rows-row FP64 tensor, JSON in and out | $batch_workers | $batch_conns | $batch_rps ($rows_per_s rows/s) | $(ms v2batch p50_us) | $(ms v2batch p99_us) | $(field v2batch non2xx) / $(field v2batch errors) | $(cat "$work/v2batch.load") | ≥ 1,000,000 rows/s | $(verdict "$rows_per_s >= 1000000") |"
 echo "| v2 infer, the same rows as binary tensor data in and out | $batch_workers | $batch_conns | $binary_rps ($binary_rows_per_s rows/s) | $(ms v2binary p50_us) | $(ms v2binary p99_us) | $(field v2binary non2xx) / $(field v2binary errors) | $(cat "$work/v2binary.load") | ≥ 1,000,000 rows/s | $(verdict "$binary_rows_per_s >= 1000000") |"
 echo "| binary ÷ JSON ($batch_rows-row batch) | | | $binary_speedup | | | | | – | – |"

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use champion_model::DriftReference;
 use champion_model::drift::{bin_index, psi_of_counts};
@@ -82,10 +82,27 @@ struct FeatureHistogram {
 /// The live histograms of every feature of the served model.
 pub struct DriftTracker {
     features: Vec<FeatureHistogram>,
-    /// Every feature's bins, one after the other (fixed at load).
+    /// Every feature's bins, one after the other, once per shard (fixed at load). Worker
+    /// threads count into different shards, so they do not contend for the same cache lines;
+    /// a scrape sums the shards.
     counts: Box<[AtomicU64]>,
+    /// Bins of one shard (every feature's), rounded up to whole 64-byte cache lines.
+    stride: usize,
+    /// Bins actually used in a shard.
+    bins: usize,
+    shards: usize,
     rows: AtomicU64,
     min_rows: u64,
+}
+
+/// Shards at most (one per worker thread up to this).
+const MAX_SHARDS: usize = 16;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard number, handed out round robin on first use.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A batch is first counted here (per thread, reused), then added with one atomic add per
@@ -144,9 +161,19 @@ impl DriftTracker {
                 h
             })
             .collect();
+        let stride = offset.div_ceil(8) * 8;
+        let shards = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_SHARDS);
         Some(DriftTracker {
             features,
-            counts: (0..offset).map(|_| AtomicU64::new(0)).collect(),
+            // One extra cache line so that a shard can start on a line boundary.
+            counts: (0..stride * shards + 8)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            stride,
+            bins: offset,
+            shards,
             rows: AtomicU64::new(0),
             min_rows: settings.min_rows,
         })
@@ -163,10 +190,11 @@ impl DriftTracker {
             return;
         }
         let rows = values.len() / nf;
-        if rows == 1 || self.counts.len() > LOCAL_BINS_MAX {
+        let shard = self.shard(SHARD.with(|s| *s) % self.shards);
+        if rows == 1 || self.bins > LOCAL_BINS_MAX {
             for row in values.chunks_exact(nf) {
                 for (h, &x) in self.features.iter().zip(row) {
-                    self.counts[h.offset + bin_index(&h.edges, x)].fetch_add(1, Ordering::Relaxed);
+                    shard[h.offset + bin_index(&h.edges, x)].fetch_add(1, Ordering::Relaxed);
                 }
             }
         } else {
@@ -175,13 +203,13 @@ impl DriftTracker {
                     return;
                 };
                 local.clear();
-                local.resize(self.counts.len(), 0);
+                local.resize(self.bins, 0);
                 for row in values.chunks_exact(nf) {
                     for (h, &x) in self.features.iter().zip(row) {
                         local[h.offset + bin_index(&h.edges, x)] += 1;
                     }
                 }
-                for (counter, &n) in self.counts.iter().zip(local.iter()) {
+                for (counter, &n) in shard.iter().zip(local.iter()) {
                     if n > 0 {
                         counter.fetch_add(n, Ordering::Relaxed);
                     }
@@ -189,6 +217,14 @@ impl DriftTracker {
             });
         }
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// The counters of shard `i`, starting on a cache-line boundary.
+    fn shard(&self, i: usize) -> &[AtomicU64] {
+        // The array's start is 8-byte aligned; skip to the next 64-byte boundary.
+        let skew = (self.counts.as_ptr() as usize / 8) % 8;
+        let start = (8 - skew) % 8 + i * self.stride;
+        &self.counts[start..start + self.bins]
     }
 
     /// Rows counted so far.
@@ -203,11 +239,13 @@ impl DriftTracker {
             .iter()
             .map(|h| {
                 counts.clear();
-                counts.extend(
-                    self.counts[h.offset..h.offset + h.shares.len()]
-                        .iter()
-                        .map(|c| c.load(Ordering::Relaxed)),
-                );
+                counts.resize(h.shares.len(), 0);
+                for i in 0..self.shards {
+                    let shard = &self.shard(i)[h.offset..h.offset + h.shares.len()];
+                    for (sum, c) in counts.iter_mut().zip(shard) {
+                        *sum += c.load(Ordering::Relaxed);
+                    }
+                }
                 psi_of_counts(&h.shares, &counts)
             })
             .collect()
@@ -327,6 +365,37 @@ mod tests {
             )),
             "{s}"
         );
+    }
+
+    #[test]
+    fn rows_counted_on_many_threads_are_all_summed() {
+        let settings = DriftSettings {
+            enabled: true,
+            min_rows: 1,
+        };
+        let t = DriftTracker::new(Some(&reference()), settings).unwrap();
+        std::thread::scope(|s| {
+            for k in 0..6 {
+                let t = &t;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        // Threads 0-2 below every edge, 3-5 above every edge.
+                        let x = if k < 3 { -10.0 } else { 10.0 };
+                        t.observe(&[x, x]);
+                    }
+                    t.observe(&[0.5, 1.5, 0.5, 1.5]);
+                });
+            }
+        });
+        assert_eq!(t.rows(), 6 * 1002);
+        let psi = t.psi();
+        // a: 3000 + 0 in bin 0, 3000 + 12 in bin 1.
+        let n = 6012.0;
+        let want_a = champion_model::drift::psi(&[0.5, 0.5], &[3000.0 / n, 3012.0 / n]);
+        assert!((psi[0].unwrap() - want_a).abs() < 1e-12, "{psi:?}");
+        let want_b =
+            champion_model::drift::psi(&[0.25, 0.5, 0.25], &[3000.0 / n, 12.0 / n, 3000.0 / n]);
+        assert!((psi[1].unwrap() - want_b).abs() < 1e-12, "{psi:?}");
     }
 
     #[test]
