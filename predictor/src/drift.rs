@@ -283,6 +283,29 @@ impl DriftTracker {
     }
 }
 
+/// Every drift family with a series, for the metrics tests (promtool, the chart's names).
+#[cfg(test)]
+pub(crate) fn sample_exposition() -> Vec<u8> {
+    let reference = DriftReference {
+        rows: 1,
+        features: vec![champion_model::FeatureBins {
+            name: "alcohol".into(),
+            edges: vec![10.0],
+            shares: vec![0.5, 0.5],
+        }],
+    };
+    let settings = DriftSettings {
+        enabled: true,
+        min_rows: 1,
+    };
+    let mut out = Vec::new();
+    if let Some(t) = DriftTracker::new(Some(&reference), settings) {
+        t.observe(&[9.0]);
+        t.render_into(&mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

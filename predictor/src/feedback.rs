@@ -504,6 +504,18 @@ impl std::fmt::Write for VecWriter<'_> {
     }
 }
 
+/// Every feedback family with a series, for the metrics tests (promtool, the chart's names).
+#[cfg(test)]
+pub(crate) fn sample_exposition() -> Vec<u8> {
+    let m = crate::model::test_support::sum_model();
+    let f = Feedback::new(&m.meta.class_labels, FeedbackSettings::default());
+    f.remember("r", &[1]);
+    let _ = f.receive(&m, br#"{"requestId":"r","label":"good"}"#);
+    let mut out = Vec::new();
+    f.render_into(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

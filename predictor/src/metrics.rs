@@ -329,7 +329,11 @@ mod tests {
         metrics.observe_rows(Route::Predict, &[1, 1]);
         metrics.set_ready(true);
         metrics.set_model_load_seconds(0.1);
-        String::from_utf8(metrics.render()).unwrap()
+        let mut out = metrics.render();
+        // The drift and feedback families, rendered beside the registry on /metrics.
+        out.extend(crate::drift::sample_exposition());
+        out.extend(crate::feedback::sample_exposition());
+        String::from_utf8(out).unwrap()
     }
 
     /// `promtool check metrics` on the predictor's /metrics. Skipped loudly without promtool,
