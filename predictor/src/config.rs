@@ -46,6 +46,10 @@ pub struct Config {
     /// MAX_CONNECTIONS (default 10000): open connections at most; more wait in the listen
     /// backlog. The process raises its open-file limit to the hard limit at start.
     pub max_connections: usize,
+    /// DRIFT_TRACKING, DRIFT_MIN_ROWS (drift.rs).
+    pub drift: crate::drift::DriftSettings,
+    /// FEEDBACK_CAPACITY, FEEDBACK_WINDOW (feedback.rs).
+    pub feedback: crate::feedback::FeedbackSettings,
     /// SHADOW_URL and friends: mirror a share of the prediction requests to a challenger.
     pub shadow: Option<ShadowConfig>,
 }
@@ -182,6 +186,8 @@ impl Config {
             header_timeout,
             max_connections,
             shadow,
+            drift: crate::drift::DriftSettings::from_lookup(&get)?,
+            feedback: crate::feedback::FeedbackSettings::from_lookup(&get)?,
         })
     }
 }
@@ -295,6 +301,10 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.header_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 10_000);
+        assert!(c.drift.enabled);
+        assert_eq!(c.drift.min_rows, 100);
+        assert_eq!(c.feedback.capacity, 100_000);
+        assert_eq!(c.feedback.window, 10_000);
         let c = cfg(&[
             ("MODEL_URI", "file:///m/v1/"),
             ("REQUEST_TIMEOUT_SECONDS", "2.5"),
@@ -323,6 +333,10 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "many"),
             ("SHADOW_URL", "https://challenger:8080"),
+            ("DRIFT_TRACKING", "sometimes"),
+            ("DRIFT_MIN_ROWS", "0"),
+            ("FEEDBACK_CAPACITY", "all"),
+            ("FEEDBACK_WINDOW", "0"),
         ] {
             match cfg(&[("MODEL_URI", "file:///m/"), (k, v)]) {
                 Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, k),
