@@ -149,6 +149,7 @@ fn the_prometheus_rule_alerts_on_what_goes_wrong_and_passes_promtool() -> Result
             "ChampionModelStale",
             "ChampionPredictorErrors",
             "ChampionPredictorSlow",
+            "ChampionInputDrift",
         ]
     );
     let Some(promtool) = promtool() else {
@@ -163,7 +164,7 @@ fn the_prometheus_rule_alerts_on_what_goes_wrong_and_passes_promtool() -> Result
     };
     write("defaults.yaml", &spec)?;
     let out = run_promtool(&promtool, dir.path(), &["check", "rules", "defaults.yaml"])?;
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
 
     // The unit tests, on the rules rendered as that file says.
     write(
