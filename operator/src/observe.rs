@@ -45,6 +45,8 @@ pub struct Observed {
     pub policy_violation: Option<String>,
     /// The data listing is still running (`data` is None): look again soon.
     pub listing_pending: bool,
+    /// Live analysis (canary or shadow): the challenger Deployment and the step's figures.
+    pub live: Option<crate::live::LiveObserved>,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -144,6 +146,7 @@ pub async fn observe(
         termination_message: termination,
         policy_violation: ctx.policy.check(&mp).err(),
         listing_pending,
+        live: crate::live::observe(ctx, &mp).await,
     };
     Ok(Some((mp, observed)))
 }

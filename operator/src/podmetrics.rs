@@ -43,10 +43,6 @@ pub enum ScrapeError {
     Timeout { url: String },
     #[error("GET {url}: answer larger than {MAX_SCRAPE_BYTES} bytes")]
     TooLarge { url: String },
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// One sample of the text exposition format.
