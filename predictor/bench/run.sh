@@ -15,9 +15,13 @@
 #
 # Other engineers' builds share these cores: the load average is printed with every run.
 #
+# The shadow rows compare single-row /predict without and with SHADOW_PERCENT=100 to a second
+# predictor (issue 15: mirroring never delays or fails the caller's answer).
+#
 # Knobs (env): BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1),
 # BENCH_WORKER_THREADS (cores - wrk threads, min 1), BENCH_BATCH_WORKER_THREADS (cores),
-# BENCH_BATCH_CONNECTIONS (8), BENCH_BATCH_ROWS (1000).
+# BENCH_BATCH_CONNECTIONS (8), BENCH_BATCH_ROWS (1000), BENCH_SHADOW_ROUNDS (3),
+# BENCH_SHADOW_DURATION (s, 5).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -30,6 +34,8 @@ batch_rows="${BENCH_BATCH_ROWS:-1000}"
 workers="${BENCH_WORKER_THREADS:-$(($(nproc) - threads))}"
 if [ "$workers" -lt 1 ]; then workers=1; fi
 batch_workers="${BENCH_BATCH_WORKER_THREADS:-$(nproc)}"
+shadow_rounds="${BENCH_SHADOW_ROUNDS:-3}"
+shadow_duration="${BENCH_SHADOW_DURATION:-5}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "bench: installing wrk (Debian package)" >&2
@@ -73,11 +79,12 @@ wait_for_addr() {
 
 "$bin/examples/bench_model" "$work/wine/bench" bench >/dev/null
 
-# start_predictor NAME WORKERS: the predictor on a free port; sets ${NAME}_pid and ${NAME}_addr.
+# start_predictor NAME WORKERS [VAR=value ...] [nice -n N]: the predictor on a free port, with
+# the extra environment (and command prefix) given; sets ${NAME}_pid and ${NAME}_addr.
 start_predictor() {
   local name="$1" w="$2" pid
   WORKER_THREADS="$w" MODEL_URI="file://$work/wine/bench/" MODEL_NAME=wine PORT=0 BIND_ADDRESS=127.0.0.1 RUST_LOG=info SHUTDOWN_DRAIN_SECONDS=0 \
-    "$bin/predictor" >"$work/$name.log" 2>&1 &
+    env "${@:3}" "$bin/predictor" >"$work/$name.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   printf -v "${name}_pid" '%s' "$pid"
@@ -116,6 +123,33 @@ run_wrk ceiling "$conns" predictor/bench/predict.lua "http://$ceiling_addr/predi
 kill "$ceiling_pid" 2>/dev/null || true
 run_wrk predict "$conns" predictor/bench/predict.lua "http://$single_addr/predict"
 single_peak_kb="$(rss_kb "$single_pid" VmHWM)"
+
+# Shadow mirroring: the same load on a predictor without mirroring and on one that mirrors every
+# request (SHADOW_PERCENT=100, default queue and concurrency) to a second predictor, in
+# BENCH_SHADOW_ROUNDS alternating pairs of BENCH_SHADOW_DURATION-second runs; the table shows
+# the median of each (other work on a shared machine moves single runs by 2-40x at the p99).
+# In a cluster the challenger is another pod; here it shares the cores, so it runs at nice 19
+# (as the predictor's own mirroring thread does) and answers with what the champion and wrk
+# leave. The `dropped` count after the table says how much of the load the shadow did not take.
+start_predictor challenger 1 nice -n 19
+start_predictor mirroring "$workers" SHADOW_URL="http://$challenger_addr" SHADOW_PERCENT=100
+timeout 30 wrk -t"$threads" -c"$conns" -d2s -s predictor/bench/predict.lua \
+  "http://$mirroring_addr/predict" >/dev/null
+for round in $(seq 1 "$shadow_rounds"); do
+  duration="$shadow_duration" run_wrk "shadow_off_$round" "$conns" predictor/bench/predict.lua "http://$single_addr/predict"
+  duration="$shadow_duration" run_wrk "shadow_on_$round" "$conns" predictor/bench/predict.lua "http://$mirroring_addr/predict"
+done
+# agree disagree error dropped, warm-up included
+shadow_counts="$(python3 - "http://$mirroring_addr/metrics" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+def count(result):
+    m = re.search(r'^predictor_shadow_requests_total\{result="%s"\} (\S+)$' % result, text, re.M)
+    return "%d" % float(m.group(1)) if m else "?"
+print(" ".join(count(r) for r in ("agree", "disagree", "error", "dropped")))
+PY
+)"
+kill "$mirroring_pid" "$challenger_pid" 2>/dev/null || true
 kill "$single_pid" 2>/dev/null || true
 
 # The batch run is a throughput test with few requests, so wrk hardly uses its core: the
@@ -179,6 +213,23 @@ binary_speedup="$(awk -v b="$binary_rps" -v j="$batch_rps" 'BEGIN { printf "%.2f
 ratio="$(awk -v p="$predict_rps" -v c="$ceiling_rps" 'BEGIN { printf "%.2f", p / c }')"
 rows_per_s="$(awk -v r="$batch_rps" -v n="$batch_rows" 'BEGIN { printf "%.0f", r * n }')"
 predict_p99_us="$(field predict p99_us)"
+# shadow_stat on|off KIND: the median over the rounds of rps, p50_us, p99_us; the sum of
+# non2xx, errors.
+shadow_stat() {
+  local values=() round
+  for round in $(seq 1 "$shadow_rounds"); do
+    if [ "$2" = rps ]; then values+=("$(rps "shadow_$1_$round")"); else values+=("$(field "shadow_$1_$round" "$2")"); fi
+  done
+  case "$2" in
+    non2xx | errors) printf '%s\n' "${values[@]}" | awk '{ s += $1 } END { print s }' ;;
+    *) printf '%s\n' "${values[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }' ;;
+  esac
+}
+shadow_list() { for round in $(seq 1 "$shadow_rounds"); do echo "$(ms "shadow_$1_$round" p99_us)"; done | paste -sd' '; }
+shadow_ms() { awk -v us="$(shadow_stat "$1" "$2")" 'BEGIN { printf "%.2f", us / 1000 }'; }
+shadow_rps_ratio="$(awk -v on="$(shadow_stat on rps)" -v off="$(shadow_stat off rps)" 'BEGIN { printf "%.2f", on / off }')"
+shadow_p99_ratio="$(awk -v on="$(shadow_stat on p99_us)" -v off="$(shadow_stat off p99_us)" 'BEGIN { printf "%.2f", on / off }')"
+shadow_failed="$(( $(shadow_stat on non2xx) + $(shadow_stat on errors) ))"
 verdict() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi; }
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
@@ -190,9 +241,15 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 echo "| ceiling: bare hyper, fixed body | $workers | $conns | $ceiling_rps | $(ms ceiling p50_us) | $(ms ceiling p99_us) | $(field ceiling non2xx) / $(field ceiling errors) | $(cat "$work/ceiling.load") | – | – |"
 echo "| predictor: POST /predict, 1 row | $workers | $conns | $predict_rps | $(ms predict p50_us) | $(ms predict p99_us) | $(field predict non2xx) / $(field predict errors) | $(cat "$work/predict.load") | ≥ 25,000 req/s, p99 ≤ 5 ms | $(verdict "$predict_rps >= 25000 && $predict_p99_us <= 5000") |"
 echo "| predictor ÷ ceiling | | | $ratio | | | | | ≥ 0.5 | $(verdict "$ratio >= 0.5") |"
+echo "| shadow: POST /predict, 1 row, mirroring off (median of $shadow_rounds × ${shadow_duration}s) | $workers | $conns | $(shadow_stat off rps) | $(shadow_ms off p50_us) | $(shadow_ms off p99_us) | $(shadow_stat off non2xx) / $(shadow_stat off errors) | $(cat "$work/shadow_off_1.load") | – | – |"
+echo "| shadow: the same with SHADOW_PERCENT=100 to a second local predictor (nice 19), alternating | $workers | $conns | $(shadow_stat on rps) | $(shadow_ms on p50_us) | $(shadow_ms on p99_us) | $(shadow_stat on non2xx) / $(shadow_stat on errors) | $(cat "$work/shadow_on_1.load") | no failed request | $(verdict "$shadow_failed == 0") |"
+echo "| shadow: mirroring on ÷ off (medians) | | | $shadow_rps_ratio | | p99 × $shadow_p99_ratio | | | – | – |"
 echo "| v2 infer, $batch_rows-row FP64 tensor, JSON in and out | $batch_workers | $batch_conns | $batch_rps ($rows_per_s rows/s) | $(ms v2batch p50_us) | $(ms v2batch p99_us) | $(field v2batch non2xx) / $(field v2batch errors) | $(cat "$work/v2batch.load") | ≥ 1,000,000 rows/s | $(verdict "$rows_per_s >= 1000000") |"
 echo "| v2 infer, the same rows as binary tensor data in and out | $batch_workers | $batch_conns | $binary_rps ($binary_rows_per_s rows/s) | $(ms v2binary p50_us) | $(ms v2binary p99_us) | $(field v2binary non2xx) / $(field v2binary errors) | $(cat "$work/v2binary.load") | ≥ 1,000,000 rows/s | $(verdict "$binary_rows_per_s >= 1000000") |"
 echo "| binary ÷ JSON ($batch_rows-row batch) | | | $binary_speedup | | | | | – | – |"
 echo "| predictor resident memory | | | peak $((rss_peak_kb / 1024)) MiB, now $((rss_now_kb / 1024)) MiB | | | | | ≤ 30 MB | $(verdict "$rss_peak_kb * 1024 <= 30000000") |"
 echo
+read -r s_agree s_disagree s_error s_dropped <<<"$shadow_counts"
+echo "shadow mirroring (warm-up included): agree $s_agree, disagree $s_disagree, error $s_error, dropped $s_dropped (queue full)"
+echo "shadow p99 per round (ms): off $(shadow_list off); on $(shadow_list on)"
 echo "load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

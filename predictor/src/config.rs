@@ -46,6 +46,23 @@ pub struct Config {
     /// MAX_CONNECTIONS (default 10000): open connections at most; more wait in the listen
     /// backlog. The process raises its open-file limit to the hard limit at start.
     pub max_connections: usize,
+    /// SHADOW_URL and friends: mirror a share of the prediction requests to a challenger.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// Where and how much to mirror (see `crate::shadow`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    /// SHADOW_URL: `http://host[:port]`; the mirrored request keeps its path and query.
+    pub authority: http::uri::Authority,
+    /// SHADOW_PERCENT (0-100, default 100): the share of successful prediction requests mirrored.
+    pub percent: f64,
+    /// SHADOW_QUEUE (default 1024): mirrored requests waiting at most; beyond, they are dropped.
+    pub queue: usize,
+    /// SHADOW_CONCURRENCY (default 8): mirrored requests in flight at most.
+    pub concurrency: usize,
+    /// SHADOW_TIMEOUT_SECONDS (default 2): the challenger's whole answer, or the request is an error.
+    pub timeout: Duration,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -149,6 +166,7 @@ impl Config {
                 expected: "a positive connection count",
             });
         }
+        let shadow = shadow_config(&get)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_threads: usize = parse(&get, "WORKER_THREADS", cores, "a thread count")?;
         Ok(Config {
@@ -163,8 +181,94 @@ impl Config {
             request_timeout,
             header_timeout,
             max_connections,
+            shadow,
         })
     }
+}
+
+/// The `SHADOW_*` settings; `None` without SHADOW_URL (the others are then not read).
+fn shadow_config(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<ShadowConfig>, ConfigError> {
+    let Some(url) = get("SHADOW_URL").filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let authority = shadow_authority(url.trim()).map_err(|expected| ConfigError::Invalid {
+        name: "SHADOW_URL",
+        value: url.clone(),
+        expected,
+    })?;
+    let invalid = |name: &'static str, value: String, expected: &'static str| {
+        Err(ConfigError::Invalid {
+            name,
+            value,
+            expected,
+        })
+    };
+    let percent: f64 = parse(get, "SHADOW_PERCENT", 100.0, "a percentage from 0 to 100")?;
+    if !(0.0..=100.0).contains(&percent) {
+        return invalid(
+            "SHADOW_PERCENT",
+            percent.to_string(),
+            "a percentage from 0 to 100",
+        );
+    }
+    let queue: usize = parse(get, "SHADOW_QUEUE", 1024, "a queue capacity (1-1000000)")?;
+    if !(1..=1_000_000).contains(&queue) {
+        return invalid(
+            "SHADOW_QUEUE",
+            queue.to_string(),
+            "a queue capacity (1-1000000)",
+        );
+    }
+    let concurrency: usize = parse(get, "SHADOW_CONCURRENCY", 8, "a request count (1-1024)")?;
+    if !(1..=1024).contains(&concurrency) {
+        return invalid(
+            "SHADOW_CONCURRENCY",
+            concurrency.to_string(),
+            "a request count (1-1024)",
+        );
+    }
+    let timeout: f64 = parse(
+        get,
+        "SHADOW_TIMEOUT_SECONDS",
+        2.0,
+        "seconds, more than 0 and at most 3600",
+    )?;
+    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
+        return invalid(
+            "SHADOW_TIMEOUT_SECONDS",
+            timeout.to_string(),
+            "seconds, more than 0 and at most 3600",
+        );
+    }
+    Ok(Some(ShadowConfig {
+        authority,
+        percent,
+        queue,
+        concurrency,
+        timeout: Duration::from_secs_f64(timeout),
+    }))
+}
+
+const SHADOW_URL_EXPECTED: &str = "an http:// base URL with a host and an optional port, e.g. http://wine-predictor-shadow.ml.svc:8080 (no user info, path, query or https)";
+
+/// `http://host[:port]` with at most a trailing `/`.
+fn shadow_authority(url: &str) -> Result<http::uri::Authority, &'static str> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(SHADOW_URL_EXPECTED);
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['@', '/', '?', '#']) {
+        return Err(SHADOW_URL_EXPECTED);
+    }
+    let parsed: http::uri::Authority = authority.parse().map_err(|_| SHADOW_URL_EXPECTED)?;
+    // `Authority` accepts any text after the host's ':'; the port must be a TCP port.
+    let has_port = parsed.as_str().len() > parsed.host().len();
+    if parsed.host().is_empty() || (has_port && parsed.port_u16().is_none()) {
+        return Err(SHADOW_URL_EXPECTED);
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -218,11 +322,108 @@ mod tests {
             ("HEADER_TIMEOUT_SECONDS", "-3"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "many"),
+            ("SHADOW_URL", "https://challenger:8080"),
         ] {
             match cfg(&[("MODEL_URI", "file:///m/"), (k, v)]) {
                 Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, k),
                 other => panic!("{k}={v}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn shadow_settings_default_and_parse() {
+        assert_eq!(cfg(&[("MODEL_URI", "file:///m/")]).unwrap().shadow, None);
+        // The other SHADOW_* settings are not read without SHADOW_URL.
+        let c = cfg(&[("MODEL_URI", "file:///m/"), ("SHADOW_PERCENT", "x")]).unwrap();
+        assert_eq!(c.shadow, None);
+        let s = cfg(&[
+            ("MODEL_URI", "file:///m/"),
+            ("SHADOW_URL", "http://wine-predictor-shadow.ml.svc:8080/"),
+        ])
+        .unwrap()
+        .shadow
+        .unwrap();
+        assert_eq!(s.authority.host(), "wine-predictor-shadow.ml.svc");
+        assert_eq!(s.authority.port_u16(), Some(8080));
+        assert_eq!(s.percent, 100.0);
+        assert_eq!(s.queue, 1024);
+        assert_eq!(s.concurrency, 8);
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        let s = cfg(&[
+            ("MODEL_URI", "file:///m/"),
+            ("SHADOW_URL", "http://10.0.0.7"),
+            ("SHADOW_PERCENT", "12.5"),
+            ("SHADOW_QUEUE", "4"),
+            ("SHADOW_CONCURRENCY", "2"),
+            ("SHADOW_TIMEOUT_SECONDS", "0.5"),
+        ])
+        .unwrap()
+        .shadow
+        .unwrap();
+        assert_eq!(s.authority.as_str(), "10.0.0.7");
+        assert_eq!(
+            (s.percent, s.queue, s.concurrency, s.timeout),
+            (12.5, 4, 2, Duration::from_millis(500))
+        );
+        let s = cfg(&[
+            ("MODEL_URI", "file:///m/"),
+            ("SHADOW_URL", "http://[::1]:9000"),
+        ]);
+        assert_eq!(s.unwrap().shadow.unwrap().authority.port_u16(), Some(9000));
+    }
+
+    #[test]
+    fn shadow_settings_refuse_bad_values_with_what_was_expected() {
+        for url in [
+            "https://challenger:8080",
+            "challenger:8080",
+            "ftp://challenger",
+            "http://",
+            "http://user:secret@challenger:8080",
+            "http://challenger:8080/v2",
+            "http://challenger:8080?x=1",
+            "http://challenger:8080#f",
+            "http://challenger:port",
+            "http://challenger:",
+            "http://challenger:99999",
+            "http://chal lenger",
+        ] {
+            match cfg(&[("MODEL_URI", "file:///m/"), ("SHADOW_URL", url)]) {
+                Err(ConfigError::Invalid {
+                    name: "SHADOW_URL",
+                    expected,
+                    ..
+                }) => assert!(expected.contains("http:// base URL"), "{url}: {expected}"),
+                other => panic!("SHADOW_URL={url}: {other:?}"),
+            }
+        }
+        for (k, v) in [
+            ("SHADOW_PERCENT", "101"),
+            ("SHADOW_PERCENT", "-1"),
+            ("SHADOW_PERCENT", "half"),
+            ("SHADOW_PERCENT", "NaN"),
+            ("SHADOW_QUEUE", "0"),
+            ("SHADOW_QUEUE", "-5"),
+            ("SHADOW_CONCURRENCY", "0"),
+            ("SHADOW_CONCURRENCY", "100000"),
+            ("SHADOW_TIMEOUT_SECONDS", "0"),
+            ("SHADOW_TIMEOUT_SECONDS", "inf"),
+        ] {
+            match cfg(&[
+                ("MODEL_URI", "file:///m/"),
+                ("SHADOW_URL", "http://127.0.0.1:9"),
+                (k, v),
+            ]) {
+                Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, k, "{k}={v}"),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+        let e = cfg(&[("MODEL_URI", "file:///m/"), ("SHADOW_URL", "https://x")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("SHADOW_URL=\"https://x\" is not valid: expected an http:// base URL"),
+            "{e}"
+        );
     }
 }

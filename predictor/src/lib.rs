@@ -9,3 +9,4 @@ pub mod parse;
 pub mod render;
 pub mod routes;
 pub mod server;
+pub mod shadow;

@@ -26,6 +26,8 @@ enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the shadow mirroring thread: {0}")]
+    Shadow(#[source] std::io::Error),
     #[error("cannot install the SIGTERM handler: {0}")]
     Signal(#[source] std::io::Error),
 }
@@ -150,7 +152,20 @@ async fn serve(config: Config) -> Result<(), StartError> {
             "the open-file limit is below MAX_CONNECTIONS plus headroom; connections beyond it fail to be accepted"
         );
     }
-    let state = Arc::new(AppState::new(model, metrics, limits));
+    let shadow = config.shadow.as_ref().map(|c| {
+        tracing::info!(
+            shadow = %c.authority,
+            percent = c.percent,
+            queue = c.queue,
+            concurrency = c.concurrency,
+            timeout_seconds = c.timeout.as_secs_f64(),
+            "mirroring prediction requests to the shadow challenger"
+        );
+        predictor::shadow::Shadow::start(c, &model, metrics.shadow.clone())
+            .map_err(StartError::Shadow)
+    });
+    let shadow = shadow.transpose()?;
+    let state = Arc::new(AppState::new(model, metrics, limits).with_shadow(shadow));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(StartError::Signal)?;
     tracing::info!(

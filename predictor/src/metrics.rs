@@ -57,6 +57,8 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     in_flight: IntGauge,
     model_load: Gauge,
+    /// `predictor_shadow_*`: mirroring to a shadow challenger (all results exist from the start).
+    pub shadow: crate::shadow::ShadowMetrics,
 }
 
 /// One request being served: counted in `predictor_requests_in_flight` until dropped.
@@ -172,6 +174,7 @@ impl Metrics {
             "Seconds the predictor took at start to fetch, verify and load its model.",
         )?;
         registry.register(Box::new(model_load.clone()))?;
+        let shadow = crate::shadow::ShadowMetrics::register(&registry, &LATENCY_BUCKETS)?;
 
         let rows = Route::ALL
             .iter()
@@ -200,6 +203,7 @@ impl Metrics {
             open_connections,
             in_flight,
             model_load,
+            shadow,
         })
     }
 
@@ -284,6 +288,12 @@ mod tests {
             "predictor_ready 1",
             r#"predictor_requests_total{code="408",route="v1_predict"} 1"#,
             "predictor_open_connections 3",
+            r#"predictor_shadow_requests_total{result="agree"} 0"#,
+            r#"predictor_shadow_requests_total{result="disagree"} 0"#,
+            r#"predictor_shadow_requests_total{result="error"} 0"#,
+            r#"predictor_shadow_requests_total{result="dropped"} 0"#,
+            "predictor_shadow_duration_seconds_count 0",
+            r#"predictor_shadow_duration_seconds_bucket{le="0.00005"} 0"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -86,6 +86,8 @@ pub struct AppState {
     pub limits: Limits,
     draining: AtomicBool,
     next_request_id: AtomicU64,
+    /// SHADOW_URL: mirrors successful prediction requests to a challenger.
+    shadow: Option<crate::shadow::Shadow>,
 }
 
 impl AppState {
@@ -97,7 +99,14 @@ impl AppState {
             limits,
             draining: AtomicBool::new(false),
             next_request_id: AtomicU64::new(1),
+            shadow: None,
         }
+    }
+
+    /// Mirrors a share of the successful prediction requests (see `crate::shadow`).
+    pub fn with_shadow(mut self, shadow: Option<crate::shadow::Shadow>) -> Self {
+        self.shadow = shadow;
+        self
     }
 
     /// Ready means: a verified model is loaded (an `AppState` only exists with one) and the
@@ -389,7 +398,12 @@ where
                 ));
             };
             let body = read_body(state, &req.headers, body, deadline).await?;
-            let (body, inference_header_len) = predict(state, route, &body, header_len)?;
+            let (answer, inference_header_len) = predict(state, route, &body, header_len)?;
+            if let Some(shadow) = &state.shadow {
+                // No await since `predict`: this thread's buffers still hold its classes.
+                shadow.offer(route, req, &body, || with_work(|w| w.classes.clone()));
+            }
+            let body = answer;
             Reply {
                 inference_header_len,
                 content_type: if inference_header_len.is_some() {

@@ -119,7 +119,17 @@ pub fn report(version: &str, score: f64) -> Report {
 
 /// Writes `<dir>/model.json` (and `report.json` when a score is given); returns the model.
 pub fn write_model_dir(dir: &Path, version: &str, score: Option<f64>) -> ModelFile {
-    let mut model = wine_model(version, 50);
+    write_model_dir_with_trees(dir, version, score, 50)
+}
+
+/// As [`write_model_dir`] with an AdaBoost of `trees` stumps (fewer stumps, other answers).
+pub fn write_model_dir_with_trees(
+    dir: &Path,
+    version: &str,
+    score: Option<f64>,
+    trees: usize,
+) -> ModelFile {
+    let mut model = wine_model(version, trees);
     let bytes = model
         .to_json_bytes()
         .unwrap_or_else(|e| panic!("serialising the synthetic model: {e}"));
