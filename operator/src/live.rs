@@ -58,7 +58,10 @@ type Key = (String, String);
 /// step are the deltas since. In memory: after an operator restart the step's window starts
 /// again at the first read (pods older than the step count from then, newer ones in full).
 #[derive(Default)]
-pub struct Baselines(Mutex<HashMap<Key, Baseline>>);
+pub struct Baselines(
+    Mutex<HashMap<Key, Baseline>>,
+    Mutex<HashMap<Key, std::time::Instant>>,
+);
 
 struct Baseline {
     /// (version, step) the baseline belongs to.
@@ -114,12 +117,38 @@ impl Baselines {
         sum
     }
 
+    /// Whether the figures of `key` are due: not read within the last `interval`. A status
+    /// write wakes the pipeline again at once; reading (and writing new figures) only every
+    /// interval keeps that from becoming a loop.
+    pub fn due(&self, key: &Key, interval: Duration) -> bool {
+        let mut reads = self
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match reads.get(key) {
+            Some(last) if now.duration_since(*last) < interval => false,
+            _ => {
+                reads.insert(key.clone(), now);
+                true
+            }
+        }
+    }
+
     pub fn forget(&self, key: &Key) {
         self.lock().remove(key);
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 
     pub fn retain(&self, keep: &HashSet<Key>) {
         self.lock().retain(|k, _| keep.contains(k));
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| keep.contains(k));
     }
 }
 
@@ -136,8 +165,8 @@ pub struct LiveObserved {
     pub challenger: Option<ChallengerView>,
     /// Ready pods of the champion Deployment.
     pub champion_ready: i32,
-    /// The current step's figures (only while analysis runs); `Err` says why they could not
-    /// be read.
+    /// The current step's figures (only while analysis runs, and at most once per
+    /// `analysis.intervalSeconds`: `None` in between); `Err` says why they could not be read.
     pub figures: Option<Result<LiveFigures, String>>,
 }
 
@@ -188,6 +217,9 @@ pub async fn observe(ctx: &Context, mp: &ModelPipeline) -> Option<LiveObserved> 
     };
     if !in_progress(status) {
         ctx.live.forget(&key);
+        return Some(seen);
+    }
+    if !ctx.live.due(&key, requeue(mp)) {
         return Some(seen);
     }
     let window = (live.version.clone(), live.step);
@@ -290,10 +322,11 @@ pub struct Plan {
 /// One live-analysis step of a reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LiveStep {
-    /// Not decided yet: keep the replicas, show the figures.
+    /// Not decided yet: keep the replicas, show the figures (`None`: figures and message as
+    /// they are, when none were read in this reconcile).
     Wait {
         figures: Option<LiveFigures>,
-        message: String,
+        message: Option<String>,
         plan: Plan,
     },
     /// A canary step passed: the next begins with `plan`.
@@ -375,13 +408,12 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
                     );
                 }
                 other => {
-                    let why = match other {
-                        Some(Err(e)) => format!("figures unavailable: {e}"),
-                        _ => "figures not read yet".to_string(),
-                    };
                     return Some(Step::Live(LiveStep::Wait {
                         figures: None,
-                        message: why,
+                        message: other
+                            .as_ref()
+                            .and_then(|r| r.as_ref().err())
+                            .map(|e| format!("figures unavailable: {e}")),
                         plan,
                     }));
                 }
@@ -391,7 +423,7 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
                 match analysis::judge_canary(&spec.analysis, &spec.canary, &figures, elapsed) {
                     Judgement::Wait(m) => LiveStep::Wait {
                         figures: Some(figures),
-                        message: format!("{step_text}: {m}"),
+                        message: Some(format!("{step_text}: {m}")),
                         plan,
                     },
                     Judgement::Pass(m) if index < last => {
@@ -438,13 +470,12 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
                     );
                 }
                 other => {
-                    let why = match other {
-                        Some(Err(e)) => format!("figures unavailable: {e}"),
-                        _ => "figures not read yet".to_string(),
-                    };
                     return Some(Step::Live(LiveStep::Wait {
                         figures: None,
-                        message: why,
+                        message: other
+                            .as_ref()
+                            .and_then(|r| r.as_ref().err())
+                            .map(|e| format!("figures unavailable: {e}")),
                         plan,
                     }));
                 }
@@ -453,7 +484,7 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
                 match analysis::judge_shadow(&spec.analysis, &spec.shadow, &figures, elapsed) {
                     Judgement::Wait(m) => LiveStep::Wait {
                         figures: Some(figures),
-                        message: format!("shadow: {m}"),
+                        message: Some(format!("shadow: {m}")),
                         plan,
                     },
                     Judgement::Pass(m) => LiveStep::Promote {
@@ -655,7 +686,9 @@ impl Next<'_> {
                 if figures.is_some() {
                     live.figures = figures.clone();
                 }
-                live.message = Some(message.clone());
+                if message.is_some() {
+                    live.message = message.clone();
+                }
                 live.weight_percent = plan.weight_percent;
                 self.status.live = Some(live.clone());
                 self.champion_object(plan.champion);

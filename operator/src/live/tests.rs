@@ -544,3 +544,31 @@ fn baselines_count_deltas_per_step_and_new_pods_in_full() {
     );
     assert_eq!(d.get("req"), 0.0);
 }
+
+#[test]
+fn between_reads_the_status_stays_as_it_was() {
+    let mut mp = canary_pipeline();
+    started(&mut mp);
+    let obs = seen_at(&mp, 30, good(100), 1);
+    let t = transition(&mp, &obs, &decide_step(&mp, &obs));
+    mp.status = Some(t.status.clone());
+    // The next reconcile (woken by that status write) reads no figures: nothing changes, so
+    // nothing is written and no loop of reconciles follows.
+    let mut quiet = seen_at(&mp, 31, good(100), 1);
+    if let Some(l) = quiet.live.as_mut() {
+        l.figures = None;
+    }
+    let step = decide_step(&mp, &quiet);
+    assert!(
+        matches!(
+            &step,
+            Step::Live(LiveStep::Wait {
+                figures: None,
+                message: None,
+                ..
+            })
+        ),
+        "{step:?}"
+    );
+    assert_eq!(transition(&mp, &quiet, &step).status, t.status);
+}
