@@ -10,7 +10,8 @@
 
 use std::net::SocketAddr;
 
-use champion_api::{LiveFigures, LiveStatus, ModelPipeline, RolloutStrategy};
+use champion_api::{LiveFigures, LiveStatus, ModelPipeline, OnlineMetric, RolloutStrategy};
+use champion_store::EgressPolicy;
 
 use crate::analysis;
 use crate::context::Context;
@@ -189,10 +190,9 @@ pub fn parse_answer(body: &str, by: &str) -> Result<Vec<(Vec<String>, f64)>, Str
 }
 
 /// Resolves the endpoint's host and returns the first address the egress policy allows.
-async fn checked_address(ctx: &Context, e: &Endpoint) -> Result<SocketAddr, String> {
+async fn checked_address(egress: &EgressPolicy, e: &Endpoint) -> Result<SocketAddr, String> {
     let what = "spec.rollout.analysis.prometheusUrl";
-    ctx.stores
-        .egress
+    egress
         .check_host(&e.host, e.port, what)
         .await
         .map_err(|err| err.to_string())?;
@@ -205,9 +205,7 @@ async fn checked_address(ctx: &Context, e: &Endpoint) -> Result<SocketAddr, Stri
     .map_err(|err| format!("resolving {}: {err}", e.host))?;
     for addr in addrs {
         // Connect only to an address that itself passes the policy (no re-resolution).
-        if ctx
-            .stores
-            .egress
+        if egress
             .check_host(&addr.ip().to_string(), e.port, what)
             .await
             .is_ok()
@@ -221,30 +219,53 @@ async fn checked_address(ctx: &Context, e: &Endpoint) -> Result<SocketAddr, Stri
     ))
 }
 
-/// The step's figures from Prometheus.
+/// The step's figures of `mp` from Prometheus.
 pub async fn figures(
     ctx: &Context,
     mp: &ModelPipeline,
     live: &LiveStatus,
     url: &str,
 ) -> Result<LiveFigures, String> {
-    let e = endpoint(url)?;
-    let addr = checked_address(ctx, &e).await?;
-    let host = if e.port == 80 {
-        e.host.clone()
-    } else {
-        format!("{}:{}", e.host, e.port)
-    };
     let window = k8s_openapi::jiff::Timestamp::now()
         .duration_since(live.step_started_at.0)
         .as_secs()
         .max(1);
     let ns = mp.metadata.namespace.as_deref().unwrap_or_default();
     let pipeline = label_value(mp.metadata.name.as_deref().unwrap_or_default());
-    let online = mp.spec.rollout.analysis.online.as_ref();
+    let online = mp.spec.rollout.analysis.online.as_ref().map(|g| g.metric);
+    query_figures(
+        &ctx.stores.egress,
+        url,
+        ns,
+        &pipeline,
+        live.strategy,
+        online,
+        window,
+    )
+    .await
+}
+
+/// The figures of the last `window` seconds of `pipeline` in `ns`, from the Prometheus at
+/// `url` (which must pass `egress`).
+pub async fn query_figures(
+    egress: &EgressPolicy,
+    url: &str,
+    ns: &str,
+    pipeline: &str,
+    strategy: RolloutStrategy,
+    online: Option<OnlineMetric>,
+    window: i64,
+) -> Result<LiveFigures, String> {
+    let e = endpoint(url)?;
+    let addr = checked_address(egress, &e).await?;
+    let host = if e.port == 80 {
+        e.host.clone()
+    } else {
+        format!("{}:{}", e.host, e.port)
+    };
     let mut champion = Counters::default();
     let mut canary = Counters::default();
-    for (key, by, query) in queries(ns, &pipeline, live.strategy, online.is_some(), window) {
+    for (key, by, query) in queries(ns, pipeline, strategy, online.is_some(), window) {
         let path = format!("{}/api/v1/query?query={}", e.prefix, encode(&query));
         let body = http_get(addr, &host, &path)
             .await
@@ -263,9 +284,9 @@ pub async fn figures(
             }
         }
     }
-    Ok(match live.strategy {
+    Ok(match strategy {
         RolloutStrategy::Shadow => analysis::shadow_figures(&champion),
-        _ => analysis::canary_figures(&canary, &champion, online.map(|g| g.metric)),
+        _ => analysis::canary_figures(&canary, &champion, online),
     })
 }
 
@@ -344,5 +365,185 @@ mod tests {
                 .contains("parse error")
         );
         assert_eq!(encode("a b{\"}"), "a%20b%7B%22%7D");
+    }
+}
+
+/// The PromQL path against a real Prometheus (the one `make prometheus` builds into
+/// `~/.cache/champion/bin`), bound to 127.0.0.1, scraping a local stand-in for a champion pod
+/// and a canary pod whose counters grow with time: 10 % of the canary's answers are 500s, half
+/// of its answers take at most 1 ms and all at most 100 ms. Without the binary the test says
+/// so and passes, unless CHAMPION_REQUIRE_PROMETHEUS=1.
+#[cfg(test)]
+mod prometheus_tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn exposition(role: &str, seconds: f64) -> String {
+        let (ok, failed) = if role == "canary" {
+            (45.0 * seconds, 5.0 * seconds)
+        } else {
+            (100.0 * seconds, 0.0)
+        };
+        let all = ok + failed;
+        format!(
+            "# TYPE predictor_requests_total counter\n\
+             predictor_requests_total{{route=\"predict\",code=\"200\"}} {ok}\n\
+             predictor_requests_total{{route=\"predict\",code=\"500\"}} {failed}\n\
+             predictor_requests_total{{route=\"metrics\",code=\"500\"}} {all}\n\
+             # TYPE predictor_request_duration_seconds histogram\n\
+             predictor_request_duration_seconds_bucket{{route=\"predict\",le=\"0.001\"}} {}\n\
+             predictor_request_duration_seconds_bucket{{route=\"predict\",le=\"0.1\"}} {all}\n\
+             predictor_request_duration_seconds_bucket{{route=\"predict\",le=\"+Inf\"}} {all}\n\
+             predictor_request_duration_seconds_sum{{route=\"predict\"}} 0\n\
+             predictor_request_duration_seconds_count{{route=\"predict\"}} {all}\n",
+            all / 2.0
+        )
+    }
+
+    #[tokio::test]
+    async fn canary_figures_come_from_a_real_prometheus() {
+        let Some(home) = std::env::var_os("HOME") else {
+            return;
+        };
+        let binary = std::path::Path::new(&home).join(".cache/champion/bin/prometheus");
+        if !binary.is_file() {
+            assert!(
+                std::env::var("CHAMPION_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+                "{} is missing: run `make prometheus`",
+                binary.display()
+            );
+            eprintln!("skipped: {} is missing (make prometheus)", binary.display());
+            return;
+        }
+        // The stand-in pods: /champion and /canary on one local listener.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("addr");
+        let start = Instant::now();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let role = if head.starts_with("GET /canary") {
+                        "canary"
+                    } else {
+                        "champion"
+                    };
+                    let body = exposition(role, start.elapsed().as_secs_f64());
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = |role: &str| {
+            format!(
+                "- job_name: {role}\n  metrics_path: /{role}\n  static_configs:\n  - targets: ['{target}']\n    labels: {{namespace: team-a, pipeline: wine, role: {role}}}\n"
+            )
+        };
+        let config = format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\nscrape_configs:\n{}{}",
+            job("champion"),
+            job("canary")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("config");
+        let child = Command::new(&binary)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let _prometheus = Killed(child);
+        let egress = EgressPolicy::new(&["127.0.0.1".into()], &[]).expect("policy");
+        let url = format!("http://127.0.0.1:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let figures = loop {
+            let f = query_figures(
+                &egress,
+                &url,
+                "team-a",
+                "wine",
+                RolloutStrategy::Canary,
+                None,
+                10,
+            )
+            .await;
+            if let Ok(f) = &f
+                && f.challenger_requests >= 100
+                && f.champion_requests >= 100
+            {
+                break f.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no figures from Prometheus in 60 s: {f:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        server.abort();
+        assert!(
+            (figures.challenger_error_ratio - 0.1).abs() < 0.02,
+            "10 % of the canary's answers failed: {figures:?}"
+        );
+        assert_eq!(
+            figures.champion_error_ratio, 0.0,
+            "the metrics route is not counted"
+        );
+        let p99 = figures.challenger_p99_seconds.expect("canary p99");
+        assert!(
+            p99 > 0.09 && p99 <= 0.1,
+            "p99 from the bucket increases: {p99}"
+        );
+        let ratio = figures.champion_requests as f64 / figures.challenger_requests as f64;
+        assert!(
+            (ratio - 2.0).abs() < 0.3,
+            "champion 100/s, canary 50/s: {figures:?}"
+        );
+        // The egress policy applies: a host it refuses is never queried.
+        let refused = query_figures(
+            &EgressPolicy::default(),
+            &url,
+            "team-a",
+            "wine",
+            RolloutStrategy::Canary,
+            None,
+            10,
+        )
+        .await;
+        assert!(
+            refused.is_err_and(|e| e.contains("127.0.0.1")),
+            "loopback is denied by default"
+        );
     }
 }
