@@ -529,6 +529,68 @@ no_labels 1.5e3 1700000000
         assert_eq!(restarted.delta(&base), restarted, "a pod restart resets");
     }
 
+    /// A local listener that answers every connection with `reply` (or never, when None).
+    async fn server(reply: Option<Vec<u8>>) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    match reply {
+                        Some(r) => {
+                            let _ = conn.write_all(&r).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(30)).await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn ok(body: &[u8]) -> Vec<u8> {
+        let mut r =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_scrape_reads_counters_and_is_bounded_in_size_and_time() {
+        let addr = server(Some(ok(TEXT.as_bytes()))).await;
+        let pod = PodTarget {
+            name: "p".into(),
+            uid: "u".into(),
+            ip: addr.ip(),
+            started: None,
+            ready: true,
+        };
+        let c = scrape(&pod, addr.port()).await.expect("scrape");
+        assert_eq!(c.get(KEY_REQUESTS), 100.0);
+        let big = server(Some(ok(&vec![b'#'; MAX_SCRAPE_BYTES + 1]))).await;
+        let e = http_get(big, "x", "/metrics").await.expect_err("too large");
+        assert!(matches!(e, ScrapeError::TooLarge { .. }), "{e}");
+        let failing = server(Some(
+            b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        ))
+        .await;
+        let e = http_get(failing, "x", "/metrics").await.expect_err("500");
+        assert!(e.to_string().contains("500"), "{e}");
+        let silent = server(None).await;
+        let started = std::time::Instant::now();
+        let e = http_get(silent, "x", "/metrics")
+            .await
+            .expect_err("timeout");
+        assert!(matches!(e, ScrapeError::Timeout { .. }), "{e}");
+        assert!(started.elapsed() < SCRAPE_TIMEOUT + Duration::from_secs(1));
+    }
+
     #[test]
     fn quantile_interpolates_like_histogram_quantile() {
         let b = [(0.01, 50.0), (0.1, 100.0), (f64::INFINITY, 100.0)];
