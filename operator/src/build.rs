@@ -306,10 +306,77 @@ fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Which predictor Deployment to build: the champion's, or a challenger's during live
+/// analysis (see [`crate::live`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    /// `<pipeline>-predictor`, behind the Service. `replicas` overrides the spec's (canary
+    /// steps only change the count, never the pod template); `shadow` is (URL, percent) of a
+    /// shadow run the champion's pods mirror requests to.
+    Champion {
+        replicas: Option<i32>,
+        shadow: Option<(String, i32)>,
+    },
+    /// `<pipeline>-predictor-canary`: its pods carry the labels the Service selects.
+    Canary { replicas: i32 },
+    /// `<pipeline>-predictor-shadow`: its pods are not selected by the main Service.
+    Shadow { replicas: i32 },
+}
+
+impl Part {
+    /// The `champion.dev/role` label value of the Deployment's pods.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Part::Champion { .. } => crate::podmetrics::ROLE_CHAMPION,
+            Part::Canary { .. } => crate::podmetrics::ROLE_CANARY,
+            Part::Shadow { .. } => crate::podmetrics::ROLE_SHADOW,
+        }
+    }
+}
+
+/// Component label of the shadow pods: not the predictor's, so the main Service (which
+/// selects pipeline + component=predictor) never sends them live traffic.
+pub const COMPONENT_SHADOW: &str = "predictor-shadow";
+
 /// The predictor Deployment serving `champion`. The pod template carries the version, so a new
 /// champion is a rolling update that only proceeds as new pods pass the readiness probe
 /// (maxUnavailable 0: the old model keeps serving until the new one is ready).
+#[cfg(test)]
 pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deployment {
+    build_predictor(
+        mp,
+        champion,
+        &Part::Champion {
+            replicas: None,
+            shadow: None,
+        },
+    )
+}
+
+/// The selector of a predictor Deployment. The champion's stays what it always was (the API
+/// server refuses to change a Deployment's selector); the canary's adds its role, the shadow's
+/// has its own component.
+fn part_selector(mp: &ModelPipeline, part: &Part) -> BTreeMap<String, String> {
+    let mut s = selector_labels(mp);
+    match part {
+        Part::Champion { .. } => {}
+        Part::Canary { .. } => {
+            s.insert(
+                crate::podmetrics::LABEL_ROLE.to_string(),
+                part.role().to_string(),
+            );
+        }
+        Part::Shadow { .. } => {
+            s.insert(LABEL_COMPONENT.to_string(), COMPONENT_SHADOW.to_string());
+        }
+    }
+    s
+}
+
+/// A predictor Deployment serving `model` as `part`: the champion's
+/// ([`build_deployment`]), a canary's or a shadow's. All three share the pod template but for
+/// the role label (and the shadow's component label, and the champion's SHADOW_* env).
+pub fn build_predictor(mp: &ModelPipeline, champion: &ChampionStatus, part: &Part) -> Deployment {
     let spec = &mp.spec;
     let name = pipeline_name(mp);
     let mut labels = labels(mp, COMPONENT_PREDICTOR);
@@ -328,10 +395,33 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
             champion.data_fingerprint.clone(),
         ),
     ]);
-    let mut metadata = meta(mp, predictor_name(name), labels.clone());
+    let object_name = match part {
+        Part::Champion { .. } => predictor_name(name),
+        Part::Canary { .. } => crate::names::canary_name(name),
+        Part::Shadow { .. } => crate::names::shadow_name(name),
+    };
+    let mut metadata = meta(mp, object_name, labels.clone());
     metadata.annotations = Some(annotations.clone());
     let (vols, mounts) = volumes(mp);
     let port = spec.predictor.port;
+    let shadow_env = match part {
+        Part::Champion {
+            shadow: Some((url, percent)),
+            ..
+        } => vec![
+            EnvVar {
+                name: "SHADOW_URL".into(),
+                value: Some(url.clone()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "SHADOW_PERCENT".into(),
+                value: Some(percent.to_string()),
+                ..EnvVar::default()
+            },
+        ],
+        _ => Vec::new(),
+    };
     let container = Container {
         name: "predictor".to_string(),
         image: Some(spec.predictor.image.clone()),
@@ -361,6 +451,7 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
                 value: Some(digest.clone()),
                 ..EnvVar::default()
             }))
+            .chain(shadow_env)
             .collect(),
         ),
         env_from: env_from(&[spec
@@ -394,8 +485,17 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
         volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let mut pod_labels = selector_labels(mp);
-    pod_labels.extend(labels);
+    let selector = part_selector(mp, part);
+    let mut pod_labels = labels;
+    pod_labels.extend(selector.clone());
+    pod_labels.insert(
+        crate::podmetrics::LABEL_ROLE.to_string(),
+        part.role().to_string(),
+    );
+    let replicas = match part {
+        Part::Champion { replicas, .. } => replicas.unwrap_or(spec.predictor.replicas),
+        Part::Canary { replicas } | Part::Shadow { replicas } => *replicas,
+    };
     // The de-facto scrape convention (Prometheus' kubernetes-pods example job, the chart's
     // own operator pod): the pods say where their /metrics is.
     let mut pod_annotations = annotations;
@@ -407,9 +507,9 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.predictor.replicas),
+            replicas: Some(replicas),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(mp)),
+                match_labels: Some(selector),
                 ..LabelSelector::default()
             },
             progress_deadline_seconds: Some(spec.promotion.rollout_deadline_seconds),
@@ -435,18 +535,29 @@ pub fn build_deployment(mp: &ModelPipeline, champion: &ChampionStatus) -> Deploy
     }
 }
 
-/// The ClusterIP Service in front of the predictor pods.
+/// The ClusterIP Service in front of the predictor pods: the champion's and, during a
+/// canary, the canary's (both carry pipeline + component=predictor).
 pub fn build_service(mp: &ModelPipeline) -> Service {
+    service(mp, predictor_name(pipeline_name(mp)), selector_labels(mp))
+}
+
+/// The Service in front of the shadow pods: the champion's pods mirror requests to it.
+pub fn build_shadow_service(mp: &ModelPipeline) -> Service {
+    let shadow = Part::Shadow { replicas: 0 };
+    service(
+        mp,
+        crate::names::shadow_name(pipeline_name(mp)),
+        part_selector(mp, &shadow),
+    )
+}
+
+fn service(mp: &ModelPipeline, name: String, selector: BTreeMap<String, String>) -> Service {
     let port = mp.spec.predictor.port;
     Service {
-        metadata: meta(
-            mp,
-            predictor_name(pipeline_name(mp)),
-            labels(mp, COMPONENT_PREDICTOR),
-        ),
+        metadata: meta(mp, name, labels(mp, COMPONENT_PREDICTOR)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(selector_labels(mp)),
+            selector: Some(selector),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port,

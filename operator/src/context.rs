@@ -43,6 +43,8 @@ pub struct Context {
     pub stores: champion_store::TenantStores,
     /// Data listings in flight, per pipeline (they run beside the reconciles).
     pub listings: crate::listings::Listings,
+    /// Live analysis: each pipeline's counters at the start of its current step.
+    pub live: crate::live::Baselines,
 }
 
 impl Context {

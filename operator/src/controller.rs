@@ -90,6 +90,7 @@ pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
     ctx.fresh.retain(&keep);
     ctx.errors.retain(&keep);
     ctx.listings.retain(&keep);
+    ctx.live.retain(&keep);
     ctx.metrics.retain_pipelines(&keep);
 }
 

@@ -268,6 +268,8 @@ pub enum Step {
     EnsurePredictor,
     /// Nothing to do until the next poll.
     Idle,
+    /// Live analysis of a challenger (canary or shadow), see [`crate::live`].
+    Live(crate::live::LiveStep),
 }
 
 fn annotation<'a>(mp: &'a ModelPipeline, key: &str) -> Option<&'a str> {
@@ -365,6 +367,10 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
                 request,
             },
         };
+    }
+    // Live analysis of a challenger that passed the offline gate (or its cleanup).
+    if let Some(step) = crate::live::decide(mp, obs) {
+        return step;
     }
     // The champion's predictor was deleted, edited or the spec changed: restore it first, so
     // serving does not wait for a training run.

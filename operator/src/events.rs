@@ -50,6 +50,14 @@ pub enum Reason {
     /// A reconcile failed writing or reading a Kubernetes object (the Job or Deployment was
     /// refused, a Secret could not be read); the operator retries with back-off.
     ReconcileFailed,
+    /// Live analysis (shadow or canary) of a challenger that passed the offline gate began.
+    LiveAnalysisStarted,
+    /// A canary step passed; the next one begins.
+    LiveAnalysisStep,
+    /// Live analysis passed: the challenger becomes the champion.
+    LiveAnalysisPassed,
+    /// Live analysis failed or could not judge: the challenger is rejected, with the figures.
+    LiveAnalysisFailed,
 }
 
 impl Reason {
@@ -67,6 +75,10 @@ impl Reason {
             Reason::PolicyViolation => "PolicyViolation",
             Reason::RolloutCompleted => "RolloutCompleted",
             Reason::ReconcileFailed => "ReconcileFailed",
+            Reason::LiveAnalysisStarted => "LiveAnalysisStarted",
+            Reason::LiveAnalysisStep => "LiveAnalysisStep",
+            Reason::LiveAnalysisPassed => "LiveAnalysisPassed",
+            Reason::LiveAnalysisFailed => "LiveAnalysisFailed",
         }
     }
 
@@ -78,7 +90,8 @@ impl Reason {
             | Reason::RollbackRefused
             | Reason::DataUnavailable
             | Reason::PolicyViolation
-            | Reason::ReconcileFailed => EventType::Warning,
+            | Reason::ReconcileFailed
+            | Reason::LiveAnalysisFailed => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -94,6 +107,10 @@ impl Reason {
             Reason::RolloutFailed | Reason::RolloutCompleted => "Rollout",
             Reason::ReconcileFailed => "Reconcile",
             Reason::RolledBack | Reason::RollbackRefused => "Rollback",
+            Reason::LiveAnalysisStarted
+            | Reason::LiveAnalysisStep
+            | Reason::LiveAnalysisPassed
+            | Reason::LiveAnalysisFailed => "Analyse",
         }
     }
 }

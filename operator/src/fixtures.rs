@@ -106,6 +106,7 @@ pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
         predictor_failure: None,
         policy_violation: None,
         listing_pending: false,
+        live: None,
     }
 }
 
@@ -231,6 +232,7 @@ impl Context {
                 ..Default::default()
             },
             listings: Default::default(),
+            live: Default::default(),
         };
         (Arc::new(ctx), handle, registry)
     }

@@ -1,6 +1,7 @@
 //! The champion operator: runs the ModelPipeline controller (when it holds the leader Lease)
 //! and serves /metrics, /healthz and /readyz.
 
+mod analysis;
 mod apply;
 mod build;
 mod caches;
@@ -16,11 +17,14 @@ mod freshness;
 mod health;
 mod lease;
 mod listings;
+mod live;
 mod logging;
 mod metrics;
 mod names;
 mod observe;
+mod podmetrics;
 mod policy;
+mod promql;
 mod record;
 mod retry;
 mod run_slots;
@@ -343,6 +347,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         },
         stores,
         listings: Default::default(),
+        live: Default::default(),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

@@ -106,6 +106,16 @@ pub fn predictor_name(pipeline: &str) -> String {
     dns_name(pipeline, "-predictor")
 }
 
+/// Name of the challenger's Deployment during a canary.
+pub fn canary_name(pipeline: &str) -> String {
+    dns_name(pipeline, "-predictor-canary")
+}
+
+/// Name of the challenger's Deployment and Service during a shadow run.
+pub fn shadow_name(pipeline: &str) -> String {
+    dns_name(pipeline, "-predictor-shadow")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

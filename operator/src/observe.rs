@@ -51,6 +51,8 @@ pub struct Observed {
     /// Why a predictor pod of the version being rolled out failed, in its own words (its
     /// termination message, e.g. `refusing to serve …`), read once the rollout has stalled.
     pub predictor_failure: Option<String>,
+    /// Live analysis (canary or shadow): the challenger Deployment and the step's figures.
+    pub live: Option<crate::live::LiveObserved>,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -173,6 +175,7 @@ pub async fn observe(
         policy_violation: ctx.policy.check(&mp).err(),
         listing_pending,
         predictor_failure,
+        live: crate::live::observe(ctx, &mp).await,
     };
     Ok(Some((mp, observed)))
 }

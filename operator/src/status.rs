@@ -242,7 +242,7 @@ pub fn derive(
         None => set(condition::DEGRADED, false, "AsExpected", "no failures"),
     };
 
-    status.phase = Some(if mp.spec.suspend {
+    let phase = if mp.spec.suspend {
         Phase::Suspended
     } else if status.rollout.is_some() {
         Phase::RollingOut
@@ -254,7 +254,9 @@ pub fn derive(
         Phase::Serving
     } else {
         Phase::Pending
-    });
+    };
+    status.phase = Some(phase);
+    crate::live::derive(mp, status, generation, now);
 }
 
 #[cfg(test)]

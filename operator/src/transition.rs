@@ -11,7 +11,7 @@ use champion_api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::build::{build_deployment, build_job, build_service};
+use crate::build::{build_job, build_predictor, build_service};
 use crate::decide::{Decision, Step, Verdict};
 use crate::effects::{Desired, Effects};
 use crate::events::{EventSpec, Reason, Related};
@@ -93,11 +93,11 @@ fn score_text(s: Option<f64>) -> String {
 }
 
 /// A transition being built.
-struct Next<'a> {
-    mp: &'a ModelPipeline,
-    now: Timestamp,
-    status: ModelPipelineStatus,
-    effects: Effects,
+pub(crate) struct Next<'a> {
+    pub(crate) mp: &'a ModelPipeline,
+    pub(crate) now: Timestamp,
+    pub(crate) status: ModelPipelineStatus,
+    pub(crate) effects: Effects,
 }
 
 /// The in-cluster URL of `mp`'s predictor Service.
@@ -113,7 +113,7 @@ pub fn predictor_url(mp: &ModelPipeline) -> String {
 impl Next<'_> {
     /// Queues an Event; it names the object it is also about: the run's Job for training
     /// and judging, the predictor Deployment for rollouts.
-    fn event(&mut self, reason: Reason, note: String) {
+    pub(crate) fn event(&mut self, reason: Reason, note: String) {
         let job = || {
             self.status
                 .challenger
@@ -131,6 +131,10 @@ impl Next<'_> {
             | Reason::CandidateRejected
             | Reason::ModelPromoted => job(),
             Reason::RolloutFailed | Reason::RolledBack | Reason::RolloutCompleted => deployment(),
+            Reason::LiveAnalysisStarted
+            | Reason::LiveAnalysisStep
+            | Reason::LiveAnalysisPassed
+            | Reason::LiveAnalysisFailed => deployment(),
             Reason::RollbackRefused
             | Reason::DataUnavailable
             | Reason::PolicyViolation
@@ -144,7 +148,12 @@ impl Next<'_> {
     }
 
     /// Records the run that just finished as `status.lastRun`, numbered after the one before.
-    fn finish_run(&mut self, version: &str, outcome: Outcome, scores: (Option<f64>, Option<f64>)) {
+    pub(crate) fn finish_run(
+        &mut self,
+        version: &str,
+        outcome: Outcome,
+        scores: (Option<f64>, Option<f64>),
+    ) {
         let number = self.status.last_run.as_ref().map_or(0, |r| r.number) + 1;
         self.status.last_run = Some(LastRun {
             number,
@@ -156,11 +165,11 @@ impl Next<'_> {
         });
     }
 
-    fn count(&mut self, m: MetricEvent) {
+    pub(crate) fn count(&mut self, m: MetricEvent) {
         self.effects.metrics.push(m);
     }
 
-    fn history(&mut self, entry: HistoryEntry) {
+    pub(crate) fn history(&mut self, entry: HistoryEntry) {
         self.status.last_outcome = Some(entry.outcome);
         push_history(&mut self.status.history, entry, self.mp.spec.history_limit);
     }
@@ -173,7 +182,13 @@ impl Next<'_> {
         })
     }
 
-    fn entry(&self, version: &str, outcome: Outcome, cause: Cause, reason: String) -> HistoryEntry {
+    pub(crate) fn entry(
+        &self,
+        version: &str,
+        outcome: Outcome,
+        cause: Cause,
+        reason: String,
+    ) -> HistoryEntry {
         HistoryEntry {
             version: version.to_string(),
             outcome,
@@ -215,8 +230,10 @@ impl Next<'_> {
     /// The predictor Deployment serving `champion`, and its Service, whose address the status
     /// shows.
     fn predictor(&mut self, champion: &ChampionStatus) {
+        // During a shadow run the champion's pods also carry SHADOW_URL / SHADOW_PERCENT.
+        let part = crate::live::champion_part(self.mp, &self.status, None);
         self.effects.objects.extend([
-            Desired::Deployment(Box::new(build_deployment(self.mp, champion))),
+            Desired::Deployment(Box::new(build_predictor(self.mp, champion, &part))),
             Desired::Service(Box::new(build_service(self.mp))),
         ]);
         self.status.address = Some(Address {
@@ -225,7 +242,12 @@ impl Next<'_> {
     }
 
     /// Starts rolling the predictor to `champion`, remembering the champion to revert to.
-    fn start_rollout(&mut self, champion: ChampionStatus, cause: Outcome, seen: Option<Time>) {
+    pub(crate) fn start_rollout(
+        &mut self,
+        champion: ChampionStatus,
+        cause: Outcome,
+        seen: Option<Time>,
+    ) {
         self.predictor(&champion);
         let previous = self.status.champion.replace(champion.clone());
         self.status.rollout = Some(RolloutStatus {
@@ -352,6 +374,7 @@ impl Next<'_> {
                     format!("rollback to {request} refused: {reason}"),
                 );
             }
+            Step::Live(live) => self.live_step(live),
             Step::EnsurePredictor => {
                 if let Some(champion) = self.status.champion.clone() {
                     self.predictor(&champion);
@@ -448,6 +471,12 @@ impl Next<'_> {
                 model_sha256: decision.model_sha256.clone(),
                 promoted_at: Time(self.now),
             };
+            // The approval gate (promotion.approval) goes before this point. A Shadow or
+            // Canary strategy judges the challenger on live traffic first (crate::live); its
+            // end records the outcome.
+            if self.start_live(&champion, decision) {
+                return;
+            }
             self.start_rollout(champion, Outcome::Promoted, seen);
             self.count(MetricEvent::RunFinished(RunOutcome::Promoted));
             self.event(

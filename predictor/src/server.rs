@@ -39,6 +39,21 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 const PROMETHEUS_TEXT: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
 
+/// Test-only fault injection: `PREDICT_FAULT_STATUS=<500..599>` makes every prediction
+/// request answer that status (the live-analysis end-to-end tests set it on a canary
+/// Deployment to play a challenger whose answers fail). Unset, or any other value: no fault.
+/// Read once.
+fn injected_fault() -> Option<StatusCode> {
+    static FAULT: std::sync::OnceLock<Option<StatusCode>> = std::sync::OnceLock::new();
+    *FAULT.get_or_init(|| {
+        std::env::var("PREDICT_FAULT_STATUS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .filter(|c| (500..=599).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+    })
+}
+
 /// What one client may cost the server.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -401,6 +416,12 @@ where
             } else {
                 None
             };
+            if let Some(status) = injected_fault() {
+                return Err(Failure::new(
+                    status,
+                    "injected fault (PREDICT_FAULT_STATUS, for tests only)",
+                ));
+            }
             let deadline = start + state.limits.request_timeout;
             check_media_type(&req.headers, header_len.is_some())?;
             let Some(body) = body.take() else {

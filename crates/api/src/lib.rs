@@ -61,6 +61,10 @@ pub mod condition {
     pub const PROMOTED: &str = "Promoted";
     /// Something needs attention: a failed run, a failed rollout, unreadable data.
     pub const DEGRADED: &str = "Degraded";
+    /// Live analysis (spec.rollout Shadow or Canary): True while a challenger is judged on
+    /// live traffic; False with reason LiveAnalysisPassed, LiveAnalysisFailed or
+    /// InsufficientTraffic once it ended.
+    pub const LIVE_ANALYSIS: &str = "LiveAnalysis";
 }
 
 /// A ModelPipeline keeps a model fresh: it watches a data location, trains a challenger in a
@@ -1180,6 +1184,9 @@ pub struct LiveStatus {
     /// The last judgement in words (what passed, what is awaited, what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The challenger's model.json digest (from its report), which its pods verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
 }
 
 /// Figures of live analysis over the current step (deltas of the predictors' counters).
