@@ -50,6 +50,10 @@ pub enum Reason {
     /// A reconcile failed writing or reading a Kubernetes object (the Job or Deployment was
     /// refused, a Secret could not be read); the operator retries with back-off.
     ReconcileFailed,
+    /// A challenger passed the offline gate and waits for champion.dev/approve or reject.
+    AwaitingApproval,
+    /// An approve or reject annotation named another version than the waiting one.
+    ApprovalIgnored,
 }
 
 impl Reason {
@@ -67,6 +71,8 @@ impl Reason {
             Reason::PolicyViolation => "PolicyViolation",
             Reason::RolloutCompleted => "RolloutCompleted",
             Reason::ReconcileFailed => "ReconcileFailed",
+            Reason::AwaitingApproval => "AwaitingApproval",
+            Reason::ApprovalIgnored => "ApprovalIgnored",
         }
     }
 
@@ -78,7 +84,8 @@ impl Reason {
             | Reason::RollbackRefused
             | Reason::DataUnavailable
             | Reason::PolicyViolation
-            | Reason::ReconcileFailed => EventType::Warning,
+            | Reason::ReconcileFailed
+            | Reason::ApprovalIgnored => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -94,6 +101,7 @@ impl Reason {
             Reason::RolloutFailed | Reason::RolloutCompleted => "Rollout",
             Reason::ReconcileFailed => "Reconcile",
             Reason::RolledBack | Reason::RollbackRefused => "Rollback",
+            Reason::AwaitingApproval | Reason::ApprovalIgnored => "Approve",
         }
     }
 }

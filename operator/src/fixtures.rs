@@ -263,6 +263,7 @@ pub fn training_challenger(
         state: champion_api::ChallengerState::Training,
         score: None,
         champion_score: None,
+        model_sha256: None,
         reason: None,
         started_at: Time(Timestamp::UNIX_EPOCH),
         data_seen_at,

@@ -2,6 +2,7 @@
 //! and serves /metrics, /healthz and /readyz.
 
 mod apply;
+mod approval;
 mod build;
 mod caches;
 mod context;
