@@ -43,6 +43,8 @@ pub struct Context {
     pub stores: champion_store::TenantStores,
     /// Data listings in flight, per pipeline (they run beside the reconciles).
     pub listings: crate::listings::Listings,
+    /// When each pipeline's predictor pods were last read for drift.
+    pub drift: crate::drift::DriftReads,
 }
 
 impl Context {

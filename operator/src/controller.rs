@@ -89,6 +89,7 @@ pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
     ctx.fresh.retain(&keep);
     ctx.errors.retain(&keep);
     ctx.listings.retain(&keep);
+    ctx.drift.retain(&keep);
     ctx.metrics.retain_pipelines(&keep);
 }
 

@@ -281,6 +281,13 @@ pub enum Step {
     Backoff { until: Timestamp },
     /// A run is due but the operator-wide limit of concurrent runs is reached.
     Queued,
+    /// The champion's live inputs drifted past `spec.trigger.onDrift`: launch a trainer Job on
+    /// the data present ([`crate::drift`]).
+    DriftRun {
+        version: String,
+        fingerprint: String,
+        why: String,
+    },
     /// Launch a trainer Job.
     Launch {
         version: String,
@@ -510,7 +517,7 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
             forced: force.map(str::to_string),
         };
     }
-    Step::Idle
+    crate::drift::run_step(mp, obs, &status, fp).unwrap_or(Step::Idle)
 }
 
 /// The version of a new run: [`run_version`] with the smallest salt that gives a version this

@@ -54,6 +54,8 @@ pub enum Reason {
     AwaitingApproval,
     /// An approve or reject annotation named another version than the waiting one.
     ApprovalIgnored,
+    /// The champion's live inputs drifted past spec.trigger.onDrift: a run starts.
+    DriftDetected,
 }
 
 impl Reason {
@@ -73,6 +75,7 @@ impl Reason {
             Reason::ReconcileFailed => "ReconcileFailed",
             Reason::AwaitingApproval => "AwaitingApproval",
             Reason::ApprovalIgnored => "ApprovalIgnored",
+            Reason::DriftDetected => "DriftDetected",
         }
     }
 
@@ -85,7 +88,8 @@ impl Reason {
             | Reason::DataUnavailable
             | Reason::PolicyViolation
             | Reason::ReconcileFailed
-            | Reason::ApprovalIgnored => EventType::Warning,
+            | Reason::ApprovalIgnored
+            | Reason::DriftDetected => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -102,6 +106,7 @@ impl Reason {
             Reason::ReconcileFailed => "Reconcile",
             Reason::RolledBack | Reason::RollbackRefused => "Rollback",
             Reason::AwaitingApproval | Reason::ApprovalIgnored => "Approve",
+            Reason::DriftDetected => "Train",
         }
     }
 }

@@ -105,6 +105,7 @@ pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
         termination_message: None,
         policy_violation: None,
         listing_pending: false,
+        drift: None,
     }
 }
 
@@ -230,6 +231,7 @@ impl Context {
                 ..Default::default()
             },
             listings: Default::default(),
+            drift: crate::drift::DriftReads::disabled(),
         };
         (Arc::new(ctx), handle, registry)
     }

@@ -8,6 +8,7 @@ mod caches;
 mod context;
 mod controller;
 mod decide;
+mod drift;
 mod effects;
 mod error;
 mod events;
@@ -346,6 +347,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         },
         stores,
         listings: Default::default(),
+        drift: Default::default(),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

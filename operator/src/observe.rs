@@ -45,6 +45,8 @@ pub struct Observed {
     pub policy_violation: Option<String>,
     /// The data listing is still running (`data` is None): look again soon.
     pub listing_pending: bool,
+    /// The champion's live input drift, when this reconcile read it ([`crate::drift`]).
+    pub drift: Option<crate::drift::Reading>,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -134,6 +136,7 @@ pub async fn observe(
         _ => {}
     }
 
+    let drift = crate::drift::read(ctx, &mp, &status).await;
     let observed = Observed {
         now,
         data,
@@ -144,6 +147,7 @@ pub async fn observe(
         termination_message: termination,
         policy_violation: ctx.policy.check(&mp).err(),
         listing_pending,
+        drift,
     };
     Ok(Some((mp, observed)))
 }

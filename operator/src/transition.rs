@@ -53,6 +53,7 @@ pub fn transition(mp: &ModelPipeline, obs: &Observed, step: &Step) -> Transition
         },
     };
     record_listing(&mut t.status, obs);
+    crate::drift::record(&mut t.status, obs);
     t.step(step);
     if obs.listing_pending {
         t.effects.requeue = t.effects.requeue.min(crate::listings::RECHECK);
@@ -133,6 +134,7 @@ impl Next<'_> {
             | Reason::ModelPromoted => job(),
             Reason::RolloutFailed | Reason::RolledBack | Reason::RolloutCompleted => deployment(),
             Reason::AwaitingApproval => job(),
+            Reason::DriftDetected => deployment(),
             Reason::RollbackRefused
             | Reason::ApprovalIgnored
             | Reason::DataUnavailable
@@ -323,6 +325,20 @@ impl Next<'_> {
                 fingerprint,
                 forced,
             } => self.launch(version, fingerprint, forced.as_deref()),
+            Step::DriftRun {
+                version,
+                fingerprint,
+                why,
+            } => {
+                if let Some(d) = self.status.drift.as_mut() {
+                    d.last_triggered_at = Some(Time(self.now));
+                }
+                self.event(
+                    Reason::DriftDetected,
+                    format!("{why}: training version {version} on the data present"),
+                );
+                self.launch_because(version, fingerprint, None, format!("drift ({why})"));
+            }
             Step::Judge {
                 version, decision, ..
             } => self.judge(version, decision),
@@ -382,15 +398,9 @@ impl Next<'_> {
     }
 
     fn launch(&mut self, version: &str, fingerprint: &str, forced: Option<&str>) {
-        self.supersede_waiting(version, fingerprint, forced);
-        let job = build_job(self.mp, version, fingerprint, self.status.champion.as_ref());
-        let job_name = job.metadata.name.clone().unwrap_or_default();
-        self.effects.objects.push(Desired::Job(Box::new(job)));
-        self.status.challenger = Some(self.training(version, &job_name, fingerprint));
         if let Some(token) = forced {
             self.status.last_forced_run = Some(token.to_string());
         }
-        self.count(MetricEvent::RunStarted);
         let why = match forced {
             Some(t) => format!("forced by annotation ({t})"),
             None => format!(
@@ -398,6 +408,23 @@ impl Next<'_> {
                 fingerprint.chars().take(12).collect::<String>()
             ),
         };
+        self.launch_because(version, fingerprint, forced, why);
+    }
+
+    /// Launches the trainer Job of `version` on `fingerprint`, for the reason `why`.
+    fn launch_because(
+        &mut self,
+        version: &str,
+        fingerprint: &str,
+        forced: Option<&str>,
+        why: String,
+    ) {
+        self.supersede_waiting(version, fingerprint, forced);
+        let job = build_job(self.mp, version, fingerprint, self.status.champion.as_ref());
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        self.effects.objects.push(Desired::Job(Box::new(job)));
+        self.status.challenger = Some(self.training(version, &job_name, fingerprint));
+        self.count(MetricEvent::RunStarted);
         self.event(
             Reason::TrainingStarted,
             format!("Job {job_name} trains version {version}: {why}"),

@@ -260,7 +260,7 @@ fn the_network_policy_lets_the_operator_reach_dns_the_api_server_and_stores_only
         "ingress: the metrics port only"
     );
     let egress = spec["egress"].as_array().cloned().unwrap_or_default();
-    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(egress.len(), 4, "{egress:?}");
     assert_eq!(
         egress[0],
         json!({
@@ -280,6 +280,20 @@ fn the_network_policy_lets_the_operator_reach_dns_the_api_server_and_stores_only
             "ports": [{"protocol": "TCP", "port": 443}]
         }),
         "stores: HTTPS anywhere but link-local (the metadata address)"
+    );
+    assert_eq!(
+        egress[3],
+        json!({
+            "to": [{
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {
+                    "app.kubernetes.io/managed-by": "champion",
+                    "app.kubernetes.io/component": "predictor"
+                }}
+            }],
+            "ports": [{"protocol": "TCP", "port": 8080}]
+        }),
+        "live analysis: the predictor pods' /metrics only"
     );
 
     let docs = render(&[
