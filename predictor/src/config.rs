@@ -46,6 +46,10 @@ pub struct Config {
     /// MAX_CONNECTIONS (default 10000): open connections at most; more wait in the listen
     /// backlog. The process raises its open-file limit to the hard limit at start.
     pub max_connections: usize,
+    /// DRIFT_TRACKING, DRIFT_MIN_ROWS (drift.rs).
+    pub drift: crate::drift::DriftSettings,
+    /// FEEDBACK_CAPACITY, FEEDBACK_WINDOW (feedback.rs).
+    pub feedback: crate::feedback::FeedbackSettings,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -163,6 +167,8 @@ impl Config {
             request_timeout,
             header_timeout,
             max_connections,
+            drift: crate::drift::DriftSettings::from_lookup(&get)?,
+            feedback: crate::feedback::FeedbackSettings::from_lookup(&get)?,
         })
     }
 }
@@ -191,6 +197,10 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.header_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 10_000);
+        assert!(c.drift.enabled);
+        assert_eq!(c.drift.min_rows, 100);
+        assert_eq!(c.feedback.capacity, 100_000);
+        assert_eq!(c.feedback.window, 10_000);
         let c = cfg(&[
             ("MODEL_URI", "file:///m/v1/"),
             ("REQUEST_TIMEOUT_SECONDS", "2.5"),
@@ -218,6 +228,10 @@ mod tests {
             ("HEADER_TIMEOUT_SECONDS", "-3"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "many"),
+            ("DRIFT_TRACKING", "sometimes"),
+            ("DRIFT_MIN_ROWS", "0"),
+            ("FEEDBACK_CAPACITY", "all"),
+            ("FEEDBACK_WINDOW", "0"),
         ] {
             match cfg(&[("MODEL_URI", "file:///m/"), (k, v)]) {
                 Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, k),

@@ -2,6 +2,8 @@
 //! `/predict` form, KServe v1 and the Open Inference Protocol v2 over plain hyper.
 
 pub mod config;
+pub mod drift;
+pub mod feedback;
 pub mod loader;
 pub mod metrics;
 pub mod model;

@@ -141,6 +141,7 @@ pub async fn load(
         sha256,
         feature_names,
         class_labels,
+        drift_reference,
         ..
     } = model;
     let meta = ModelMeta {
@@ -152,11 +153,13 @@ pub async fn load(
         class_labels,
         score,
     };
-    ServedModel::new(meta, Box::new(compiled)).map_err(|source| LoadError::Unservable {
-        uri: dir,
-        file: model_file_name,
-        source,
-    })
+    ServedModel::new(meta, Box::new(compiled))
+        .map(|served| served.with_drift_reference(drift_reference))
+        .map_err(|source| LoadError::Unservable {
+            uri: dir,
+            file: model_file_name,
+            source,
+        })
 }
 
 async fn read_score(store: &Store, dir: &str, version: &str) -> Option<ModelScore> {
@@ -246,6 +249,7 @@ mod tests {
             algorithm: "logistic".into(),
             params: Default::default(),
             training_fingerprint: String::new(),
+            drift_reference: None,
             sha256: String::new(),
         }
     }

@@ -150,7 +150,14 @@ async fn serve(config: Config) -> Result<(), StartError> {
             "the open-file limit is below MAX_CONNECTIONS plus headroom; connections beyond it fail to be accepted"
         );
     }
-    let state = Arc::new(AppState::new(model, metrics, limits));
+    let drift_tracked = config.drift.enabled && model.drift_reference.is_some();
+    let state = Arc::new(AppState::with_live(
+        model,
+        metrics,
+        limits,
+        config.drift,
+        config.feedback,
+    ));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(StartError::Signal)?;
     tracing::info!(
@@ -160,6 +167,8 @@ async fn serve(config: Config) -> Result<(), StartError> {
         request_timeout_seconds = config.request_timeout.as_secs_f64(),
         header_timeout_seconds = config.header_timeout.as_secs_f64(),
         open_file_limit = open_files,
+        drift_tracking = drift_tracked,
+        feedback_capacity = config.feedback.capacity,
         "listening"
     );
 

@@ -13,8 +13,8 @@ use crate::model::ServedModel;
 use crate::routes::Route;
 
 /// Status codes the server produces; anything else is counted as "other".
-const CODES: [&str; 11] = [
-    "200", "400", "404", "405", "408", "413", "415", "422", "500", "503", "other",
+const CODES: [&str; 12] = [
+    "200", "400", "404", "405", "408", "409", "413", "415", "422", "500", "503", "other",
 ];
 
 fn code_index(status: u16) -> usize {
@@ -24,12 +24,13 @@ fn code_index(status: u16) -> usize {
         404 => 2,
         405 => 3,
         408 => 4,
-        413 => 5,
-        415 => 6,
-        422 => 7,
-        500 => 8,
-        503 => 9,
-        _ => 10,
+        409 => 5,
+        413 => 6,
+        415 => 7,
+        422 => 8,
+        500 => 9,
+        503 => 10,
+        _ => 11,
     }
 }
 
@@ -328,7 +329,11 @@ mod tests {
         metrics.observe_rows(Route::Predict, &[1, 1]);
         metrics.set_ready(true);
         metrics.set_model_load_seconds(0.1);
-        String::from_utf8(metrics.render()).unwrap()
+        let mut out = metrics.render();
+        // The drift and feedback families, rendered beside the registry on /metrics.
+        out.extend(crate::drift::sample_exposition());
+        out.extend(crate::feedback::sample_exposition());
+        String::from_utf8(out).unwrap()
     }
 
     /// `promtool check metrics` on the predictor's /metrics. Skipped loudly without promtool,

@@ -54,6 +54,8 @@ pub struct ModelMeta {
 pub struct ServedModel {
     pub meta: ModelMeta,
     scorer: Box<dyn Scorer>,
+    /// The training bins of each feature for live drift (model.json's `driftReference`).
+    pub drift_reference: Option<champion_model::DriftReference>,
     /// `"label"` per class, JSON-escaped once.
     pub label_json: Vec<String>,
     /// `"label":` per class, the keys of the probability object.
@@ -106,7 +108,17 @@ impl ServedModel {
                 .unwrap_or_else(|_| String::from("[]")),
             meta,
             scorer,
+            drift_reference: None,
         })
+    }
+
+    /// The model with its drift reference (validated against its features at load).
+    pub fn with_drift_reference(
+        mut self,
+        reference: Option<champion_model::DriftReference>,
+    ) -> Self {
+        self.drift_reference = reference;
+        self
     }
 
     /// The serving form of the inference (e.g. "adaBoostStumps"), for the start-up log.

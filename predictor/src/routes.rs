@@ -18,12 +18,14 @@ pub enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// `POST /feedback`: true labels for past predictions (feedback.rs).
+    Feedback,
     /// No route matched; counted so that scanners and typos show up in the metrics.
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Predict,
         Route::V1Predict,
         Route::V1Model,
@@ -36,6 +38,7 @@ impl Route {
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
+        Route::Feedback,
         Route::Unknown,
     ];
 
@@ -58,6 +61,7 @@ impl Route {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
+            Route::Feedback => "feedback",
             Route::Unknown => "unknown",
         }
     }
@@ -65,7 +69,9 @@ impl Route {
     /// The one method each route accepts (HEAD is not special-cased: no probe uses it).
     pub fn method(self) -> Option<Method> {
         match self {
-            Route::Predict | Route::V1Predict | Route::V2Infer => Some(Method::POST),
+            Route::Predict | Route::V1Predict | Route::V2Infer | Route::Feedback => {
+                Some(Method::POST)
+            }
             Route::Unknown => None,
             _ => Some(Method::GET),
         }
@@ -115,6 +121,7 @@ pub fn match_path(path: &str) -> Target<'_> {
         "/healthz" => return Target::plain(Route::Healthz),
         "/readyz" => return Target::plain(Route::Readyz),
         "/metrics" => return Target::plain(Route::Metrics),
+        "/feedback" | "/feedback/" => return Target::plain(Route::Feedback),
         "/v2" | "/v2/" => return Target::plain(Route::V2Server),
         "/v2/health/live" => return Target::plain(Route::V2Live),
         "/v2/health/ready" => return Target::plain(Route::V2Ready),
@@ -191,6 +198,7 @@ mod tests {
             ("/healthz", Route::Healthz, None, None),
             ("/readyz", Route::Readyz, None, None),
             ("/metrics", Route::Metrics, None, None),
+            ("/feedback", Route::Feedback, None, None),
             ("/v2", Route::V2Server, None, None),
             ("/v2/health/live", Route::V2Live, None, None),
             ("/v2/health/ready", Route::V2Ready, None, None),

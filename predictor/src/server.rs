@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::drift::{DriftSettings, DriftTracker};
+use crate::feedback::{Feedback, FeedbackSettings};
 use crate::metrics::Metrics;
 use crate::model::ServedModel;
 use crate::parse::{self, InputError, Scratch};
@@ -71,18 +73,57 @@ pub struct AppState {
     pub limits: Limits,
     draining: AtomicBool,
     next_request_id: AtomicU64,
+    /// Live per-feature histograms; `None` without a drift reference or with DRIFT_TRACKING=off.
+    pub drift: Option<DriftTracker>,
+    /// Predicted classes by request id, for `POST /feedback`.
+    pub feedback: Feedback,
+    /// The first part of the request ids this process makes (distinct per process).
+    id_prefix: u32,
 }
 
 impl AppState {
     pub fn new(model: ServedModel, metrics: Metrics, limits: Limits) -> Self {
+        Self::with_live(
+            model,
+            metrics,
+            limits,
+            DriftSettings::default(),
+            FeedbackSettings::default(),
+        )
+    }
+
+    /// As [`AppState::new`], with the drift and feedback settings of the environment.
+    pub fn with_live(
+        model: ServedModel,
+        metrics: Metrics,
+        limits: Limits,
+        drift: DriftSettings,
+        feedback: FeedbackSettings,
+    ) -> Self {
         metrics.set_ready(true);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
         AppState {
+            drift: DriftTracker::new(model.drift_reference.as_ref(), drift),
+            feedback: Feedback::new(&model.meta.class_labels, feedback),
+            id_prefix: nanos ^ std::process::id().rotate_left(16),
             model,
             metrics,
             limits,
             draining: AtomicBool::new(false),
             next_request_id: AtomicU64::new(1),
         }
+    }
+
+    /// The `/metrics` body: the registry's series, then drift and feedback.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let mut out = self.metrics.render();
+        if let Some(drift) = &self.drift {
+            drift.render_into(&mut out);
+        }
+        self.feedback.render_into(&mut out);
+        out
     }
 
     /// Ready means: a verified model is loaded (an `AppState` only exists with one) and the
@@ -190,16 +231,22 @@ where
     let (parts, body) = req.into_parts();
     let target = match_path(parts.uri.path());
     let route = target.route;
-    let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let seq = state.next_request_id.fetch_add(1, Ordering::Relaxed);
+    // The caller's id when it is a valid one (feedback.rs), else one this process makes.
+    let request_id = match parts.headers.get(&X_REQUEST_ID) {
+        Some(id) if crate::feedback::valid_request_id(id.as_bytes()) => id.clone(),
+        _ => HeaderValue::from_str(&format!("{:08x}-{seq:x}", state.id_prefix))
+            .unwrap_or(HeaderValue::from_static("0")),
+    };
+    let rid = request_id.to_str().unwrap_or_default();
     let span = tracing::debug_span!(
         "request",
-        request_id = %RequestId(request_id.as_ref(), seq),
+        request_id = rid,
         route = route.label(),
         method = %parts.method,
     );
     let mut body = Some(body);
-    let outcome = dispatch(&state, target, &parts, &mut body, start)
+    let outcome = dispatch(&state, target, &parts, &mut body, start, rid)
         .instrument(span)
         .await;
     // A body the route did not read (a refusal before reading it, or a GET with a body) is
@@ -213,7 +260,6 @@ where
     let (reply, allow, close) = match outcome {
         Ok(reply) => (reply, None, !drained),
         Err(f) => {
-            let rid = RequestId(request_id.as_ref(), seq);
             if f.status.is_server_error() {
                 tracing::error!(request_id = %rid, route = route.label(), status = f.status.as_u16(), error = %f.message, "request failed");
             } else {
@@ -234,9 +280,7 @@ where
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, reply.content_type);
     headers.insert(X_MODEL_VERSION.clone(), model.version_header.clone());
-    if let Some(id) = request_id {
-        headers.insert(X_REQUEST_ID.clone(), id);
-    }
+    headers.insert(X_REQUEST_ID.clone(), request_id);
     if let Some(allow) = allow {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
     }
@@ -255,24 +299,13 @@ where
     Ok(resp)
 }
 
-/// The client's `x-request-id` when it sent one, else a per-process sequence number.
-struct RequestId<'a>(Option<&'a HeaderValue>, u64);
-
-impl std::fmt::Display for RequestId<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.and_then(|v| v.to_str().ok()) {
-            Some(s) => f.write_str(s),
-            None => write!(f, "{:x}", self.1),
-        }
-    }
-}
-
 async fn dispatch<B>(
     state: &AppState,
     target: Target<'_>,
     req: &http::request::Parts,
     body: &mut Option<B>,
     start: Instant,
+    request_id: &str,
 ) -> Result<Reply, Failure>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -349,7 +382,7 @@ where
         }
         Route::Metrics => Reply {
             status: StatusCode::OK,
-            body: state.metrics.render(),
+            body: state.render_metrics(),
             content_type: PROMETHEUS_TEXT,
             inference_header_len: None,
         },
@@ -368,7 +401,8 @@ where
                 ));
             };
             let body = read_body(state, &req.headers, body, deadline).await?;
-            let (body, inference_header_len) = predict(state, route, &body, header_len)?;
+            let (body, inference_header_len) =
+                predict(state, route, &body, header_len, request_id)?;
             Reply {
                 inference_header_len,
                 content_type: if inference_header_len.is_some() {
@@ -377,6 +411,22 @@ where
                     JSON
                 },
                 ..Reply::json(StatusCode::OK, body)
+            }
+        }
+        Route::Feedback => {
+            let deadline = start + state.limits.request_timeout;
+            let read = match (check_media_type(&req.headers, false), body.take()) {
+                (Ok(()), Some(body)) => read_body(state, &req.headers, body, deadline).await,
+                (Err(f), _) => Err(f),
+                (Ok(()), None) => Err(Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "request body already consumed",
+                )),
+            };
+            let body = read.inspect_err(|_| state.feedback.count_invalid())?;
+            match state.feedback.receive(model, &body) {
+                Ok(answer) => Reply::json(StatusCode::OK, answer),
+                Err(refusal) => return Err(Failure::new(refusal.status, refusal.message)),
             }
         }
         Route::Unknown => {
@@ -561,6 +611,7 @@ fn predict(
     route: Route,
     body: &[u8],
     header_len: Option<usize>,
+    request_id: &str,
 ) -> Result<(Vec<u8>, Option<usize>), Failure> {
     let model = &state.model;
     with_work(|w| {
@@ -613,6 +664,10 @@ fn predict(
         })();
         if result.is_ok() {
             state.metrics.observe_rows(route, per_class);
+            if let Some(drift) = &state.drift {
+                drift.observe(&scratch.values);
+            }
+            state.feedback.remember(request_id, classes);
         }
         scratch.release_oversized();
         result

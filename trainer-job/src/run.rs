@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use champion_model::{
-    Durations, MODEL_FILE_NAME, MODEL_FORMAT_VERSION, MetricName, Metrics, ModelFile,
-    REPORT_FILE_NAME, REPORT_FORMAT_VERSION, Report, RowCounts,
+    DriftReference, Durations, MODEL_FILE_NAME, MODEL_FORMAT_VERSION, MetricName, Metrics,
+    ModelFile, REPORT_FILE_NAME, REPORT_FORMAT_VERSION, Report, RowCounts,
 };
 use champion_store::{Store, fingerprint};
 use ndarray::Array1;
@@ -214,6 +214,10 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
         .read
         .positive_above
         .map(|_| POSITIVE_LABEL.to_string());
+    // Drift reference bins from the raw training rows: the predictor bins the values it
+    // receives, before its scaler, through the same function.
+    let drift_reference = DriftReference::from_rows(&train_set.feature_names, &train_set.values)
+        .map_err(TrainError::Split)?;
     let mut model_file = ModelFile {
         format_version: MODEL_FORMAT_VERSION,
         model_version: version.clone(),
@@ -226,6 +230,7 @@ pub async fn train(config: &TrainConfig) -> Result<TrainOutcome, TrainError> {
         algorithm: config.algorithm.to_string(),
         params: params.clone(),
         training_fingerprint: data_fingerprint.clone(),
+        drift_reference: Some(drift_reference),
         sha256: String::new(),
     };
     let model_bytes = model_file.to_json_bytes()?;

@@ -73,6 +73,38 @@ async fn assert_default_adaboost(
     assert_eq!(loaded.feature_names.len(), 11);
     assert_eq!(loaded.feature_names[0], "fixed_acidity");
     assert_eq!(loaded.positive_label.as_deref(), Some("1"));
+
+    // The drift reference: deciles of the raw training rows (the values the predictor
+    // receives, before the scaler), one entry per feature.
+    let reference = loaded
+        .drift_reference
+        .as_ref()
+        .expect("the trainer writes driftReference");
+    assert_eq!(reference.rows, train_rows);
+    assert_eq!(reference.features.len(), 11);
+    for bins in &reference.features {
+        assert!(!bins.edges.is_empty() && bins.edges.len() <= 9, "{bins:?}");
+        assert_eq!(bins.shares.len(), bins.edges.len() + 1);
+    }
+    let alcohol = loaded
+        .feature_names
+        .iter()
+        .position(|f| f == "alcohol")
+        .unwrap();
+    let edges = &reference.features[alcohol].edges;
+    assert_eq!(
+        edges.len(),
+        9,
+        "alcohol has ten distinct deciles: {edges:?}"
+    );
+    assert!(
+        edges.iter().all(|e| (8.0..15.0).contains(e)),
+        "raw alcohol values (% vol), not scaled ones: {edges:?}"
+    );
+    // Each decile bin holds about a tenth of the training rows.
+    for s in &reference.features[alcohol].shares {
+        assert!((0.03..0.2).contains(s), "{:?}", reference.features[alcohol]);
+    }
 }
 
 #[tokio::test]

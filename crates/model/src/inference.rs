@@ -662,6 +662,7 @@ mod tests {
             algorithm: "test".into(),
             params: BTreeMap::new(),
             training_fingerprint: String::new(),
+            drift_reference: None,
             sha256: String::new(),
         }
     }

@@ -7,6 +7,7 @@
 
 mod algorithm;
 mod canonical;
+pub mod drift;
 mod error;
 mod inference;
 mod layout;
@@ -19,6 +20,7 @@ mod tree;
 
 pub use algorithm::Algorithm;
 pub use canonical::{canonical_json, sha256_hex};
+pub use drift::{DriftReference, FeatureBins};
 pub use error::ModelError;
 pub use inference::CompiledModel;
 pub use layout::VersionDir;

@@ -122,7 +122,41 @@ impl Metrics {
         for (&t, &p) in y_true.iter().zip(y_pred) {
             cm[t][p] += 1;
         }
-        let n = y_true.len() as u64;
+        Ok(Self::from_confusion_checked(cm, labels, positive))
+    }
+
+    /// Computes every metric from a confusion matrix `cm[true][predicted]` over `labels`, with
+    /// the same arithmetic as [`Metrics::compute`] (which counts the matrix and calls this):
+    /// the predictor's online F1 over its feedback window is computed here too, so online and
+    /// offline figures mean the same thing.
+    pub fn from_confusion(
+        cm: Vec<Vec<u64>>,
+        labels: &[String],
+        positive: Option<usize>,
+    ) -> Result<Metrics, String> {
+        let k = labels.len();
+        if cm.len() != k || cm.iter().any(|row| row.len() != k) {
+            return Err(format!(
+                "the confusion matrix must be {k} rows of {k} counts"
+            ));
+        }
+        if let Some(p) = positive
+            && p >= k
+        {
+            return Err(format!(
+                "positive class index {p} is out of range for {k} labels"
+            ));
+        }
+        Ok(Self::from_confusion_checked(cm, labels, positive))
+    }
+
+    fn from_confusion_checked(
+        cm: Vec<Vec<u64>>,
+        labels: &[String],
+        positive: Option<usize>,
+    ) -> Metrics {
+        let k = labels.len();
+        let n: u64 = cm.iter().flatten().sum();
         let correct: u64 = (0..k).map(|c| cm[c][c]).sum();
         let ratio = |num: u64, den: u64| {
             if den == 0 {
@@ -166,14 +200,14 @@ impl Metrics {
         } else {
             f1s.iter().map(|(f, s, _)| f * *s as f64).sum::<f64>() / n as f64
         };
-        Ok(Metrics {
+        Metrics {
             accuracy: ratio(correct, n),
             f1_binary: positive.map(|p| per_class[p].f1),
             f1_macro,
             f1_weighted,
             per_class,
             confusion_matrix: cm,
-        })
+        }
     }
 
     /// The value of one metric; `None` for `f1Binary` when there is no positive label.
@@ -248,6 +282,21 @@ mod tests {
         let f1_1 = 2.0 / (2.0 + 1.0);
         close(m.f1_macro, (f1_0 + f1_1) / 2.0);
         assert_eq!(m.per_class[2].f1, 0.0);
+    }
+
+    #[test]
+    fn from_confusion_equals_compute() {
+        let m = Metrics::compute(&MC_TRUE, &MC_PRED, &labels(4), None).unwrap();
+        let again = Metrics::from_confusion(m.confusion_matrix.clone(), &labels(4), None).unwrap();
+        assert_eq!(again, m);
+        let b = Metrics::compute(&BIN_TRUE, &BIN_PRED, &labels(2), Some(1)).unwrap();
+        let again =
+            Metrics::from_confusion(vec![vec![3, 2], vec![2, 5]], &labels(2), Some(1)).unwrap();
+        assert_eq!(again, b);
+        assert!(Metrics::from_confusion(vec![vec![1]], &labels(2), None).is_err());
+        assert!(Metrics::from_confusion(vec![vec![0; 2]; 2], &labels(2), Some(2)).is_err());
+        let empty = Metrics::from_confusion(vec![vec![0; 2]; 2], &labels(2), None).unwrap();
+        assert_eq!((empty.accuracy, empty.f1_macro), (0.0, 0.0));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::canonical::{canonical_json, sha256_hex};
+use crate::drift::DriftReference;
 use crate::error::ModelError;
 use crate::inference;
 use crate::names::normalize_feature_name;
@@ -37,6 +38,11 @@ pub struct ModelFile {
     pub params: BTreeMap<String, String>,
     /// Fingerprint of the data listing the model was trained on.
     pub training_fingerprint: String,
+    /// Per-feature reference bins of the training rows, for live drift (PSI). Optional: a
+    /// model written before it existed has none (and its checksum does not cover the field,
+    /// since an absent field is not serialised either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_reference: Option<DriftReference>,
     /// Hex sha256 of the canonical JSON of every other field.
     #[serde(default)]
     pub sha256: String,
@@ -314,6 +320,9 @@ impl ModelFile {
                 }
             }
         }
+        if let Some(reference) = &self.drift_reference {
+            reference.validate(&self.feature_names)?;
+        }
         Ok(())
     }
 }
@@ -353,6 +362,7 @@ mod tests {
             algorithm: "adaboost".into(),
             params: BTreeMap::from([("n_estimators".to_string(), "2".to_string())]),
             training_fingerprint: "abc".into(),
+            drift_reference: None,
             sha256: String::new(),
         }
     }
@@ -427,6 +437,57 @@ mod tests {
         let mut m = stump_model();
         m.feature_names[1] = "Fixed Acidity".into();
         assert!(m.validate().unwrap_err().contains("not normalised"));
+    }
+
+    #[test]
+    fn a_model_without_drift_reference_has_no_such_field_and_loads() {
+        let mut m = stump_model();
+        let bytes = m.to_json_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("driftReference"), "{text}");
+        // The checksum of an older file (no field at all) is what it always was.
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let mut without = v.clone();
+        without.as_object_mut().unwrap().remove("sha256");
+        assert_eq!(m.sha256, sha256_hex(&canonical_json(&without)));
+        assert_eq!(
+            ModelFile::from_json_verified(&bytes)
+                .unwrap()
+                .drift_reference,
+            None
+        );
+    }
+
+    #[test]
+    fn a_drift_reference_round_trips_is_checksummed_and_validated() {
+        let mut m = stump_model();
+        let rows: Vec<f64> = (0..50).flat_map(|i| [8.0 + i as f64 * 0.1, 3.0]).collect();
+        m.drift_reference = Some(DriftReference::from_rows(&m.feature_names, &rows).unwrap());
+        let bytes = m.to_json_bytes().unwrap();
+        let back = ModelFile::from_json_verified(&bytes).unwrap();
+        assert_eq!(back, m);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\"driftReference\""), "{text}");
+        // Editing a share changes the checksum.
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["driftReference"]["features"][0]["shares"][0] = 0.5.into();
+        let err = ModelFile::from_json_verified(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err}");
+        // An invalid reference with a valid checksum is refused, naming the problem.
+        let mut bad = m.clone();
+        if let Some(r) = &mut bad.drift_reference {
+            r.features[1].edges = vec![3.0, 2.0];
+            r.features[1].shares = vec![0.5, 0.25, 0.25];
+        }
+        let err = bad.to_json_bytes().unwrap_err().to_string();
+        assert!(err.contains("driftReference feature 1 (\"ph\")"), "{err}");
+        assert!(err.contains("strictly increasing"), "{err}");
+        let mut bad = m.clone();
+        if let Some(r) = &mut bad.drift_reference {
+            r.features.pop();
+        }
+        let err = bad.to_json_bytes().unwrap_err().to_string();
+        assert!(err.contains("1 features, the model has 2"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn model_file(case: &Case) -> ModelFile {
         algorithm: case.name.clone(),
         params: BTreeMap::new(),
         training_fingerprint: "fixture".into(),
+        drift_reference: None,
         sha256: String::new(),
     }
 }

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use champion_model::{
-    AdaBoostModel, DecisionTree, Durations, MODEL_FORMAT_VERSION, MetricName, Metrics, Model,
-    ModelFile, REPORT_FORMAT_VERSION, Report, RowCounts, Scaler,
+    AdaBoostModel, DecisionTree, DriftReference, Durations, FeatureBins, MODEL_FORMAT_VERSION,
+    MetricName, Metrics, Model, ModelFile, REPORT_FORMAT_VERSION, Report, RowCounts, Scaler,
 };
 
 pub const WINE_FEATURES: [&str; 11] = [
@@ -87,7 +87,28 @@ pub fn wine_model(version: &str, trees: usize) -> ModelFile {
         algorithm: "adaboost".to_string(),
         params,
         training_fingerprint: "0".repeat(64),
+        drift_reference: Some(normal_drift_reference()),
         sha256: String::new(),
+    }
+}
+
+/// Deciles of a normal distribution with each feature's mean and scale: a stand-in for the
+/// reference bins the trainer computes from the training rows (10 bins of 0.1 each).
+pub fn normal_drift_reference() -> DriftReference {
+    const Z: [f64; 9] = [
+        -1.2816, -0.8416, -0.5244, -0.2533, 0.0, 0.2533, 0.5244, 0.8416, 1.2816,
+    ];
+    DriftReference {
+        rows: 1000,
+        features: WINE_FEATURES
+            .iter()
+            .enumerate()
+            .map(|(f, name)| FeatureBins {
+                name: name.to_string(),
+                edges: Z.iter().map(|z| WINE_MEAN[f] + z * WINE_SCALE[f]).collect(),
+                shares: vec![0.1; 10],
+            })
+            .collect(),
     }
 }
 
@@ -119,7 +140,16 @@ pub fn report(version: &str, score: f64) -> Report {
 
 /// Writes `<dir>/model.json` (and `report.json` when a score is given); returns the model.
 pub fn write_model_dir(dir: &Path, version: &str, score: Option<f64>) -> ModelFile {
-    let mut model = wine_model(version, 50);
+    write_model_dir_with(dir, version, score, wine_model(version, 50))
+}
+
+/// As [`write_model_dir`], for a given model.
+pub fn write_model_dir_with(
+    dir: &Path,
+    version: &str,
+    score: Option<f64>,
+    mut model: ModelFile,
+) -> ModelFile {
     let bytes = model
         .to_json_bytes()
         .unwrap_or_else(|e| panic!("serialising the synthetic model: {e}"));
