@@ -97,9 +97,11 @@ async fn shifted_inputs_raise_drift_in_the_status_and_start_a_run_on_the_present
         .unwrap_or_default()
         .to_string();
 
-    // Live inputs like the training data: a small figure, shown, and no run.
-    let test_rows = rows(&wine_file("test_data.csv")?)?;
-    send(&stage, &v1, &test_rows).await?;
+    // Live inputs drawn from the training data itself: a small figure, shown, and no run.
+    // (Not test_data.csv: its density sits visibly lower than data_1.csv's, a real drift of
+    // PSI > 1 that the first run of this test measured.)
+    let train_rows = rows(&wine_file("data_1.csv")?)?;
+    send(&stage, &v1, &train_rows).await?;
     let calm = stage
         .wait_status(P, "status.drift of the champion", WAIT, |s| {
             (str_at(s, "/drift/version") == Some(v1.as_str())).then(|| s.clone())
@@ -119,7 +121,7 @@ async fn shifted_inputs_raise_drift_in_the_status_and_start_a_run_on_the_present
     assert_eq!(stage.jobs(P).await?.len(), 1, "no run for calm inputs");
 
     // Shifted inputs: drift past the threshold starts a run on the data present.
-    let moved = shifted(&test_rows);
+    let moved = shifted(&train_rows);
     send(&stage, &v1, &moved).await?;
     send(&stage, &v1, &moved).await?;
     let drifted = stage
