@@ -45,6 +45,8 @@ pub struct Context {
     pub listings: crate::listings::Listings,
     /// Live analysis: each pipeline's counters at the start of its current step.
     pub live: crate::live::Baselines,
+    /// When each pipeline's predictor pods were last read for drift.
+    pub drift: crate::drift::DriftReads,
 }
 
 impl Context {

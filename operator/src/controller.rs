@@ -91,6 +91,7 @@ pub fn forget_deleted(ctx: &Context, existing: &[Arc<ModelPipeline>]) {
     ctx.errors.retain(&keep);
     ctx.listings.retain(&keep);
     ctx.live.retain(&keep);
+    ctx.drift.retain(&keep);
     ctx.metrics.retain_pipelines(&keep);
 }
 

@@ -243,6 +243,29 @@ pub enum Step {
         version: String,
         decision: Decision,
     },
+    /// The offline gate promoted the challenger, but `spec.promotion.approval` makes it wait
+    /// for a person ([`crate::approval`]).
+    AwaitApproval {
+        job: String,
+        version: String,
+        decision: Decision,
+        why: String,
+    },
+    /// An approve or reject annotation names the waiting challenger: act on it.
+    Answer {
+        answer: crate::approval::Answer,
+        version: String,
+        /// The annotation's value (acted upon once).
+        request: String,
+        by: crate::approval::Requester,
+    },
+    /// An approve or reject annotation names another version than the waiting one: remember
+    /// the request and say which version waits.
+    IgnoreAnswer {
+        answer: crate::approval::Answer,
+        request: String,
+        waiting: String,
+    },
     /// The tracked Job failed (or vanished): why, with the trainer's own words when it left
     /// any.
     TrainingFailed {
@@ -258,6 +281,13 @@ pub enum Step {
     Backoff { until: Timestamp },
     /// A run is due but the operator-wide limit of concurrent runs is reached.
     Queued,
+    /// The champion's live inputs drifted past `spec.trigger.onDrift`: launch a trainer Job on
+    /// the data present ([`crate::drift`]).
+    DriftRun {
+        version: String,
+        fingerprint: String,
+        why: String,
+    },
     /// Launch a trainer Job.
     Launch {
         version: String,
@@ -315,7 +345,9 @@ fn rollout_failed(
 
 /// Picks the one step this reconcile takes, in priority order: suspension, a pod-policy
 /// violation (nothing is built for such a spec), an ongoing rollout,
-/// a rollback request, a missing predictor, the running or finished run, then the data.
+/// a rollback request, a missing predictor, an answer to a challenger waiting for approval,
+/// the running or finished run (a finished run's promotion passes the approval gate), then
+/// the data (new data supersedes a challenger waiting for approval).
 pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
     let status = mp.status.clone().unwrap_or_default();
     if mp.spec.suspend {
@@ -383,6 +415,10 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
             return Step::EnsurePredictor;
         }
     }
+    // A person's answer to the challenger waiting for approval.
+    if let Some(step) = crate::approval::requested(mp, &status) {
+        return step;
+    }
     // The run the status tracks, if it is still in flight.
     if let Some(ch) = status
         .challenger
@@ -412,7 +448,7 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
                     Some(Err(e)) => Err(e),
                     None => Err(&missing),
                 };
-                Step::Judge {
+                let judged = Step::Judge {
                     job: ch.job.clone(),
                     version: ch.version.clone(),
                     decision: decide_promotion(
@@ -422,7 +458,8 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
                         report,
                         status.champion.as_ref(),
                     ),
-                }
+                };
+                crate::approval::gate(mp, status.champion.as_ref(), judged)
             }
             Some(JobState::Failed(reason)) => Step::TrainingFailed {
                 job: ch.job.clone(),
@@ -489,7 +526,7 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Step {
             forced: force.map(str::to_string),
         };
     }
-    Step::Idle
+    crate::drift::run_step(mp, obs, &status, fp).unwrap_or(Step::Idle)
 }
 
 /// The version of a new run: [`run_version`] with the smallest salt that gives a version this
@@ -741,6 +778,7 @@ mod tests {
             state,
             score: None,
             champion_score: None,
+            model_sha256: None,
             reason: None,
             started_at: Time(Timestamp::UNIX_EPOCH),
             data_seen_at: None,
@@ -800,6 +838,7 @@ mod tests {
             state: ChallengerState::Rejected,
             score: None,
             champion_score: None,
+            model_sha256: None,
             reason: None,
             started_at: Time(Timestamp::UNIX_EPOCH),
             data_seen_at: None,

@@ -58,6 +58,12 @@ pub enum Reason {
     LiveAnalysisPassed,
     /// Live analysis failed or could not judge: the challenger is rejected, with the figures.
     LiveAnalysisFailed,
+    /// A challenger passed the offline gate and waits for champion.dev/approve or reject.
+    AwaitingApproval,
+    /// An approve or reject annotation named another version than the waiting one.
+    ApprovalIgnored,
+    /// The champion's live inputs drifted past spec.trigger.onDrift: a run starts.
+    DriftDetected,
 }
 
 impl Reason {
@@ -79,6 +85,9 @@ impl Reason {
             Reason::LiveAnalysisStep => "LiveAnalysisStep",
             Reason::LiveAnalysisPassed => "LiveAnalysisPassed",
             Reason::LiveAnalysisFailed => "LiveAnalysisFailed",
+            Reason::AwaitingApproval => "AwaitingApproval",
+            Reason::ApprovalIgnored => "ApprovalIgnored",
+            Reason::DriftDetected => "DriftDetected",
         }
     }
 
@@ -91,7 +100,9 @@ impl Reason {
             | Reason::DataUnavailable
             | Reason::PolicyViolation
             | Reason::ReconcileFailed
-            | Reason::LiveAnalysisFailed => EventType::Warning,
+            | Reason::LiveAnalysisFailed
+            | Reason::ApprovalIgnored
+            | Reason::DriftDetected => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -111,6 +122,8 @@ impl Reason {
             | Reason::LiveAnalysisStep
             | Reason::LiveAnalysisPassed
             | Reason::LiveAnalysisFailed => "Analyse",
+            Reason::AwaitingApproval | Reason::ApprovalIgnored => "Approve",
+            Reason::DriftDetected => "Train",
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn observed(data: Option<Result<DataListing, ReadFailure>>) -> Observed {
         policy_violation: None,
         listing_pending: false,
         live: None,
+        drift: None,
     }
 }
 
@@ -233,6 +234,7 @@ impl Context {
             },
             listings: Default::default(),
             live: Default::default(),
+            drift: crate::drift::DriftReads::disabled(),
         };
         (Arc::new(ctx), handle, registry)
     }
@@ -266,6 +268,7 @@ pub fn training_challenger(
         state: champion_api::ChallengerState::Training,
         score: None,
         champion_score: None,
+        model_sha256: None,
         reason: None,
         started_at: Time(Timestamp::UNIX_EPOCH),
         data_seen_at,

@@ -614,7 +614,12 @@ impl Next<'_> {
     /// champion to compare with, live analysis starts instead of the rollout; returns whether
     /// it did. A first model has no champion to compare with or mirror from: it rolls out
     /// directly.
-    pub(crate) fn start_live(&mut self, candidate: &ChampionStatus, decision: &Decision) -> bool {
+    pub(crate) fn start_live(
+        &mut self,
+        candidate: &ChampionStatus,
+        decision: &Decision,
+        approved_by: Option<&str>,
+    ) -> bool {
         let strategy = self.mp.spec.rollout.strategy;
         if strategy == RolloutStrategy::Replace || self.status.champion.is_none() {
             return false;
@@ -660,6 +665,7 @@ impl Next<'_> {
             figures: None,
             message: Some(message.clone()),
             model_sha256: candidate.model_sha256.clone(),
+            approved_by: approved_by.map(str::to_string),
         };
         self.status.live = Some(live.clone());
         self.challenger_objects(&live, replicas);
@@ -763,6 +769,7 @@ impl Next<'_> {
         h.champion_score = champion_score;
         h.data_fingerprint = Some(fp);
         h.model_sha256 = live.model_sha256.clone();
+        h.by = live.approved_by.clone();
         self.history(h);
         if outcome == Outcome::Promoted {
             let champion = ChampionStatus {

@@ -3,11 +3,13 @@
 
 mod analysis;
 mod apply;
+mod approval;
 mod build;
 mod caches;
 mod context;
 mod controller;
 mod decide;
+mod drift;
 mod effects;
 mod error;
 mod events;
@@ -348,6 +350,7 @@ async fn run(args: Args) -> Result<(), MainError> {
         stores,
         listings: Default::default(),
         live: Default::default(),
+        drift: Default::default(),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

@@ -53,6 +53,8 @@ pub struct Observed {
     pub predictor_failure: Option<String>,
     /// Live analysis (canary or shadow): the challenger Deployment and the step's figures.
     pub live: Option<crate::live::LiveObserved>,
+    /// The champion's live input drift, when this reconcile read it ([`crate::drift`]).
+    pub drift: Option<crate::drift::Reading>,
 }
 
 /// Reads everything one reconcile of `mp` needs, in one place: `None` when the pipeline is
@@ -164,6 +166,7 @@ pub async fn observe(
         predictor_failure = failed_container_message(&ctx.client, &ns, &selector).await;
     }
 
+    let drift = crate::drift::read(ctx, &mp, &status).await;
     let observed = Observed {
         now,
         data,
@@ -176,6 +179,7 @@ pub async fn observe(
         listing_pending,
         predictor_failure,
         live: crate::live::observe(ctx, &mp).await,
+        drift,
     };
     Ok(Some((mp, observed)))
 }

@@ -90,6 +90,7 @@ pub fn derive(
     }
     let generation = status.observed_generation;
     let now = obs.now;
+    let awaiting = crate::approval::condition(mp, status);
     let conds = &mut status.conditions;
     // Every condition here is stamped with the same generation and time.
     let mut set = |type_: &str, on: bool, reason: &str, message: &str| {
@@ -241,6 +242,9 @@ pub fn derive(
         Some((reason, msg)) => set(condition::DEGRADED, true, reason, msg),
         None => set(condition::DEGRADED, false, "AsExpected", "no failures"),
     };
+    if let Some((on, reason, msg)) = &awaiting {
+        set(condition::AWAITING_APPROVAL, *on, reason, msg);
+    }
 
     let phase = if mp.spec.suspend {
         Phase::Suspended

@@ -11,6 +11,7 @@ use champion_api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::approval::{self, Answer, Requester};
 use crate::build::{build_job, build_predictor, build_service};
 use crate::decide::{Decision, Step, Verdict};
 use crate::effects::{Desired, Effects};
@@ -52,6 +53,7 @@ pub fn transition(mp: &ModelPipeline, obs: &Observed, step: &Step) -> Transition
         },
     };
     record_listing(&mut t.status, obs);
+    crate::drift::record(&mut t.status, obs);
     t.step(step);
     if obs.listing_pending {
         t.effects.requeue = t.effects.requeue.min(crate::listings::RECHECK);
@@ -135,7 +137,10 @@ impl Next<'_> {
             | Reason::LiveAnalysisStep
             | Reason::LiveAnalysisPassed
             | Reason::LiveAnalysisFailed => deployment(),
+            Reason::AwaitingApproval => job(),
+            Reason::DriftDetected => deployment(),
             Reason::RollbackRefused
+            | Reason::ApprovalIgnored
             | Reason::DataUnavailable
             | Reason::PolicyViolation
             | Reason::ReconcileFailed => None,
@@ -221,6 +226,7 @@ impl Next<'_> {
             state: ChallengerState::Training,
             score: None,
             champion_score: None,
+            model_sha256: None,
             reason: None,
             started_at: Time(self.now),
             data_seen_at: self.data_seen_at(fingerprint),
@@ -341,10 +347,41 @@ impl Next<'_> {
                 fingerprint,
                 forced,
             } => self.launch(version, fingerprint, forced.as_deref()),
+            Step::DriftRun {
+                version,
+                fingerprint,
+                why,
+            } => {
+                if let Some(d) = self.status.drift.as_mut() {
+                    d.last_triggered_at = Some(Time(self.now));
+                }
+                self.event(
+                    Reason::DriftDetected,
+                    format!("{why}: training version {version} on the data present"),
+                );
+                self.launch_because(version, fingerprint, None, format!("drift ({why})"));
+            }
             Step::Judge {
                 version, decision, ..
             } => self.judge(version, decision),
             Step::TrainingFailed { cause, reason, .. } => self.fail_run(*cause, reason.clone()),
+            Step::AwaitApproval {
+                version,
+                decision,
+                why,
+                ..
+            } => self.await_approval(version, decision, why),
+            Step::Answer {
+                answer,
+                version,
+                request,
+                by,
+            } => self.answer(*answer, version, request, by),
+            Step::IgnoreAnswer {
+                answer,
+                request,
+                waiting,
+            } => self.ignore_answer(*answer, request, waiting),
             Step::RolloutComplete => {
                 let Some(r) = self.status.rollout.take() else {
                     return;
@@ -384,14 +421,9 @@ impl Next<'_> {
     }
 
     fn launch(&mut self, version: &str, fingerprint: &str, forced: Option<&str>) {
-        let job = build_job(self.mp, version, fingerprint, self.status.champion.as_ref());
-        let job_name = job.metadata.name.clone().unwrap_or_default();
-        self.effects.objects.push(Desired::Job(Box::new(job)));
-        self.status.challenger = Some(self.training(version, &job_name, fingerprint));
         if let Some(token) = forced {
             self.status.last_forced_run = Some(token.to_string());
         }
-        self.count(MetricEvent::RunStarted);
         let why = match forced {
             Some(t) => format!("forced by annotation ({t})"),
             None => format!(
@@ -399,6 +431,23 @@ impl Next<'_> {
                 fingerprint.chars().take(12).collect::<String>()
             ),
         };
+        self.launch_because(version, fingerprint, forced, why);
+    }
+
+    /// Launches the trainer Job of `version` on `fingerprint`, for the reason `why`.
+    fn launch_because(
+        &mut self,
+        version: &str,
+        fingerprint: &str,
+        forced: Option<&str>,
+        why: String,
+    ) {
+        self.supersede_waiting(version, fingerprint, forced);
+        let job = build_job(self.mp, version, fingerprint, self.status.champion.as_ref());
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        self.effects.objects.push(Desired::Job(Box::new(job)));
+        self.status.challenger = Some(self.training(version, &job_name, fingerprint));
+        self.count(MetricEvent::RunStarted);
         self.event(
             Reason::TrainingStarted,
             format!("Job {job_name} trains version {version}: {why}"),
@@ -474,7 +523,7 @@ impl Next<'_> {
             // The approval gate (promotion.approval) goes before this point. A Shadow or
             // Canary strategy judges the challenger on live traffic first (crate::live); its
             // end records the outcome.
-            if self.start_live(&champion, decision) {
+            if self.start_live(&champion, decision, None) {
                 return;
             }
             self.start_rollout(champion, Outcome::Promoted, seen);
@@ -498,6 +547,165 @@ impl Next<'_> {
         h.champion_score = decision.champion_score;
         h.data_fingerprint = Some(fp);
         h.model_sha256 = decision.model_sha256.clone();
+        self.history(h);
+    }
+
+    /// The challenger passed the offline gate and waits for a person (see [`crate::approval`]):
+    /// it keeps both scores and its model digest; no history entry until it is answered.
+    fn await_approval(&mut self, version: &str, decision: &Decision, why: &str) {
+        if let Some(c) = self.status.challenger.as_mut() {
+            c.state = ChallengerState::AwaitingApproval;
+            c.score = decision.score;
+            c.champion_score = decision.champion_score;
+            c.model_sha256 = decision.model_sha256.clone();
+            c.reason = Some(format!("{}; {why}", decision.reason));
+        }
+        self.status.consecutive_failures = 0;
+        self.status.retry_after = None;
+        let message = match approval::waiting(&self.status) {
+            Some(c) => approval::waiting_message(self.mp, c, self.status.champion.as_ref()),
+            None => format!("version {version} waits for approval"),
+        };
+        self.event(Reason::AwaitingApproval, format!("{message} ({why})"));
+    }
+
+    /// A person approved or rejected the waiting challenger: promote it through the usual
+    /// rollout, or reject it with the champion untouched; the history says who asked.
+    fn answer(&mut self, answer: Answer, version: &str, request: &str, by: &Requester) {
+        let Some(c) = approval::waiting(&self.status).cloned() else {
+            return;
+        };
+        let metric = self.mp.spec.evaluation.metric;
+        let reason = approval::answered_reason(answer, by, &c);
+        let scores = format!(
+            "challenger {metric} {}, champion {}",
+            score_text(c.score),
+            score_text(c.champion_score)
+        );
+        let (outcome, cause, state) = match answer {
+            Answer::Approve => {
+                self.status.last_approve = Some(request.to_string());
+                let champion = ChampionStatus {
+                    version: version.to_string(),
+                    model_uri: self.mp.model_uri(version),
+                    score: c.score,
+                    metric: Some(metric),
+                    data_fingerprint: c.data_fingerprint.clone(),
+                    model_sha256: c.model_sha256.clone(),
+                    promoted_at: Time(self.now),
+                };
+                // Approval is the gate before live analysis: with a Shadow or Canary strategy
+                // the approved challenger is judged on live traffic next, and the history entry
+                // that ends that analysis names who approved it.
+                let approved = Decision {
+                    verdict: Verdict::Promote,
+                    cause: Cause::Approved,
+                    reason: format!("approved by {by}"),
+                    score: c.score,
+                    champion_score: c.champion_score,
+                    model_sha256: c.model_sha256.clone(),
+                };
+                if self.start_live(&champion, &approved, Some(&by.who)) {
+                    if let Some(ch) = self.status.challenger.as_mut() {
+                        ch.reason = Some(reason);
+                    }
+                    return;
+                }
+                self.start_rollout(champion, Outcome::Promoted, c.data_seen_at.clone());
+                self.count(MetricEvent::RunFinished(RunOutcome::Promoted));
+                self.event(
+                    Reason::ModelPromoted,
+                    format!("version {version} promoted on approval by {by} ({scores})"),
+                );
+                (
+                    Outcome::Promoted,
+                    Cause::Approved,
+                    ChallengerState::Promoted,
+                )
+            }
+            Answer::Reject => {
+                self.status.last_reject = Some(request.to_string());
+                let champion = self
+                    .status
+                    .champion
+                    .as_ref()
+                    .map_or_else(|| "none".to_string(), |c| c.version.clone());
+                self.count(MetricEvent::RunFinished(RunOutcome::Rejected));
+                self.event(
+                    Reason::CandidateRejected,
+                    format!(
+                        "version {version} rejected by {by} ({scores}); the champion ({champion}) is untouched"
+                    ),
+                );
+                (
+                    Outcome::Rejected,
+                    Cause::RejectedByUser,
+                    ChallengerState::Rejected,
+                )
+            }
+        };
+        if let Some(ch) = self.status.challenger.as_mut() {
+            ch.state = state;
+            ch.reason = Some(reason.clone());
+        }
+        self.finish_run(version, outcome, (c.score, c.champion_score));
+        let mut h = self.entry(version, outcome, cause, reason);
+        h.score = c.score;
+        h.champion_score = c.champion_score;
+        h.data_fingerprint = Some(c.data_fingerprint.clone());
+        h.model_sha256 = c.model_sha256.clone();
+        h.by = Some(by.who.clone());
+        self.history(h);
+    }
+
+    /// An approve or reject request naming another version: acknowledged once, with a Warning
+    /// naming the version that waits.
+    fn ignore_answer(&mut self, answer: Answer, request: &str, waiting: &str) {
+        match answer {
+            Answer::Approve => self.status.last_approve = Some(request.to_string()),
+            Answer::Reject => self.status.last_reject = Some(request.to_string()),
+        }
+        self.event(
+            Reason::ApprovalIgnored,
+            format!(
+                "{}={request} ignored: version {waiting} is the one waiting for approval; {}",
+                answer.annotation(),
+                approval::commands(self.mp, waiting)
+            ),
+        );
+    }
+
+    /// A new run starts while a challenger waits for approval: the waiting one is recorded as
+    /// rejected (cause Superseded); the new run's candidate takes its place.
+    fn supersede_waiting(&mut self, version: &str, fingerprint: &str, forced: Option<&str>) {
+        let Some(c) = approval::waiting(&self.status).cloned() else {
+            return;
+        };
+        let why = match forced {
+            Some(t) => format!("a forced run ({t}) trains version {version}"),
+            None => format!(
+                "new data {} trains version {version}",
+                fingerprint.chars().take(12).collect::<String>()
+            ),
+        };
+        let metric = self.mp.spec.evaluation.metric;
+        let reason = format!("superseded while waiting for approval: {why}");
+        self.count(MetricEvent::RunFinished(RunOutcome::Rejected));
+        self.event(
+            Reason::CandidateRejected,
+            format!(
+                "version {} (challenger {metric} {}, champion {}) no longer waits for approval: {why}",
+                c.version,
+                score_text(c.score),
+                score_text(c.champion_score)
+            ),
+        );
+        self.finish_run(&c.version, Outcome::Rejected, (c.score, c.champion_score));
+        let mut h = self.entry(&c.version, Outcome::Rejected, Cause::Superseded, reason);
+        h.score = c.score;
+        h.champion_score = c.champion_score;
+        h.data_fingerprint = Some(c.data_fingerprint.clone());
+        h.model_sha256 = c.model_sha256.clone();
         self.history(h);
     }
 

@@ -42,6 +42,16 @@ pub const ANNOTATION_FORCE_RUN: &str = "champion.dev/force-run";
 /// Annotation on a ModelPipeline that rolls the predictor back to a version from
 /// `status.history`. Acted upon once per value; the value is kept in `status.lastRollbackTo`.
 pub const ANNOTATION_ROLLBACK_TO: &str = "champion.dev/rollback-to";
+/// Annotation on a ModelPipeline that approves the challenger waiting for approval
+/// (`spec.promotion.approval`), named by its version. Acted upon once per value; the value is
+/// kept in `status.lastApprove`.
+pub const ANNOTATION_APPROVE: &str = "champion.dev/approve";
+/// Annotation on a ModelPipeline that rejects the challenger waiting for approval, named by its
+/// version. Acted upon once per value; the value is kept in `status.lastReject`.
+pub const ANNOTATION_REJECT: &str = "champion.dev/reject";
+/// Optional annotation naming who asked for an approve or reject, used in `status.history[].by`
+/// when the pipeline's managedFields do not say which field manager set the request.
+pub const ANNOTATION_REQUESTED_BY: &str = "champion.dev/requested-by";
 /// Annotation on Jobs and Deployments: the data fingerprint the model was trained on.
 pub const ANNOTATION_DATA_FINGERPRINT: &str = "champion.dev/data-fingerprint";
 /// Annotation on Deployments (and their pod template): the model version served.
@@ -65,6 +75,9 @@ pub mod condition {
     /// live traffic; False with reason LiveAnalysisPassed, LiveAnalysisFailed or
     /// InsufficientTraffic once it ended.
     pub const LIVE_ANALYSIS: &str = "LiveAnalysis";
+    /// A challenger passed the offline gate and waits for `champion.dev/approve` or
+    /// `champion.dev/reject` (`spec.promotion.approval`).
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
 }
 
 /// A ModelPipeline keeps a model fresh: it watches a data location, trains a challenger in a
@@ -904,6 +917,12 @@ pub struct ModelPipelineStatus {
     /// The value of the champion.dev/rollback-to annotation last acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback_to: Option<String>,
+    /// The value of the champion.dev/approve annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_approve: Option<String>,
+    /// The value of the champion.dev/reject annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reject: Option<String>,
     /// Where the predictor Service answers inside the cluster (set once the operator applied
     /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1019,6 +1038,10 @@ pub struct ChallengerStatus {
     /// Champion score on the same holdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub champion_score: Option<f64>,
+    /// Hex SHA-256 of the run's model.json, from its report (kept while the challenger waits
+    /// for approval or live analysis, so the predictor is started with exactly those bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     /// Why the run ended as it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -1117,6 +1140,9 @@ pub enum Cause {
     Approved,
     /// A person rejected the challenger with champion.dev/reject.
     RejectedByUser,
+    /// The challenger waited for approval when newer data (or a forced run) started another
+    /// run: the newer candidate replaces it in the wait.
+    Superseded,
     /// Live analysis passed: the challenger held up on live traffic.
     LiveAnalysisPassed,
     /// Live analysis failed: errors, latency, agreement or the online metric were outside the
@@ -1184,6 +1210,10 @@ pub struct LiveStatus {
     /// The last judgement in words (what passed, what is awaited, what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Who approved the challenger before its live analysis (promotion.approval Manual or
+    /// Borderline); the history entry that ends the analysis names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// The challenger's model.json digest (from its report), which its pods verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,

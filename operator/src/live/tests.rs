@@ -378,7 +378,11 @@ fn canary_steps_advance_then_the_last_pass_rolls_the_champion() {
             .map(|s| &s.template),
         "only the replica count of the champion changes"
     );
-    // The last step passes: promoted, the champion Deployment rolls to the challenger.
+    // The last step passes: promoted, the champion Deployment rolls to the challenger. (This
+    // challenger was approved by a person before its analysis: the history entry names them.)
+    if let Some(live) = mp.status.as_mut().and_then(|s| s.live.as_mut()) {
+        live.approved_by = Some("release-manager".into());
+    }
     let obs = seen_at(&mp, 61, good(100), 2);
     let step = decide_step(&mp, &obs);
     assert!(
@@ -395,8 +399,12 @@ fn canary_steps_advance_then_the_last_pass_rolls_the_champion() {
     );
     let h = s.history.last().expect("history");
     assert_eq!(
-        (h.outcome, h.cause),
-        (Outcome::Promoted, Some(Cause::LiveAnalysisPassed))
+        (h.outcome, h.cause, h.by.as_deref()),
+        (
+            Outcome::Promoted,
+            Some(Cause::LiveAnalysisPassed),
+            Some("release-manager")
+        )
     );
     let d = deployments(&t);
     assert_eq!(d[0].metadata.name.as_deref(), Some("wine-predictor"));
