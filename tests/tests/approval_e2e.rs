@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use champion_tests::operator::{
-    Stage, condition, csv_row_as_request, history, http_post_json, str_at, wine_file,
+    Stage, condition, contradicting_rows, csv_row_as_request, history, http_post_json, str_at,
+    wine_file,
 };
 use champion_tests::{ClusterError, Result};
 use serde_json::{Value, json};
@@ -18,46 +19,6 @@ use serde_json::{Value, json};
 /// Deadline of each wait: training, rollout and GC take seconds here; this is the bound for a
 /// loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(180);
-
-/// Rows that contradict `csv`: every row twice, each feature nudged by a distinct small factor
-/// (no exact duplicates, which the trainer would drop), with its label flipped around the
-/// threshold 5 and a fresh Id. A model trained on them is beaten by any real data (the same
-/// weak-champion recipe as `operator_e2e.rs`).
-fn contradicting_rows(csv: &str) -> Result<String> {
-    let mut lines = csv.lines();
-    let header = lines
-        .next()
-        .ok_or_else(|| ClusterError::Invalid("CSV without a header".into()))?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let quality = cols.iter().position(|c| *c == "quality");
-    let id = cols.iter().position(|c| *c == "Id");
-    let (Some(quality), Some(id)) = (quality, id) else {
-        return Err(ClusterError::Invalid(format!(
-            "expected quality and Id columns in {header}"
-        )));
-    };
-    let mut out = format!("{header}\n");
-    for (n, line) in lines.enumerate() {
-        for copy in 1..=2u32 {
-            let mut cells = Vec::with_capacity(cols.len());
-            for (i, cell) in line.split(',').enumerate() {
-                let v: f64 = cell.trim().parse().map_err(|_| {
-                    ClusterError::Invalid(format!("line {}: {cell:?} is not a number", n + 2))
-                })?;
-                cells.push(if i == quality {
-                    if v > 5.0 { "5".into() } else { "6".into() }
-                } else if i == id {
-                    format!("{}", 100_000 * copy as usize + n)
-                } else {
-                    format!("{}", v * (1.0 + 0.001 * f64::from(copy)))
-                });
-            }
-            out.push_str(&cells.join(","));
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
 
 /// The weak first dataset: 60 rows of data_1.csv, every label contradicted.
 fn weak_data() -> Result<String> {
