@@ -424,6 +424,27 @@ impl Stage {
         Ok(events)
     }
 
+    /// Waits until an Event `reason` about `pipeline` whose note contains every one of `parts`
+    /// exists, and returns it. The operator sends Events after the status write they belong
+    /// to, so a test that saw the status must wait for the Event, not read it once.
+    pub async fn wait_event(
+        &self,
+        pipeline: &str,
+        reason: &str,
+        parts: &[&str],
+        timeout: Duration,
+    ) -> Result<Event> {
+        let what = format!("an Event {reason} about {pipeline} saying {parts:?}");
+        crate::testing::wait_for(&what, timeout, || async {
+            let events = self.events(pipeline, reason).await?;
+            Ok(events.into_iter().find(|e| {
+                let note = e.note.as_deref().unwrap_or_default();
+                parts.iter().all(|p| note.contains(p))
+            }))
+        })
+        .await
+    }
+
     /// Waits until `pipeline` has a fully promoted champion (rollout finished, condition
     /// Promoted=True/ModelPromoted) other than `not`, and its predictor serves it; returns the
     /// status and the Deployment.

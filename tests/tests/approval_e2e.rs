@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
+use champion_tests::Result;
 use champion_tests::operator::{
     Stage, condition, contradicting_rows, csv_row_as_request, history, http_post_json, str_at,
     wine_file,
 };
-use champion_tests::Result;
 use serde_json::{Value, json};
 
 /// Deadline of each wait: training, rollout and GC take seconds here; this is the bound for a

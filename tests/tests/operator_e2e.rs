@@ -780,14 +780,15 @@ async fn the_rollback_annotation_restores_an_earlier_version_from_the_history() 
         .await?;
     assert_eq!(str_at(&refused, "/champion/version"), Some(new.as_str()));
     assert!(refused.get("rollout").is_none(), "no rollout: {refused}");
-    let events = stage.events(PIPELINE, "RollbackRefused").await?;
-    assert!(
-        events.iter().any(|e| {
-            let note = e.note.as_deref().unwrap_or_default();
-            note.contains("v-not-in-history") && note.contains("history")
-        }),
-        "a RollbackRefused Event names the version and why: {events:?}"
-    );
+    // A RollbackRefused Event names the version and why.
+    stage
+        .wait_event(
+            PIPELINE,
+            "RollbackRefused",
+            &["v-not-in-history", "history"],
+            WAIT,
+        )
+        .await?;
 
     // A version from the history: rolled out again and served.
     stage.kubectl(&[
