@@ -161,6 +161,7 @@ struct Seen {
     predicted: u64,
     failed: Vec<String>,
     feedback_refused: Vec<String>,
+    feedback_lost: Vec<String>,
     per_version: BTreeMap<String, (u64, u64)>,
 }
 
@@ -196,6 +197,10 @@ impl Feeder {
                         seen.predicted += 1;
                         seen.feedback_refused.push(why);
                     }
+                    Ok(Pair::FeedbackLost(why)) => {
+                        seen.predicted += 1;
+                        seen.feedback_lost.push(why);
+                    }
                     Err(e) => seen.failed.push(e.to_string()),
                 }
             }
@@ -220,6 +225,7 @@ impl Feeder {
                 predicted: s.predicted,
                 failed: s.failed.clone(),
                 feedback_refused: s.feedback_refused.clone(),
+                feedback_lost: s.feedback_lost.clone(),
                 per_version: s.per_version.clone(),
             })
             .unwrap_or_default()
@@ -236,6 +242,7 @@ impl Drop for Feeder {
 enum Pair {
     Labelled { version: String, correct: bool },
     FeedbackRefused(String),
+    FeedbackLost(String),
 }
 
 /// One /predict and its /feedback on one connection. A failed prediction is an error; a
@@ -259,12 +266,18 @@ async fn pair(target: &str, req: &Value, label: &str) -> Result<Pair> {
         .cloned()
         .ok_or_else(|| ClusterError::Invalid("/predict answer without x-request-id".into()))?;
     let fb = json!({"requestId": id, "label": label});
-    let (status, _, body) = tokio::time::timeout(
+    // A pod that shuts down (the rollout after a promotion) may close the connection between
+    // the answer and its feedback: that loses a label, not a prediction, and is reported.
+    let (status, _, body) = match tokio::time::timeout(
         Duration::from_secs(5),
         exchange(&mut conn, target, "/feedback", &fb),
     )
     .await
-    .map_err(|_| ClusterError::Invalid("/feedback timed out".into()))??;
+    {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Ok(Pair::FeedbackLost(e.to_string())),
+        Err(_) => return Ok(Pair::FeedbackLost("/feedback timed out".into())),
+    };
     if status != 200 {
         return Ok(Pair::FeedbackRefused(format!("{status}: {body}")));
     }
@@ -358,13 +371,20 @@ async fn true_labels_make_the_challenger_win_online_and_the_canary_is_promoted()
         "{:?}",
         seen.feedback_refused
     );
+    assert!(
+        seen.feedback_lost.len() as u64 * 100 <= seen.predicted,
+        "at most 1 % of labels lost to pods shutting down: {:?}",
+        seen.feedback_lost
+    );
     // The predictors' own answers agree: the challenger is right more often than the weak one.
     assert!(wl >= MIN_SAMPLES as u64 && cl2 >= MIN_SAMPLES as u64);
     assert!(share(cc2, cl2) > share(wc, wl), "{cc2}/{cl2} vs {wc}/{wl}");
     eprintln!(
         "online win: operator step figures challenger {c:.4} ({cl} labels), champion {p:.4} ({pl} labels); \
-         predictor answers: challenger {cc2}/{cl2}, weak {wc}/{wl}; {} predictions, 0 failed; {:.0}s",
+         predictor answers: challenger {cc2}/{cl2}, weak {wc}/{wl}; {} predictions, 0 failed, {} feedbacks lost to a closed connection {:?}; {:.0}s",
         seen.predicted,
+        seen.feedback_lost.len(),
+        seen.feedback_lost.first(),
         began.elapsed().as_secs_f64()
     );
     stage.passed();
@@ -418,6 +438,11 @@ async fn flipped_labels_make_the_challenger_lose_online_and_the_canary_is_aborte
         "{:?}",
         seen.feedback_refused
     );
+    assert!(
+        seen.feedback_lost.len() as u64 * 100 <= seen.predicted,
+        "at most 1 % of labels lost to pods shutting down: {:?}",
+        seen.feedback_lost
+    );
     let (wl, wc) = seen.per_version.get(&weak).copied().unwrap_or_default();
     let (cl2, cc2) = seen
         .per_version
@@ -428,8 +453,10 @@ async fn flipped_labels_make_the_challenger_lose_online_and_the_canary_is_aborte
     assert!(share(cc2, cl2) < share(wc, wl), "{cc2}/{cl2} vs {wc}/{wl}");
     eprintln!(
         "online loss: operator figures challenger {c:.4} ({cl} labels), champion {p:.4} ({pl} labels); \
-         predictor answers: challenger {cc2}/{cl2}, weak {wc}/{wl}; {} predictions, 0 failed; {:.0}s",
+         predictor answers: challenger {cc2}/{cl2}, weak {wc}/{wl}; {} predictions, 0 failed, {} feedbacks lost to a closed connection {:?}; {:.0}s",
         seen.predicted,
+        seen.feedback_lost.len(),
+        seen.feedback_lost.first(),
         began.elapsed().as_secs_f64()
     );
     stage.passed();
