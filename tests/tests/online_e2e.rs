@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use champion_tests::operator::{
-    Stage, condition, contradicting_rows, csv_row_as_request, history, str_at, wine_file,
+    Stage, condition, contradicting_rows, csv_row_as_request, history, http_post_json, str_at,
+    wine_file,
 };
 use champion_tests::{ClusterError, Result};
 use serde_json::{Value, json};
@@ -66,6 +67,21 @@ async fn weak_champion(stage: &Stage) -> Result<String> {
     Ok(str_at(&status, "/champion/version")
         .unwrap_or_default()
         .to_string())
+}
+
+/// The predictor Service, once it answers (kube-proxy routes a new Service within moments; a
+/// request refused before that is no failure of what is under test).
+async fn serving_service(stage: &Stage) -> Result<String> {
+    let target = stage.predictor_service(PIPELINE).await?;
+    let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
+    champion_tests::testing::wait_for("the predictor Service to answer", WAIT, || async {
+        Ok(http_post_json(&target, "/predict", &request)
+            .await
+            .ok()
+            .filter(|r| r.status == 200))
+    })
+    .await?;
+    Ok(target)
 }
 
 /// The wine test rows as (request, label) with label "1" above 5 else "0"; `flip` swaps them.
@@ -336,7 +352,7 @@ async fn true_labels_make_the_challenger_win_online_and_the_canary_is_promoted()
     let began = std::time::Instant::now();
     let stage = Stage::deploy("online-win").await?;
     let weak = weak_champion(&stage).await?;
-    let target = stage.predictor_service(PIPELINE).await?;
+    let target = serving_service(&stage).await?;
     let feeder = Feeder::start(target, labelled_rows(false)?);
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
 
@@ -396,7 +412,7 @@ async fn flipped_labels_make_the_challenger_lose_online_and_the_canary_is_aborte
     let began = std::time::Instant::now();
     let stage = Stage::deploy("online-lose").await?;
     let weak = weak_champion(&stage).await?;
-    let target = stage.predictor_service(PIPELINE).await?;
+    let target = serving_service(&stage).await?;
     let feeder = Feeder::start(target, labelled_rows(true)?);
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
 
