@@ -194,6 +194,18 @@ fn broken(a: &AnalysisSpec, f: &LiveFigures, min_requests: i64) -> Option<String
     None
 }
 
+/// The analysis of canary step `index` at `percent`: at 100 % after earlier steps the champion
+/// serves no traffic and gets no labels, so the online comparison (made and passed at the
+/// earlier steps, where both served) is not asked again; it would otherwise wait for champion
+/// labels that cannot come and end as InsufficientTraffic.
+pub fn step_analysis(a: &AnalysisSpec, index: usize, percent: i32) -> AnalysisSpec {
+    let mut a = a.clone();
+    if percent >= 100 && index > 0 {
+        a.online = None;
+    }
+    a
+}
+
 /// One canary step, `elapsed` seconds after it started.
 pub fn judge_canary(a: &AnalysisSpec, c: &CanarySpec, f: &LiveFigures, elapsed: f64) -> Judgement {
     let figures = describe(f);
@@ -399,6 +411,30 @@ mod tests {
         f.challenger_online = Some(0.7);
         let j = judge_canary(&a, &c, &f, 20.0);
         assert_eq!(kind(&j), "fail", "{j:?}");
+    }
+
+    #[test]
+    fn the_online_gate_is_not_asked_again_at_100_percent_where_the_champion_gets_no_labels() {
+        let a = AnalysisSpec {
+            online: Some(OnlineGate {
+                metric: OnlineMetric::Accuracy,
+                min_samples: 40,
+            }),
+            ..AnalysisSpec::default()
+        };
+        let c = canary();
+        let mut f = figures(100, 0.0, 0.004, 0.002);
+        f.challenger_labels = Some(80);
+        f.champion_labels = Some(0);
+        f.challenger_online = Some(0.9);
+        // Step 2 of [50, 100]: the champion is at 0 replicas, so it has no labels.
+        let last = step_analysis(&a, 1, 100);
+        assert!(last.online.is_none());
+        assert_eq!(kind(&judge_canary(&last, &c, &f, 60.0)), "pass");
+        assert_eq!(kind(&judge_canary(&a, &c, &f, 180.0)), "insufficient");
+        // Earlier steps, and a canary whose only step is 100 %, keep the gate.
+        assert!(step_analysis(&a, 0, 50).online.is_some());
+        assert!(step_analysis(&a, 0, 100).online.is_some());
     }
 
     #[test]

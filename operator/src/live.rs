@@ -420,7 +420,12 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
             };
             let step_text = format!("step {}/{} ({percent} %)", index + 1, steps.len());
             Some(Step::Live(
-                match analysis::judge_canary(&spec.analysis, &spec.canary, &figures, elapsed) {
+                match analysis::judge_canary(
+                    &analysis::step_analysis(&spec.analysis, index, percent),
+                    &spec.canary,
+                    &figures,
+                    elapsed,
+                ) {
                     Judgement::Wait(m) => LiveStep::Wait {
                         figures: Some(figures),
                         message: Some(format!("{step_text}: {m}")),

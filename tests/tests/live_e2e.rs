@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use champion_tests::operator::{
-    Stage, condition, csv_row_as_request, history, http_post_json, str_at, wine_file,
+    Stage, condition, contradicting_rows, csv_row_as_request, history, http_post_json, str_at,
+    wine_file,
 };
 use champion_tests::testing::wait_for;
 use champion_tests::{ClusterError, Result};
@@ -35,45 +36,6 @@ use serde_json::{Value, json};
 const PIPELINE: &str = "wine";
 /// Deadline of training, promotion and rollout waits on a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(180);
-
-/// Rows that contradict `csv` (labels flipped around 5, features nudged, fresh Ids), so the
-/// first model is weak and any real data beats it.
-fn contradicting_rows(csv: &str) -> Result<String> {
-    let mut lines = csv.lines();
-    let header = lines
-        .next()
-        .ok_or_else(|| ClusterError::Invalid("CSV without a header".into()))?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let (Some(quality), Some(id)) = (
-        cols.iter().position(|c| *c == "quality"),
-        cols.iter().position(|c| *c == "Id"),
-    ) else {
-        return Err(ClusterError::Invalid(format!(
-            "expected quality and Id in {header}"
-        )));
-    };
-    let mut out = format!("{header}\n");
-    for (n, line) in lines.enumerate() {
-        for copy in 1..=2u32 {
-            let mut cells = Vec::new();
-            for (i, cell) in line.split(',').enumerate() {
-                let v: f64 = cell.trim().parse().map_err(|_| {
-                    ClusterError::Invalid(format!("line {}: {cell:?} is not a number", n + 2))
-                })?;
-                cells.push(if i == quality {
-                    if v > 5.0 { "5".into() } else { "6".into() }
-                } else if i == id {
-                    format!("{}", 100_000 * copy as usize + n)
-                } else {
-                    format!("{}", v * (1.0 + 0.001 * f64::from(copy)))
-                });
-            }
-            out.push_str(&cells.join(","));
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
 
 /// The weak first champion, promoted directly (a first model has nothing to be compared with
 /// live); returns its version.
