@@ -404,8 +404,25 @@ impl Stage {
             .items)
     }
 
-    /// The Events regarding `pipeline` with `reason`, oldest first.
+    /// The Events regarding `pipeline` with `reason`, oldest first, once there is at least one
+    /// (or after [`EVENT_GRACE`] with none). The operator sends Events after the status write
+    /// they belong to, so a test that has just seen the status must give the first Event time
+    /// to arrive; [`Stage::events_now`] is the list as it is this instant.
     pub async fn events(&self, pipeline: &str, reason: &str) -> Result<Vec<Event>> {
+        let what = format!("an Event {reason} about {pipeline}");
+        let first = crate::testing::wait_for(&what, EVENT_GRACE, || async {
+            let events = self.events_now(pipeline, reason).await?;
+            Ok((!events.is_empty()).then_some(events))
+        })
+        .await;
+        match first {
+            Err(ClusterError::Timeout { .. }) => self.events_now(pipeline, reason).await,
+            other => other,
+        }
+    }
+
+    /// The Events regarding `pipeline` with `reason` this instant, oldest first.
+    pub async fn events_now(&self, pipeline: &str, reason: &str) -> Result<Vec<Event>> {
         let list = self
             .api::<Event>()
             .list(&ListParams::default())
@@ -746,6 +763,9 @@ pub fn history(status: &Value) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+/// How long [`Stage::events`] waits for the first Event of a kind.
+pub const EVENT_GRACE: Duration = Duration::from_secs(15);
 
 /// One row of a CSV as a `/predict` request: every column but `skip` by header name.
 pub fn csv_row_as_request(csv: &str, row: usize, skip: &[&str]) -> Result<Value> {

@@ -117,7 +117,7 @@ async fn shifted_inputs_raise_drift_in_the_status_and_start_a_run_on_the_present
         "{calm}"
     );
     assert!(calm.pointer("/drift/lastTriggeredAt").is_none(), "{calm}");
-    assert!(stage.events(P, "DriftDetected").await?.is_empty());
+    assert!(stage.events_now(P, "DriftDetected").await?.is_empty());
     assert_eq!(stage.jobs(P).await?.len(), 1, "no run for calm inputs");
 
     // Shifted inputs: drift past the threshold starts a run on the data present.
