@@ -178,7 +178,7 @@ async fn wait_deployment(stage: &Stage, name: &str) -> Result<Deployment> {
 
 /// Waits until the Deployment `name` asks for 0 replicas and has no pods left.
 async fn wait_scaled_to_zero(stage: &Stage, name: &str) -> Result<()> {
-    wait_for(
+    let d = wait_for(
         &format!("Deployment {name} at 0 replicas"),
         WAIT,
         || async {
@@ -188,6 +188,31 @@ async fn wait_scaled_to_zero(stage: &Stage, name: &str) -> Result<()> {
             }))
         },
     )
+    .await?;
+    // status.replicas drops to 0 as soon as the pods are marked for deletion, but a
+    // terminating predictor keeps answering through its drain delay and kube-proxy may
+    // still route new connections to it for a moment: wait until its pods are gone.
+    let selector = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .ok_or_else(|| ClusterError::Invalid(format!("Deployment {name} has no selector")))?;
+    let lp = ListParams::default().labels(&selector);
+    wait_for(&format!("the pods of {name} gone"), WAIT, || async {
+        let pods = stage
+            .api::<Pod>()
+            .list(&lp)
+            .await
+            .map_err(ClusterError::kube(format!("list the pods of {name}")))?;
+        Ok(pods.items.is_empty().then_some(()))
+    })
     .await?;
     Ok(())
 }
