@@ -33,6 +33,12 @@ pub struct Config {
     /// reaches every proxy before the listener closes. The images have no shell for a preStop
     /// sleep, so the wait lives here.
     pub drain_delay: Duration,
+    /// SHUTDOWN_QUIET_SECONDS (default 1): after the drain delay, keep accepting while new
+    /// connections still arrive, and close the listener only once none has come for this long
+    /// (bounded by the grace period). A proxy that is late with the endpoint removal then still
+    /// reaches a live pod instead of a closed port or, once the pod is gone, no host at all.
+    /// 0 closes the listener right after the drain delay.
+    pub drain_quiet: Duration,
     /// Total time from SIGTERM to exit, drain delay included; keep it below the pod's
     /// terminationGracePeriodSeconds.
     pub grace: Duration,
@@ -146,6 +152,8 @@ impl Config {
             }
         };
         let drain_delay = seconds("SHUTDOWN_DRAIN_SECONDS", drain)?;
+        let quiet: f64 = parse(&get, "SHUTDOWN_QUIET_SECONDS", 1.0, "seconds")?;
+        let drain_quiet = seconds("SHUTDOWN_QUIET_SECONDS", quiet)?;
         let grace = seconds("SHUTDOWN_GRACE_SECONDS", grace)?;
         let positive_seconds =
             |name: &'static str, default: f64| -> Result<Duration, ConfigError> {
@@ -180,6 +188,7 @@ impl Config {
             listen: SocketAddr::new(host, port),
             max_body_bytes,
             drain_delay: drain_delay.min(grace),
+            drain_quiet: drain_quiet.min(grace),
             grace,
             worker_threads: worker_threads.max(1),
             request_timeout,
@@ -297,6 +306,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.model_name, None);
         assert_eq!(c.grace, Duration::from_secs(25));
+        assert_eq!(c.drain_quiet, Duration::from_secs(1));
         assert!(c.worker_threads >= 1);
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.header_timeout, Duration::from_secs(30));

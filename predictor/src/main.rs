@@ -141,6 +141,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
         request_timeout: config.request_timeout,
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
+        drain_quiet: config.drain_quiet,
     };
     let open_files = raise_open_file_limit();
     if let Some(n) = open_files
@@ -185,7 +186,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
     );
 
     let drain_state = state.clone();
-    let (drain_delay, grace) = (config.drain_delay, config.grace);
+    let (drain_delay, drain_quiet, grace) = (config.drain_delay, config.drain_quiet, config.grace);
     let shutdown = async move {
         tokio::select! {
             _ = sigterm.recv() => {}
@@ -195,6 +196,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
         drain_state.begin_draining();
         tracing::info!(
             drain_seconds = drain_delay.as_secs_f64(),
+            quiet_seconds = drain_quiet.as_secs_f64(),
             grace_seconds = grace.as_secs_f64(),
             "shutdown signal: readiness failed, draining"
         );

@@ -16,8 +16,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::drift::{DriftSettings, DriftTracker};
@@ -68,6 +68,9 @@ pub struct Limits {
     /// Open connections at most; beyond it new connections wait in the listen backlog until
     /// one closes.
     pub max_connections: usize,
+    /// After the drain delay the listener stays open until no connection has arrived for this
+    /// long (bounded by the grace deadline), so a late proxy still reaches a live server.
+    pub drain_quiet: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +80,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            drain_quiet: Duration::from_secs(1),
         }
     }
 }
@@ -736,42 +740,74 @@ pub async fn serve(
     // One permit per open connection: at the cap, accepting pauses and new connections wait
     // in the kernel's listen backlog until one closes.
     let permits = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    let next = || {
+        let permits = permits.clone();
+        let listener = &listener;
+        async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let permit = permits.acquire_owned().await.ok();
+            (permit, listener.accept().await)
+        }
+    };
+    let start = |permit: Option<OwnedSemaphorePermit>,
+                 accepted: std::io::Result<(TcpStream, _)>| {
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => return Err(e),
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let open = state.metrics.open_connections.clone();
+        open.inc();
+        let svc = service_fn(move |req| handle(state.clone(), req));
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            open.dec();
+            drop(permit);
+        });
+        Ok(())
+    };
+    // EMFILE and friends: back off a little instead of spinning.
+    let accept_failed = |e: std::io::Error| async move {
+        tracing::warn!(error = %e, "accept failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     tokio::pin!(shutdown);
     let deadline = loop {
-        let next = async {
-            // The semaphore is never closed, so acquiring only waits.
-            let permit = permits.clone().acquire_owned().await.ok();
-            (permit, listener.accept().await)
-        };
         tokio::select! {
             deadline = &mut shutdown => break deadline,
-            (permit, accepted) = next => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // EMFILE and friends: back off a little instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let open = state.metrics.open_connections.clone();
-                open.inc();
-                let svc = service_fn(move |req| handle(state.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    open.dec();
-                    drop(permit);
-                });
+            (permit, accepted) = next() => {
+                if let Err(e) = start(permit, accepted) {
+                    accept_failed(e).await;
+                }
             }
         }
     };
+    // Drain until quiet: a proxy still behind on the endpoint removal keeps sending new
+    // connections; close the listener only once none has come for `drain_quiet`, and early
+    // enough to leave the requests in flight that much time before the grace deadline.
+    let quiet = state.limits.drain_quiet;
+    let stop_accepting = deadline.checked_sub(quiet).unwrap_or(deadline);
+    let mut late = 0u64;
+    while !quiet.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(quiet) => break,
+            () = tokio::time::sleep_until(stop_accepting.into()) => break,
+            (permit, accepted) = next() => match start(permit, accepted) {
+                Ok(()) => late += 1,
+                Err(e) => accept_failed(e).await,
+            }
+        }
+    }
+    if late > 0 {
+        tracing::info!(
+            connections = late,
+            "served connections that arrived after the drain delay"
+        );
+    }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => Drained::Clean,

@@ -426,6 +426,96 @@ fn a_model_that_fails_verification_is_never_served() {
     assert!(stderr.contains("model.json"), "reason: {stderr}");
 }
 
+/// A proxy late with the endpoint removal keeps opening connections after the drain delay:
+/// they are all served, and the listener closes once they stop, not at the grace deadline.
+#[test]
+fn connections_still_arriving_after_the_drain_delay_are_served_until_they_stop() {
+    let dir = ModelDir::new(MODEL_VERSION, None);
+    let mut p = Predictor::start(
+        &dir.uri(),
+        &[
+            ("SHUTDOWN_DRAIN_SECONDS", "0.5"),
+            ("SHUTDOWN_QUIET_SECONDS", "0.5"),
+            ("SHUTDOWN_GRACE_SECONDS", "20"),
+        ],
+    );
+    let (header, rows) = common::wine_test_rows();
+    let body = row_object(&header, &rows[0], &dir.model).to_string();
+    let signalled = Instant::now();
+    p.sigterm();
+    let mut served = 0;
+    while signalled.elapsed() < Duration::from_secs(2) {
+        // A refused connection panics here, naming it.
+        let r = p.post_json("/predict", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        served += 1;
+        std::thread::sleep(Duration::from_millis(50)); // the late proxy's pace
+    }
+    let last = Instant::now();
+    let status = p
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits once the connections stop");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        last.elapsed() < Duration::from_secs(3),
+        "the listener closes after 0.5 s of quiet, not at the 20 s grace deadline: {:?}",
+        last.elapsed()
+    );
+    assert!(served > 20, "{served} requests served after SIGTERM");
+    assert!(
+        p.log_text().contains("arrived after the drain delay"),
+        "{}",
+        p.log_text()
+    );
+}
+
+/// Connections that never stop cannot hold the pod past its grace period: the listener closes
+/// `SHUTDOWN_QUIET_SECONDS` before the grace deadline and the process exits by it.
+#[test]
+fn connections_that_never_stop_do_not_delay_the_exit_past_the_grace_period() {
+    let dir = ModelDir::new(MODEL_VERSION, None);
+    let mut p = Predictor::start(
+        &dir.uri(),
+        &[
+            ("SHUTDOWN_DRAIN_SECONDS", "0.5"),
+            ("SHUTDOWN_QUIET_SECONDS", "0.5"),
+            ("SHUTDOWN_GRACE_SECONDS", "2"),
+        ],
+    );
+    let (header, rows) = common::wine_test_rows();
+    let body = row_object(&header, &rows[0], &dir.model).to_string();
+    let signalled = Instant::now();
+    p.sigterm();
+    let mut refused_at = None;
+    while signalled.elapsed() < Duration::from_secs(5) {
+        match TcpStream::connect(p.addr) {
+            Ok(mut stream) => {
+                let head = format!(
+                    "POST /predict HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                assert_eq!(common::read_response(&mut stream).status, 200);
+            }
+            Err(_) => {
+                refused_at = Some(signalled.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50)); // a steady client's pace
+    }
+    let refused_at = refused_at.expect("the listener closes within the grace period");
+    assert!(
+        refused_at >= Duration::from_millis(1200) && refused_at < Duration::from_millis(2500),
+        "closed at {refused_at:?}: expected about 1.5 s (grace 2 s minus quiet 0.5 s)"
+    );
+    let status = p
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits by the grace deadline");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(4));
+}
+
 #[test]
 fn sigterm_fails_readiness_completes_in_flight_and_exits_zero() {
     let dir = ModelDir::new(MODEL_VERSION, None);
