@@ -80,13 +80,14 @@ lint: components
 unit-test: test-deps
 	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 CHAMPION_REQUIRE_TRITONCLIENT=1 CHAMPION_REQUIRE_PROMTOOL=1 cargo test --workspace --exclude champion-tests
 
-# Integration tests on the real local cluster; the cluster is always taken down afterwards, also
-# when a test fails, so the host is left as it was found.
+# Integration tests on the real local cluster, in two lanes at once (tests/cluster-suites.sh); the
+# cluster is always taken down afterwards, also when a test fails, so the host is left as it was
+# found.
 cluster-test: IMAGE_PROFILE = test-images
 cluster-test: components images test-deps prometheus
 	@status=0; \
 	$(CLUSTER) up || status=$$?; \
-	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 cargo test --no-fail-fast -p champion-tests -- --test-threads=2 || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 tests/cluster-suites.sh || status=$$?; fi; \
 	$(CLUSTER) down || status=$$?; \
 	exit $$status
 

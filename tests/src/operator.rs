@@ -18,7 +18,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostPa
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, shared};
+use crate::cluster::{Cluster, FileLock, shared};
 use crate::error::{ClusterError, Result};
 pub use crate::testing::Reply;
 use crate::testing::{TestNamespace, http_request, wait_for};
@@ -179,6 +179,9 @@ pub struct Stage {
     /// `kind/name` of the cluster-scoped objects the chart rendered (deleted on drop).
     cluster_scoped: Vec<String>,
     passed: bool,
+    /// The cluster's tests lock, shared (or exclusive for [`Stage::deploy_alone`]); released
+    /// after `drop` has cleaned up.
+    _lock: FileLock,
 }
 
 impl Stage {
@@ -190,7 +193,19 @@ impl Stage {
 
     /// As [`Stage::deploy`], with extra `--set key=value` chart values.
     pub async fn deploy_with(prefix: &str, values: &[&str]) -> Result<Stage> {
+        Stage::deploy_locked(prefix, values, false).await
+    }
+
+    /// As [`Stage::deploy`] for a test that disturbs the whole cluster (it restarts the API
+    /// server): waits until no other test, in this process or another, holds a Stage, and keeps
+    /// every other from starting until this one is dropped.
+    pub async fn deploy_alone(prefix: &str) -> Result<Stage> {
+        Stage::deploy_locked(prefix, &[], true).await
+    }
+
+    async fn deploy_locked(prefix: &str, values: &[&str], alone: bool) -> Result<Stage> {
         let cluster = shared().await?;
+        let lock = cluster.tests_lock(alone).await?;
         for image in [OPERATOR_IMAGE, TRAINER_IMAGE, PREDICTOR_IMAGE] {
             if !cluster.has_image(image)? {
                 return Err(ClusterError::Invalid(format!(
@@ -211,6 +226,7 @@ impl Stage {
             store,
             cluster_scoped: Vec::new(),
             passed: false,
+            _lock: lock,
         };
         stage.install_operator(values)?;
         Ok(stage)

@@ -7,7 +7,9 @@
 //! Needs `make images` and the cluster (`champion-cluster up`, which imports build/images).
 //! Run: `cargo test -p champion-tests --test faults_e2e -- --test-threads=2`.
 //! The API server restart affects every test running at the time, so that test runs alone:
-//! it takes [`EXCLUSIVE`] for writing, every other test takes it for reading.
+//! it takes [`EXCLUSIVE`] for writing, every other test takes it for reading (in this process,
+//! with the writer first in line), and its Stage holds the cluster's tests lock exclusive, which
+//! every Stage of the suites running beside this one holds shared.
 
 use std::time::Duration;
 
@@ -656,7 +658,7 @@ async fn a_crash_looping_rollout_is_rolled_back_in_time_with_zero_failed_request
 #[tokio::test]
 async fn an_api_server_restart_mid_run_loses_nothing_and_judges_the_run_once() -> Result<()> {
     let _alone = EXCLUSIVE.write().await;
-    let stage = Stage::deploy("fault-apiserver").await?;
+    let stage = Stage::deploy_alone("fault-apiserver").await?;
     stage
         .create_pipeline(PIPELINE, json!({"trainer": slow_trainer(json!({}))}))
         .await?;

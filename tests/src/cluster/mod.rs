@@ -36,27 +36,45 @@ use crate::error::{ClusterError, Result};
 /// machine that other engineers are compiling on).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// An exclusive lock on [`layout::LOCK_FILE`], held while the cluster is started or torn down.
-struct HostLock {
+/// A `flock` on a file, released when dropped (the descriptor closes).
+pub struct FileLock {
     _file: File,
 }
 
-impl HostLock {
-    fn acquire() -> Result<HostLock> {
-        let path = Path::new(layout::LOCK_FILE);
+impl FileLock {
+    /// Blocks until the lock is held: `exclusive`, or shared with other shared holders.
+    pub fn acquire(path: &Path, exclusive: bool) -> Result<FileLock> {
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(ClusterError::io("opening lock file", path))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         // SAFETY: flock on a file descriptor we own; blocks until the other holder releases.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
             return Err(ClusterError::io("locking", path)(
                 std::io::Error::last_os_error(),
             ));
         }
-        Ok(HostLock { _file: file })
+        Ok(FileLock { _file: file })
+    }
+}
+
+/// An exclusive lock on [`layout::LOCK_FILE`], held while the cluster is started or torn down.
+struct HostLock {
+    _lock: FileLock,
+}
+
+impl HostLock {
+    fn acquire() -> Result<HostLock> {
+        Ok(HostLock {
+            _lock: FileLock::acquire(Path::new(layout::LOCK_FILE), true)?,
+        })
     }
 }
 
@@ -69,6 +87,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The lock that lets suites in several test processes share the cluster: every test holds
+    /// it shared while it runs (a [`crate::operator::Stage`] does so for its life); a test that
+    /// disturbs the whole cluster, such as restarting the API server, holds it exclusive.
+    pub async fn tests_lock(&self, exclusive: bool) -> Result<FileLock> {
+        let path = self.layout.run.join("tests.lock");
+        tokio::task::spawn_blocking(move || FileLock::acquire(&path, exclusive))
+            .await
+            .map_err(|e| ClusterError::Invalid(format!("waiting for the tests lock: {e}")))?
+    }
+
     /// Connects with the admin kubeconfig, without checking health.
     pub async fn connect(layout: &Layout) -> Result<Cluster> {
         let kubeconfig = layout.admin_kubeconfig();
