@@ -204,41 +204,48 @@ pub fn run_step(
     })
 }
 
-/// When each pipeline's pods were last read, so reads happen at most every [`READ_INTERVAL`].
+/// When each pipeline's pods were last read, so reads happen at most once per interval
+/// ([`READ_INTERVAL`] unless the operator's `DRIFT_READ_INTERVAL_SECONDS` says otherwise).
 pub struct DriftReads {
     last: Mutex<HashMap<(String, String), Instant>>,
-    enabled: bool,
+    /// None: never read.
+    interval: Option<Duration>,
 }
 
 impl Default for DriftReads {
     fn default() -> Self {
-        Self {
-            last: Mutex::new(HashMap::new()),
-            enabled: true,
-        }
+        Self::every(READ_INTERVAL)
     }
 }
 
 impl DriftReads {
+    /// Reads each pipeline's pods at most once per `interval`.
+    pub fn every(interval: Duration) -> Self {
+        Self {
+            last: Mutex::new(HashMap::new()),
+            interval: Some(interval),
+        }
+    }
+
     /// Never reads (the scripted API server of the controller tests has no pods).
     #[cfg(test)]
     pub fn disabled() -> Self {
         Self {
-            enabled: false,
+            interval: None,
             ..Self::default()
         }
     }
 
     /// Whether pipeline `key` is due for a read at `now`; if so, the read is booked.
     pub fn take(&self, key: (String, String), now: Instant) -> bool {
-        if !self.enabled {
+        let Some(interval) = self.interval else {
             return false;
-        }
+        };
         let Ok(mut last) = self.last.lock() else {
             return false;
         };
         match last.get(&key) {
-            Some(t) if now.duration_since(*t) < READ_INTERVAL => false,
+            Some(t) if now.duration_since(*t) < interval => false,
             _ => {
                 last.insert(key, now);
                 true
@@ -564,5 +571,10 @@ mod tests {
         reads.retain(&HashSet::new());
         assert!(reads.take(key(), t0 + READ_INTERVAL), "forgotten");
         assert!(!DriftReads::disabled().take(key(), t0));
+        // DRIFT_READ_INTERVAL_SECONDS=2
+        let fast = DriftReads::every(Duration::from_secs(2));
+        assert!(fast.take(key(), t0));
+        assert!(!fast.take(key(), t0 + Duration::from_secs(1)));
+        assert!(fast.take(key(), t0 + Duration::from_secs(2)));
     }
 }

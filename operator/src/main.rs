@@ -104,6 +104,11 @@ struct Args {
     /// Trainer Jobs running at once across all pipelines (0: no limit). Due runs wait.
     #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = 8)]
     max_concurrent_runs: usize,
+    /// Seconds between two reads of a champion's live drift figures from its predictor pods
+    /// (1 to 3600); `spec.trigger.onDrift` reacts no faster than this.
+    #[arg(long, env = "DRIFT_READ_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drift_read_interval_seconds: u64,
     /// Directories under which pipelines may mount hostPath volumes (comma-separated); empty:
     /// no hostPath volumes at all.
     #[arg(long, env = "ALLOWED_HOST_PATH_PREFIXES", value_delimiter = ',')]
@@ -350,7 +355,9 @@ async fn run(args: Args) -> Result<(), MainError> {
         stores,
         listings: Default::default(),
         live: Default::default(),
-        drift: Default::default(),
+        drift: crate::drift::DriftReads::every(Duration::from_secs(
+            args.drift_read_interval_seconds,
+        )),
     });
 
     let lost = Arc::new(AtomicBool::new(false));

@@ -84,7 +84,9 @@ async fn send(stage: &Stage, version: &str, rows: &[Map<String, Value>]) -> Resu
 #[tokio::test]
 async fn shifted_inputs_raise_drift_in_the_status_and_start_a_run_on_the_present_data() -> Result<()>
 {
-    let stage = Stage::deploy("e2e-drift").await?;
+    // Drift figures read every 2 s instead of every 30 s, so the test waits for traffic, not
+    // for the clock.
+    let stage = Stage::deploy_with("e2e-drift", &["driftReadIntervalSeconds=2"]).await?;
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
     stage
         .create_pipeline(
