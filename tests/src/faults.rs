@@ -232,6 +232,7 @@ impl SteadyClient {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut r = ClientReport::default();
+            let began = Instant::now();
             // Paced, so the loop neither starves the node's two cores nor runs out of ports.
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             while !*stop_rx.borrow() {
@@ -248,8 +249,15 @@ impl SteadyClient {
                             r.versions.push(v);
                         }
                     }
-                    Ok(reply) => r.failures.push(format!("{} {}", reply.status, reply.body)),
-                    Err(e) => r.failures.push(e.to_string()),
+                    Ok(reply) => r.failures.push(format!(
+                        "at {:.1} s: {} {}",
+                        began.elapsed().as_secs_f64(),
+                        reply.status,
+                        reply.body
+                    )),
+                    Err(e) => r
+                        .failures
+                        .push(format!("at {:.1} s: {e}", began.elapsed().as_secs_f64())),
                 }
             }
             r
