@@ -426,21 +426,28 @@ fn a_model_that_fails_verification_is_never_served() {
     assert!(stderr.contains("model.json"), "reason: {stderr}");
 }
 
-/// A proxy late with the endpoint removal keeps opening connections after the drain delay:
-/// they are all served, and the listener closes once they stop, not at the grace deadline.
-#[test]
-fn connections_still_arriving_after_the_drain_delay_are_served_until_they_stop() {
+/// A predictor with a 0.5 s drain delay, 0.5 s of quiet and `grace` seconds of grace, and a
+/// `/predict` body for it.
+fn draining_predictor(grace: &str) -> (ModelDir, Predictor, String) {
     let dir = ModelDir::new(MODEL_VERSION, None);
-    let mut p = Predictor::start(
+    let p = Predictor::start(
         &dir.uri(),
         &[
             ("SHUTDOWN_DRAIN_SECONDS", "0.5"),
             ("SHUTDOWN_QUIET_SECONDS", "0.5"),
-            ("SHUTDOWN_GRACE_SECONDS", "20"),
+            ("SHUTDOWN_GRACE_SECONDS", grace),
         ],
     );
     let (header, rows) = common::wine_test_rows();
     let body = row_object(&header, &rows[0], &dir.model).to_string();
+    (dir, p, body)
+}
+
+/// A proxy late with the endpoint removal keeps opening connections after the drain delay:
+/// they are all served, and the listener closes once they stop, not at the grace deadline.
+#[test]
+fn connections_still_arriving_after_the_drain_delay_are_served_until_they_stop() {
+    let (_dir, mut p, body) = draining_predictor("20");
     let signalled = Instant::now();
     p.sigterm();
     let mut served = 0;
@@ -473,17 +480,7 @@ fn connections_still_arriving_after_the_drain_delay_are_served_until_they_stop()
 /// `SHUTDOWN_QUIET_SECONDS` before the grace deadline and the process exits by it.
 #[test]
 fn connections_that_never_stop_do_not_delay_the_exit_past_the_grace_period() {
-    let dir = ModelDir::new(MODEL_VERSION, None);
-    let mut p = Predictor::start(
-        &dir.uri(),
-        &[
-            ("SHUTDOWN_DRAIN_SECONDS", "0.5"),
-            ("SHUTDOWN_QUIET_SECONDS", "0.5"),
-            ("SHUTDOWN_GRACE_SECONDS", "2"),
-        ],
-    );
-    let (header, rows) = common::wine_test_rows();
-    let body = row_object(&header, &rows[0], &dir.model).to_string();
+    let (_dir, mut p, body) = draining_predictor("2");
     let signalled = Instant::now();
     p.sigterm();
     let mut refused_at = None;
