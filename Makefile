@@ -54,7 +54,7 @@ prometheus:
 	@bash tests/cluster/scripts/build-prometheus.sh
 
 images: components
-	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-tests --bins
+	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-probe
 	@mkdir -p $(IMAGES)
 	@$(IMAGE) --tag champion/operator:dev    --out $(IMAGES)/operator.tar    $(BIN)/operator
 	@$(IMAGE) --tag champion/trainer-job:dev --out $(IMAGES)/trainer-job.tar $(BIN)/trainer-job
@@ -145,6 +145,7 @@ bench-operator: images
 	case "$$state" in *"cluster: healthy"*) ;; *) started=1 ;; esac; \
 	$(CLUSTER) up; \
 	status=0; \
+	cargo build -q --profile $(IMAGE_PROFILE) -p champion-tests --bin bench-operator && \
 	CARGO_MANIFEST_DIR=$(CURDIR)/tests $(BIN)/bench-operator || status=$$?; \
 	if [ $$started = 1 ]; then $(CLUSTER) down || status=$$?; fi; \
 	exit $$status

@@ -17,7 +17,7 @@
 //!
 //! Wait with [`testing::wait_for`] / [`testing::wait_object`] (deadlines, never sleeps); reach
 //! pods from the test process directly on their IPs ([`testing::http_get`]); run in-pod actions
-//! with the `champion/probe:dev` image (the `champion-probe` binary of this crate).
+//! with the `champion/probe:dev` image (the `champion-probe` binary of `tests/probe`).
 
 pub mod cluster;
 pub mod error;
