@@ -447,6 +447,89 @@ fn too_little_traffic_ends_as_insufficient_traffic() {
     );
 }
 
+/// `obs` with figures that could not be read (`Some(Err(..))`), or none read this time (`None`).
+fn without_figures(mut obs: Observed, why: Option<&str>) -> Observed {
+    if let Some(live) = obs.live.as_mut() {
+        live.figures = why.map(|w| Err(w.to_string()));
+    }
+    obs
+}
+
+#[test]
+fn unreadable_canary_figures_wait_then_end_as_insufficient_traffic_after_3_step_lengths() {
+    let mut mp = canary_pipeline();
+    mp.spec.rollout.canary.step_seconds = 60;
+    started(&mut mp);
+    let plan = canary_plan(&mp, mp.spec.rollout.canary.steps[0], 2, 1);
+    let at = |secs, why| decide(&mp, &without_figures(seen_at(&mp, secs, good(0), 1), why));
+    assert_eq!(
+        at(179, None),
+        Some(Step::Live(LiveStep::Wait {
+            figures: None,
+            message: None,
+            plan: plan.clone(),
+        })),
+        "between reads: wait, the message as it is"
+    );
+    assert_eq!(
+        at(179, Some("no pod answered")),
+        Some(Step::Live(LiveStep::Wait {
+            figures: None,
+            message: Some("figures unavailable: no pod answered".into()),
+            plan,
+        }))
+    );
+    assert_eq!(
+        at(180, Some("no pod answered")),
+        Some(Step::Live(LiveStep::Fail {
+            cause: Cause::InsufficientTraffic,
+            figures: None,
+            message: "the figures could not be read for 3 × stepSeconds: no pod answered".into(),
+            scale_down: true,
+        }))
+    );
+}
+
+#[test]
+fn unreadable_shadow_figures_wait_then_end_as_insufficient_traffic_after_max_duration() {
+    let mut mp = pipeline();
+    mp.spec.rollout.strategy = RolloutStrategy::Shadow;
+    mp.spec.rollout.shadow.max_duration_seconds = 300;
+    started(&mut mp);
+    let plan = Plan {
+        champion: None,
+        challenger: mp.spec.rollout.shadow.replicas,
+        weight_percent: mp.spec.rollout.shadow.mirror_percent,
+    };
+    let at = |secs, why| decide(&mp, &without_figures(seen_at(&mp, secs, good(0), 1), why));
+    assert_eq!(
+        at(299, None),
+        Some(Step::Live(LiveStep::Wait {
+            figures: None,
+            message: None,
+            plan: plan.clone(),
+        }))
+    );
+    assert_eq!(
+        at(299, Some("no pod answered")),
+        Some(Step::Live(LiveStep::Wait {
+            figures: None,
+            message: Some("figures unavailable: no pod answered".into()),
+            plan,
+        }))
+    );
+    assert_eq!(
+        at(300, Some("no pod answered")),
+        Some(Step::Live(LiveStep::Fail {
+            cause: Cause::InsufficientTraffic,
+            figures: None,
+            message: "the figures could not be read within maxDurationSeconds: no pod answered"
+                .into(),
+            scale_down: true,
+        }))
+    );
+}
+
 #[test]
 fn shadow_run_mirrors_from_the_champion_and_ends_removing_the_mirror() {
     let mut mp = pipeline();
