@@ -398,26 +398,14 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
             let percent = steps.get(index).copied().unwrap_or(100);
             let plan = canary_plan(mp, percent, seen.champion_ready, challenger_ready);
             let elapsed = now.duration_since(live.step_started_at.0).as_secs_f64();
-            let figures = match &seen.figures {
-                Some(Ok(f)) => f.clone(),
-                Some(Err(e)) if elapsed >= 3.0 * f64::from(spec.canary.step_seconds) => {
-                    return fail(
-                        Cause::InsufficientTraffic,
-                        None,
-                        format!("the figures could not be read for 3 × stepSeconds: {e}"),
-                    );
-                }
-                other => {
-                    return Some(Step::Live(LiveStep::Wait {
-                        figures: None,
-                        message: other
-                            .as_ref()
-                            .and_then(|r| r.as_ref().err())
-                            .map(|e| format!("figures unavailable: {e}")),
-                        plan,
-                    }));
-                }
+            let limit = 3.0 * f64::from(spec.canary.step_seconds);
+            let Some(Ok(figures)) = &seen.figures else {
+                let text = "for 3 × stepSeconds";
+                return Some(Step::Live(without_figures(
+                    seen, elapsed, limit, text, plan, scale_down,
+                )));
             };
+            let figures = figures.clone();
             let step_text = format!("step {}/{} ({percent} %)", index + 1, steps.len());
             Some(Step::Live(
                 match analysis::judge_canary(
@@ -465,26 +453,14 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
                 weight_percent: spec.shadow.mirror_percent,
             };
             let elapsed = now.duration_since(live.started_at.0).as_secs_f64();
-            let figures = match &seen.figures {
-                Some(Ok(f)) => f.clone(),
-                Some(Err(e)) if elapsed >= f64::from(spec.shadow.max_duration_seconds) => {
-                    return fail(
-                        Cause::InsufficientTraffic,
-                        None,
-                        format!("the figures could not be read within maxDurationSeconds: {e}"),
-                    );
-                }
-                other => {
-                    return Some(Step::Live(LiveStep::Wait {
-                        figures: None,
-                        message: other
-                            .as_ref()
-                            .and_then(|r| r.as_ref().err())
-                            .map(|e| format!("figures unavailable: {e}")),
-                        plan,
-                    }));
-                }
+            let limit = f64::from(spec.shadow.max_duration_seconds);
+            let Some(Ok(figures)) = &seen.figures else {
+                let text = "within maxDurationSeconds";
+                return Some(Step::Live(without_figures(
+                    seen, elapsed, limit, text, plan, scale_down,
+                )));
             };
+            let figures = figures.clone();
             Some(Step::Live(
                 match analysis::judge_shadow(&spec.analysis, &spec.shadow, &figures, elapsed) {
                     Judgement::Wait(m) => LiveStep::Wait {
@@ -511,6 +487,36 @@ pub fn decide(mp: &ModelPipeline, obs: &Observed) -> Option<Step> {
                 },
             ))
         }
+    }
+}
+
+/// The step to take when this reconcile has no figures: while they are unavailable, wait with
+/// `plan` (saying why when reading them failed); once reading them has failed for
+/// `limit_seconds` of `elapsed` (`limit_text` names the limit in the message), fail with
+/// `InsufficientTraffic`.
+fn without_figures(
+    seen: &LiveObserved,
+    elapsed: f64,
+    limit_seconds: f64,
+    limit_text: &str,
+    plan: Plan,
+    scale_down: bool,
+) -> LiveStep {
+    match &seen.figures {
+        Some(Err(e)) if elapsed >= limit_seconds => LiveStep::Fail {
+            cause: Cause::InsufficientTraffic,
+            figures: None,
+            message: format!("the figures could not be read {limit_text}: {e}"),
+            scale_down,
+        },
+        other => LiveStep::Wait {
+            figures: None,
+            message: other
+                .as_ref()
+                .and_then(|r| r.as_ref().err())
+                .map(|e| format!("figures unavailable: {e}")),
+            plan,
+        },
     }
 }
 

@@ -8,6 +8,10 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+// The promtool check the integration tests share (tests/common), for the unit tests too.
+#[cfg(test)]
+#[path = "../tests/common/promtool.rs"]
+mod promtool;
 pub mod render;
 pub mod routes;
 pub mod server;

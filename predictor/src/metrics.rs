@@ -350,43 +350,7 @@ mod tests {
     /// unless CHAMPION_REQUIRE_PROMTOOL=1 (as `make test` sets) makes that a failure.
     #[test]
     fn promtool_check_metrics_passes_on_the_predictors_metrics() {
-        use std::io::Write;
-        let exposition = full_render();
-        let promtool = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("promtool"))
-                .find(|p| p.is_file())
-        });
-        let Some(promtool) = promtool else {
-            assert!(
-                std::env::var("CHAMPION_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
-                "promtool is not installed and CHAMPION_REQUIRE_PROMTOOL=1 requires it (make test-deps)"
-            );
-            eprintln!(
-                "\n\n!!!!!!!! SKIPPED: promtool is not installed (apt-get install prometheus, or make test-deps); set CHAMPION_REQUIRE_PROMTOOL=1 to make this a failure !!!!!!!!\n\n"
-            );
-            return;
-        };
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(exposition.as_bytes())
-            .expect("exposition written to promtool");
-        let out = child.wait_with_output().expect("promtool ends");
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}\non\n{exposition}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::promtool::check(&full_render());
     }
 
     /// Every `predictor_*` name in the chart's alerting rules and Grafana dashboard is a series

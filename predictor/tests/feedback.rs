@@ -8,11 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 use champion_model::{DriftReference, Metrics, ModelFile};
-use common::{MODEL_VERSION, ModelDir, Predictor, Response};
+use common::{MODEL_VERSION, ModelDir, Predictor, Response, csv_rows, series};
 use serde_json::{Value, json};
 
 /// One keep-alive HTTP/1.1 connection: every request goes to the same pod, as feedback must.
@@ -92,60 +91,10 @@ impl Conn {
     }
 }
 
-/// The value of one exact series (name with labels) in a /metrics text.
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map(|v| {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{name} {v}: {e}"))
-        })
-}
-
 fn metrics(p: &Predictor) -> String {
     let r = p.get("/metrics");
     assert_eq!(r.status, 200);
     r.text()
-}
-
-/// `promtool check metrics` on a whole /metrics body (drift and feedback series included).
-/// Skipped loudly without promtool, unless CHAMPION_REQUIRE_PROMTOOL=1 (as `make test` sets).
-fn promtool_check(exposition: &str) {
-    let promtool = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    let Some(promtool) = promtool else {
-        assert!(
-            std::env::var("CHAMPION_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
-            "promtool is not installed and CHAMPION_REQUIRE_PROMTOOL=1 requires it (make test-deps)"
-        );
-        eprintln!("\n\n!!!!!!!! SKIPPED: promtool is not installed (make test-deps) !!!!!!!!\n\n");
-        return;
-    };
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool: {e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(exposition.as_bytes())
-            .unwrap_or_else(|e| panic!("writing to promtool: {e}"));
-    }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("promtool: {e}"));
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\non\n{exposition}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A wine row as the `/predict` object of the model's features.
@@ -339,7 +288,7 @@ fn predictions_answered_on_one_connection_take_feedback_and_score_online() {
         ),
         Some(1.0)
     );
-    promtool_check(&text);
+    common::promtool::check(&text);
 }
 
 #[test]
@@ -475,27 +424,6 @@ fn memory_is_bounded_the_oldest_predictions_are_forgotten() {
     );
 }
 
-/// Rows of a wine CSV (header normalised).
-fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = lines
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(champion_model::normalize_feature_name)
-        .collect();
-    let rows = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.split(',')
-                .map(|v| v.trim().parse().unwrap_or_else(|e| panic!("{v}: {e}")))
-                .collect()
-        })
-        .collect();
-    (header, rows)
-}
-
 /// Every row of the wine set in the model's feature order.
 fn wine_matrix(features: &[String]) -> Vec<Vec<f64>> {
     let data = common::wine_data_dir();
@@ -610,7 +538,7 @@ fn drift_is_small_for_the_training_distribution_and_large_for_shifted_rows() {
         assert!(*v > 0.25, "{f}: PSI {v} for shifted rows");
     }
     assert!(series(&text, "predictor_drift_max_psi").is_some_and(|m| m > 0.25));
-    promtool_check(&text);
+    common::promtool::check(&text);
     drop(p);
 
     // DRIFT_TRACKING=off: no drift series at all.

@@ -10,7 +10,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{MODEL_VERSION, ModelDir, Predictor};
+use common::{MODEL_VERSION, ModelDir, Predictor, series};
 
 fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1")
@@ -179,13 +179,6 @@ fn locust_file_runs_clean_against_a_local_predictor() {
     // The traffic reached this predictor.
     let metrics = p.get("/metrics").text();
     assert!(metrics.contains(r#"predictor_requests_total{code="200",route="predict"}"#));
-}
-
-/// The value of one exact series in a /metrics text.
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

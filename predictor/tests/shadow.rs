@@ -76,10 +76,9 @@ impl Counts {
     }
 }
 
+/// The count of one exact series in a /metrics text; a failed test when it is not there.
 fn series(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    common::series(text, name)
         .map(|v| v as u64)
         .unwrap_or_else(|| panic!("no series {name} in\n{text}"))
 }

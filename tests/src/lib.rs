@@ -22,6 +22,7 @@
 pub mod cluster;
 pub mod error;
 pub mod faults;
+pub mod live;
 pub mod moto;
 pub mod operator;
 pub mod testing;

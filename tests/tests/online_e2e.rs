@@ -26,17 +26,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use champion_tests::operator::{
-    Stage, condition, contradicting_rows, csv_row_as_request, history, http_post_json, str_at,
-    wine_file,
+use champion_tests::live::{
+    PIPELINE, WAIT, assert_aborted_at_first_step, serving_service, wait_outcome, weak_champion,
 };
+use champion_tests::operator::{Stage, csv_row_as_request, history, wine_file};
 use champion_tests::{ClusterError, Result};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PIPELINE: &str = "wine";
-const WAIT: Duration = Duration::from_secs(180);
 const MIN_SAMPLES: i64 = 40;
 
 /// The rollout both cases use: steps [50, 100] of 10 s, the online accuracy gate.
@@ -50,38 +48,6 @@ fn rollout() -> Value {
             "online": {"metric": "accuracy", "minSamples": MIN_SAMPLES}
         }
     })
-}
-
-/// The weak first champion, promoted directly; returns its version.
-async fn weak_champion(stage: &Stage) -> Result<String> {
-    let few: String = wine_file("data_1.csv")?
-        .lines()
-        .take(61)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    stage.put_data("a_weak.csv", &contradicting_rows(&few)?)?;
-    stage
-        .create_pipeline(PIPELINE, json!({"rollout": rollout()}))
-        .await?;
-    let (status, _) = stage.wait_champion(PIPELINE, None, WAIT).await?;
-    Ok(str_at(&status, "/champion/version")
-        .unwrap_or_default()
-        .to_string())
-}
-
-/// The predictor Service, once it answers (kube-proxy routes a new Service within moments; a
-/// request refused before that is no failure of what is under test).
-async fn serving_service(stage: &Stage) -> Result<String> {
-    let target = stage.predictor_service(PIPELINE).await?;
-    let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
-    champion_tests::testing::wait_for("the predictor Service to answer", WAIT, || async {
-        Ok(http_post_json(&target, "/predict", &request)
-            .await
-            .ok()
-            .filter(|r| r.status == 200))
-    })
-    .await?;
-    Ok(target)
 }
 
 /// The wine test rows as (request, label) with label "1" above 5 else "0"; `flip` swaps them.
@@ -181,6 +147,33 @@ struct Seen {
     per_version: BTreeMap<String, (u64, u64)>,
 }
 
+impl Seen {
+    /// Labelled and correct rows of `version`, as the predictors answered.
+    fn of(&self, version: &str) -> (u64, u64) {
+        self.per_version.get(version).copied().unwrap_or_default()
+    }
+
+    /// Asserts that no prediction failed, no feedback was refused, and at most 1 % of the
+    /// labels were lost (to pods shutting down between an answer and its feedback).
+    fn assert_nothing_failed(&self) {
+        assert!(
+            self.failed.is_empty(),
+            "failed predictions: {:?}",
+            self.failed
+        );
+        assert!(
+            self.feedback_refused.is_empty(),
+            "{:?}",
+            self.feedback_refused
+        );
+        assert!(
+            self.feedback_lost.len() as u64 * 100 <= self.predicted,
+            "at most 1 % of labels lost to pods shutting down: {:?}",
+            self.feedback_lost
+        );
+    }
+}
+
 /// Predict + feedback pairs through the Service, one connection per pair, until stopped.
 struct Feeder {
     stop: Arc<AtomicBool>,
@@ -226,10 +219,7 @@ impl Feeder {
 
     /// Labelled and correct rows of `version` so far, as the predictors answered.
     fn of(&self, version: &str) -> (u64, u64) {
-        self.seen
-            .lock()
-            .map(|s| s.per_version.get(version).copied().unwrap_or_default())
-            .unwrap_or_default()
+        self.seen.lock().map(|s| s.of(version)).unwrap_or_default()
     }
 
     async fn stop(mut self) -> Seen {
@@ -305,17 +295,6 @@ async fn pair(target: &str, req: &Value, label: &str) -> Result<Pair> {
     })
 }
 
-/// Waits until the history's last entry is about a version other than `not` with `cause`.
-async fn wait_outcome(stage: &Stage, not: &str, cause: &str) -> Result<Value> {
-    stage
-        .wait_status(PIPELINE, &format!("history cause {cause}"), WAIT * 2, |s| {
-            let h = history(s);
-            let last = h.last()?;
-            (last["version"] != not && last["cause"] == cause).then(|| s.clone())
-        })
-        .await
-}
-
 /// `part` of `whole` (0 when nothing).
 fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
@@ -351,7 +330,7 @@ fn the_online_figures_are_read_from_a_message() {
 async fn true_labels_make_the_challenger_win_online_and_the_canary_is_promoted() -> Result<()> {
     let began = std::time::Instant::now();
     let stage = Stage::deploy("online-win").await?;
-    let weak = weak_champion(&stage).await?;
+    let weak = weak_champion(&stage, rollout()).await?;
     let target = serving_service(&stage).await?;
     let feeder = Feeder::start(target, labelled_rows(false)?);
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
@@ -371,27 +350,9 @@ async fn true_labels_make_the_challenger_win_online_and_the_canary_is_promoted()
     assert!(c > p, "challenger online {c} beats champion {p}: {note}");
     stage.wait_champion(PIPELINE, Some(&weak), WAIT).await?;
     let seen = feeder.stop().await;
-    let (wl, wc) = seen.per_version.get(&weak).copied().unwrap_or_default();
-    let (cl2, cc2) = seen
-        .per_version
-        .get(&challenger)
-        .copied()
-        .unwrap_or_default();
-    assert!(
-        seen.failed.is_empty(),
-        "failed predictions: {:?}",
-        seen.failed
-    );
-    assert!(
-        seen.feedback_refused.is_empty(),
-        "{:?}",
-        seen.feedback_refused
-    );
-    assert!(
-        seen.feedback_lost.len() as u64 * 100 <= seen.predicted,
-        "at most 1 % of labels lost to pods shutting down: {:?}",
-        seen.feedback_lost
-    );
+    let (wl, wc) = seen.of(&weak);
+    let (cl2, cc2) = seen.of(&challenger);
+    seen.assert_nothing_failed();
     // The predictors' own answers agree: the challenger is right more often than the weak one.
     assert!(wl >= MIN_SAMPLES as u64 && cl2 >= MIN_SAMPLES as u64);
     assert!(share(cc2, cl2) > share(wc, wl), "{cc2}/{cl2} vs {wc}/{wl}");
@@ -411,7 +372,7 @@ async fn true_labels_make_the_challenger_win_online_and_the_canary_is_promoted()
 async fn flipped_labels_make_the_challenger_lose_online_and_the_canary_is_aborted() -> Result<()> {
     let began = std::time::Instant::now();
     let stage = Stage::deploy("online-lose").await?;
-    let weak = weak_champion(&stage).await?;
+    let weak = weak_champion(&stage, rollout()).await?;
     let target = serving_service(&stage).await?;
     let feeder = Feeder::start(target, labelled_rows(true)?);
     stage.put_data("data_1.csv", &wine_file("data_1.csv")?)?;
@@ -428,15 +389,7 @@ async fn flipped_labels_make_the_challenger_lose_online_and_the_canary_is_aborte
     let (c, cl, p, pl) = online_in(&reason)
         .ok_or_else(|| ClusterError::Invalid(format!("no online figures: {reason}")))?;
     assert!(cl >= MIN_SAMPLES && pl >= MIN_SAMPLES && c < p, "{reason}");
-    assert_eq!(status["live"]["step"], 0, "aborted at the first step");
-    assert_eq!(str_at(&status, "/champion/version"), Some(weak.as_str()));
-    let cond = condition(&status, "LiveAnalysis")
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(cond["reason"], "LiveAnalysisFailed", "{status}");
-    let warnings = stage.events(PIPELINE, "LiveAnalysisFailed").await?;
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    assert_aborted_at_first_step(&stage, &status, &weak).await?;
     // The champion keeps serving: the feeder's pairs are still answered by the weak version.
     let (before, _) = feeder.of(&weak);
     champion_tests::testing::wait_for("the champion to answer on", WAIT, || async {
@@ -444,27 +397,9 @@ async fn flipped_labels_make_the_challenger_lose_online_and_the_canary_is_aborte
     })
     .await?;
     let seen = feeder.stop().await;
-    assert!(
-        seen.failed.is_empty(),
-        "failed predictions: {:?}",
-        seen.failed
-    );
-    assert!(
-        seen.feedback_refused.is_empty(),
-        "{:?}",
-        seen.feedback_refused
-    );
-    assert!(
-        seen.feedback_lost.len() as u64 * 100 <= seen.predicted,
-        "at most 1 % of labels lost to pods shutting down: {:?}",
-        seen.feedback_lost
-    );
-    let (wl, wc) = seen.per_version.get(&weak).copied().unwrap_or_default();
-    let (cl2, cc2) = seen
-        .per_version
-        .get(&challenger)
-        .copied()
-        .unwrap_or_default();
+    seen.assert_nothing_failed();
+    let (wl, wc) = seen.of(&weak);
+    let (cl2, cc2) = seen.of(&challenger);
     assert!(cl2 >= MIN_SAMPLES as u64, "the canary answered {cl2}");
     assert!(share(cc2, cl2) < share(wc, wl), "{cc2}/{cl2} vs {wc}/{wl}");
     eprintln!(

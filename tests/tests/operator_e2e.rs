@@ -14,9 +14,10 @@
 use std::time::Duration;
 
 use champion_tests::faults::{container_pid, signal};
+use champion_tests::live::{predict_request, wait_answering};
 use champion_tests::operator::{
-    Stage, assert_first_promotion, condition, contradicting_rows, csv_row_as_request, history,
-    http_post_json, model_uri_of, str_at, wine_file,
+    Stage, assert_first_promotion, condition, contradicting_rows, history, http_post_json,
+    model_uri_of, str_at, wine_file,
 };
 use champion_tests::{ClusterError, Result};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -53,7 +54,7 @@ async fn assert_predictor_answers_with(stage: &Stage, port: i64, version: &str) 
         !ips.is_empty(),
         "no ready predictor pod serves version {version}"
     );
-    let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
+    let request = predict_request()?;
     for ip in ips {
         let reply = http_post_json(&format!("{ip}:{port}"), "/predict", &request).await?;
         assert_eq!(reply.status, 200, "POST /predict to {ip}: {reply:?}");
@@ -534,14 +535,8 @@ async fn better_data_is_promoted_and_the_predictor_rolls_over_without_failed_req
 
     // Requests through the Service for the whole rollout, from before the new data lands.
     let target = stage.predictor_service(PIPELINE).await?;
-    let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
-    champion_tests::testing::wait_for("the predictor Service to answer", WAIT, || async {
-        Ok(http_post_json(&target, "/predict", &request)
-            .await
-            .ok()
-            .filter(|r| r.status == 200))
-    })
-    .await?;
+    let request = predict_request()?;
+    wait_answering(&target, &request, WAIT).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let load = {
         let (target, request) = (target.clone(), request.clone());

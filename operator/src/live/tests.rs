@@ -447,6 +447,74 @@ fn too_little_traffic_ends_as_insufficient_traffic() {
     );
 }
 
+/// Without figures (none read this time, or reading them failed) a started live run of `mp`
+/// waits with `plan` until `limit` seconds have passed since `elapsed` counts, then fails as
+/// InsufficientTraffic with a message naming the limit (`limit_text`).
+fn assert_waits_without_figures_then_fails(
+    mp: &ModelPipeline,
+    plan: Plan,
+    limit: i64,
+    limit_text: &str,
+) {
+    let why = "no pod answered";
+    let at = |secs, why: Option<&str>| {
+        let mut obs = seen_at(mp, secs, good(0), 1);
+        if let Some(live) = obs.live.as_mut() {
+            live.figures = why.map(|w| Err(w.to_string()));
+        }
+        decide(mp, &obs)
+    };
+    let wait = |message: Option<String>| {
+        Some(Step::Live(LiveStep::Wait {
+            figures: None,
+            message,
+            plan: plan.clone(),
+        }))
+    };
+    assert_eq!(
+        at(limit - 1, None),
+        wait(None),
+        "between reads: the message as it is"
+    );
+    assert_eq!(
+        at(limit - 1, Some(why)),
+        wait(Some(format!("figures unavailable: {why}")))
+    );
+    assert_eq!(
+        at(limit, Some(why)),
+        Some(Step::Live(LiveStep::Fail {
+            cause: Cause::InsufficientTraffic,
+            figures: None,
+            message: format!("the figures could not be read {limit_text}: {why}"),
+            scale_down: true,
+        }))
+    );
+}
+
+#[test]
+fn unreadable_canary_figures_wait_then_end_as_insufficient_traffic_after_3_step_lengths() {
+    let mut mp = canary_pipeline();
+    mp.spec.rollout.canary.step_seconds = 60;
+    started(&mut mp);
+    let plan = canary_plan(&mp, mp.spec.rollout.canary.steps[0], 2, 1);
+    assert_waits_without_figures_then_fails(&mp, plan, 180, "for 3 × stepSeconds");
+}
+
+#[test]
+fn unreadable_shadow_figures_wait_then_end_as_insufficient_traffic_after_max_duration() {
+    let mut mp = pipeline();
+    mp.spec.rollout.strategy = RolloutStrategy::Shadow;
+    mp.spec.rollout.shadow.max_duration_seconds = 300;
+    started(&mut mp);
+    let shadow = &mp.spec.rollout.shadow;
+    let plan = Plan {
+        champion: None,
+        challenger: shadow.replicas,
+        weight_percent: shadow.mirror_percent,
+    };
+    assert_waits_without_figures_then_fails(&mp, plan, 300, "within maxDurationSeconds");
+}
+
 #[test]
 fn shadow_run_mirrors_from_the_champion_and_ends_removing_the_mirror() {
     let mut mp = pipeline();

@@ -5,10 +5,11 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod promtool;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -297,8 +298,12 @@ pub fn parse_response(raw: &[u8]) -> Response {
 
 /// Rows of the shared wine test set as (normalised header, values).
 pub fn wine_test_rows() -> (Vec<String>, Vec<Vec<f64>>) {
-    let path = wine_data_dir().join("test_data.csv");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    csv_rows(&wine_data_dir().join("test_data.csv"))
+}
+
+/// Rows of a wine CSV as (normalised header, values).
+pub fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
     let header: Vec<String> = lines
         .next()
@@ -319,4 +324,16 @@ pub fn wine_test_rows() -> (Vec<String>, Vec<Vec<f64>>) {
         })
         .collect();
     (header, rows)
+}
+
+/// The value of one exact series (name with labels, e.g. `a_total{code="200"}`) in a /metrics
+/// text; `None` when it is not there, a failed test when its value is not a number.
+pub fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name} {v}: {e}"))
+        })
 }
