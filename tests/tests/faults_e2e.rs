@@ -575,13 +575,7 @@ async fn a_crash_looping_rollout_is_rolled_back_in_time_with_zero_failed_request
         .to_string();
     let target = stage.predictor_service(PIPELINE).await?;
     let request = predict_request()?;
-    wait_for("the predictor Service to answer", WAIT, || async {
-        Ok(http_post_json(&target, "/predict", &request)
-            .await
-            .ok()
-            .filter(|r| r.status == 200))
-    })
-    .await?;
+    champion_tests::live::wait_answering(&target, &request, WAIT).await?;
     let client = SteadyClient::start(target, request);
 
     let models = stage

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use champion_tests::faults::{SteadyClient, container_pid};
 use champion_tests::operator::{Stage, csv_row_as_request, history, str_at, wine_file};
-use champion_tests::testing::wait_for;
 use champion_tests::{ClusterError, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -108,15 +107,7 @@ async fn ten_minutes_of_load_and_new_data_every_minute_lose_nothing() -> Result<
     stage.wait_champion(PIPELINE, None, WAIT).await?;
     let target = stage.predictor_service(PIPELINE).await?;
     let request = csv_row_as_request(&wine_file("test_data.csv")?, 0, &["quality", "Id"])?;
-    wait_for("the predictor Service to answer", WAIT, || async {
-        Ok(
-            champion_tests::operator::http_post_json(&target, "/predict", &request)
-                .await
-                .ok()
-                .filter(|r| r.status == 200),
-        )
-    })
-    .await?;
+    champion_tests::live::wait_answering(&target, &request, WAIT).await?;
     let client = SteadyClient::start(target, request);
 
     let start = Instant::now();
