@@ -443,6 +443,11 @@ pub fn build_predictor(mp: &ModelPipeline, champion: &ChampionStatus, part: &Par
                     value: Some(name.to_string()),
                     ..EnvVar::default()
                 },
+                EnvVar {
+                    name: "FEEDBACK_CAPACITY".into(),
+                    value: Some(spec.predictor.feedback_capacity.to_string()),
+                    ..EnvVar::default()
+                },
             ]
             .into_iter()
             .chain(champion.model_sha256.as_ref().map(|digest| EnvVar {
@@ -779,6 +784,11 @@ mod tests {
         );
         assert_eq!(env["PORT"].as_deref(), Some("8080"));
         assert_eq!(env["MODEL_NAME"].as_deref(), Some("wine"));
+        assert_eq!(
+            env["FEEDBACK_CAPACITY"].as_deref(),
+            Some("100000"),
+            "spec.predictor.feedbackCapacity, by default the predictor's own default"
+        );
         assert_eq!(
             env["MODEL_SHA256"].as_deref(),
             Some(champion_model::sha256_hex(b"0123456789ab").as_str()),

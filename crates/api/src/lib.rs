@@ -149,6 +149,9 @@ pub mod condition {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.rollout) || !has(self.rollout.analysis) || !has(self.rollout.analysis.online) || !has(self.predictor) || !has(self.predictor.feedbackCapacity) || self.predictor.feedbackCapacity > 0", "message": "rollout.analysis.online needs the predictors' feedback: predictor.feedbackCapacity must be more than 0"}
+]))]
 pub struct ModelPipelineSpec {
     /// Where the training data lives and how often to look at it.
     pub data: DataSpec,
@@ -763,6 +766,14 @@ pub struct PredictorSpec {
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// Rows of recent predictions each predictor pod remembers by request id, so that
+    /// `POST /feedback` can join true labels to them (the online accuracy and F1 series and
+    /// rollout.analysis.online). The pod's memory grows with the rows it remembers, up to about
+    /// 100 bytes a row (10 MB at the default), and no further whatever the traffic. 0 turns
+    /// feedback off; rollout.analysis.online then cannot be used.
+    #[serde(default = "default_feedback_capacity")]
+    #[schemars(range(min = 0, max = 10_000_000))]
+    pub feedback_capacity: i32,
 }
 
 impl Default for PredictorSpec {
@@ -773,8 +784,13 @@ impl Default for PredictorSpec {
             replicas: default_replicas(),
             resources: None,
             port: default_port(),
+            feedback_capacity: default_feedback_capacity(),
         }
     }
+}
+
+fn default_feedback_capacity() -> i32 {
+    100_000
 }
 
 fn default_borderline_band() -> f64 {

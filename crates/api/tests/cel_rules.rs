@@ -212,6 +212,16 @@ fn each_rule_rejects_what_it_guards_against() {
             "psiThreshold must be greater than 0",
         ),
         (
+            "online gate with feedback off",
+            {
+                let mut v = with(&["spec", "predictor", "feedbackCapacity"], json!(0));
+                v["spec"]["rollout"]["analysis"]["online"] =
+                    json!({"metric": "accuracy", "minSamples": 100});
+                v
+            },
+            "predictor.feedbackCapacity must be more than 0",
+        ),
+        (
             "volume without a source",
             with(
                 &["spec", "volumes"],
