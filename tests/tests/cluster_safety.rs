@@ -304,3 +304,26 @@ async fn the_api_server_refuses_privileged_containers() -> Result<()> {
     );
     Ok(())
 }
+
+/// The bridge has a MAC address of its own (`addr_assign_type` 3: set), so pods coming and
+/// going never change it; a bridge that borrows its lowest port's MAC changes it whenever such a
+/// pod's veth leaves, and the pods' answers to the node go to the old address until they learn
+/// the new one.
+#[tokio::test]
+async fn the_bridge_keeps_its_own_mac_address() -> Result<()> {
+    let _c = shared().await?;
+    let dir = std::path::Path::new("/sys/class/net").join(layout::BRIDGE);
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(ClusterError::io("reading", &path))
+    };
+    assert_eq!(read("address")?, layout::BRIDGE_MAC);
+    assert_eq!(
+        read("addr_assign_type")?,
+        "3",
+        "the MAC is set, not borrowed"
+    );
+    Ok(())
+}

@@ -340,7 +340,18 @@ pub fn setup(manifest: &Manifest) -> Result<()> {
     manifest.record(&Entry::Link {
         name: bridge.to_string(),
     })?;
-    run("ip", &["link", "add", bridge, "type", "bridge"])?;
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            bridge,
+            "address",
+            layout::BRIDGE_MAC,
+            "type",
+            "bridge",
+        ],
+    )?;
     run(
         "ip",
         &[

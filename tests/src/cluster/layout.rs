@@ -26,6 +26,11 @@ pub const NODE_NAME: &str = "champion-node";
 /// Our own bridge name (`cni0` is flannel's and k3s's, `docker0` Docker's, `podman0`/`cni-podman0`
 /// podman's).
 pub const BRIDGE: &str = "champion0";
+/// The bridge's own MAC address (locally administered). Set explicitly, so the bridge keeps it:
+/// a bridge without one takes the lowest MAC of its ports and changes it whenever a pod's veth
+/// with a lower one comes or goes, and until the pods learn the new address again their answers
+/// to the node (the Service hop from the host included) are lost.
+pub const BRIDGE_MAC: &str = "02:63:68:61:6d:70";
 pub const NODE_IP: &str = "10.244.0.1";
 /// The pod range of the one node (the bridge's subnet).
 pub const POD_SUBNET: &str = "10.244.0.0/24";
