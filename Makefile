@@ -9,17 +9,25 @@ export CHAMPION_CACHE ?= $(HOME)/.cache/champion
 # Compiled Rust lives beside the Go components, outside the clone, so a fresh clone builds warm.
 export CARGO_TARGET_DIR ?= $(CHAMPION_CACHE)/target
 export CARGO_TERM_COLOR ?= never
+# Cargo trusts mtimes, so a clone must not reuse another clone's build of the workspace crates.
+ifeq ($(MAKELEVEL),0)
+$(shell CARGO_TARGET_DIR="$(CARGO_TARGET_DIR)" bash tests/cluster/scripts/claim-target-dir.sh >&2)
+endif
 
-# The cargo profile of the image binaries: `release` (thin LTO) for users and benchmarks;
-# `make test` (cluster-test) builds them with `test-images` (no LTO), minutes less on 2 cores.
+# The cargo profile of the image binaries of `make images`: `release` (thin LTO), for users, the
+# demo and the benchmarks.
 IMAGE_PROFILE ?= release
 BIN = $(CARGO_TARGET_DIR)/$(IMAGE_PROFILE)
 IMAGES := build/images
 CLUSTER := cargo run -q -p champion-tests --bin champion-cluster --
+# `make test` builds the workspace once (`tests/run-tests.sh build`, one `cargo test --no-run`):
+# every test binary, and the debug binaries its images carry and its cluster manager runs.
+TEST_BIN = $(CARGO_TARGET_DIR)/debug
+TEST_CLUSTER = $(TEST_BIN)/champion-cluster
 IMAGE := tests/cluster/scripts/image.sh
 CRD := crds/modelpipelines.champion.dev.yaml
 
-.PHONY: help components images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
+.PHONY: help components images test-images crds cluster cluster-down cluster-selftest test lint unit-test cluster-test demo \
         bench-trainer bench-predictor bench-operator test-deps prometheus test-faults soak
 
 help:
@@ -53,13 +61,24 @@ test-deps:
 prometheus:
 	@bash tests/cluster/scripts/build-prometheus.sh
 
+# pack_images DIR: the four image archives from the binaries in DIR.
+define pack_images
+	@mkdir -p $(IMAGES)
+	@$(IMAGE) --tag champion/operator:dev    --out $(IMAGES)/operator.tar    $(1)/operator
+	@$(IMAGE) --tag champion/trainer-job:dev --out $(IMAGES)/trainer-job.tar $(1)/trainer-job
+	@$(IMAGE) --tag champion/predictor:dev   --out $(IMAGES)/predictor.tar   $(1)/predictor
+	@$(IMAGE) --tag champion/probe:dev       --out $(IMAGES)/probe.tar       $(1)/champion-probe
+endef
+
 images: components
 	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-probe
-	@mkdir -p $(IMAGES)
-	@$(IMAGE) --tag champion/operator:dev    --out $(IMAGES)/operator.tar    $(BIN)/operator
-	@$(IMAGE) --tag champion/trainer-job:dev --out $(IMAGES)/trainer-job.tar $(BIN)/trainer-job
-	@$(IMAGE) --tag champion/predictor:dev   --out $(IMAGES)/predictor.tar   $(BIN)/predictor
-	@$(IMAGE) --tag champion/probe:dev       --out $(IMAGES)/probe.tar       $(BIN)/champion-probe
+	$(call pack_images,$(BIN))
+
+# The images `make test` runs: the debug binaries of its one workspace build (dependencies and
+# the model optimised, see Cargo.toml's [profile.dev]), so the tests build nothing twice.
+test-images: components
+	tests/run-tests.sh build
+	$(call pack_images,$(TEST_BIN))
 
 crds:
 	cargo run -q -p champion-api --bin crdgen > $(CRD).partial
@@ -77,45 +96,40 @@ lint: components
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(CHAMPION_CACHE)/bin/helm lint --quiet charts/champion-operator
 
+# Every test binary but the cluster suites', a few at a time (tests/run-tests.sh).
 unit-test: test-deps
-	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 CHAMPION_REQUIRE_TRITONCLIENT=1 CHAMPION_REQUIRE_PROMTOOL=1 cargo test --workspace --exclude champion-tests
+	CHAMPION_REQUIRE_LOCUST=1 CHAMPION_REQUIRE_WRK=1 CHAMPION_REQUIRE_TRITONCLIENT=1 CHAMPION_REQUIRE_PROMTOOL=1 tests/run-tests.sh unit
 
-# Integration tests on the real local cluster, in two lanes at once (tests/cluster-suites.sh); the
-# cluster is always taken down afterwards, also when a test fails, so the host is left as it was
-# found.
-cluster-test: IMAGE_PROFILE = test-images
-cluster-test: components images test-deps prometheus
+# Integration tests on the real local cluster, each test its own job, several at once
+# (tests/run-tests.sh); the cluster is always taken down afterwards, also when a test fails, so
+# the host is left as it was found. SUITES=faults_e2e (target names) runs only those.
+cluster-test: components test-images test-deps prometheus
 	@status=0; \
-	$(CLUSTER) up || status=$$?; \
-	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 tests/cluster-suites.sh || status=$$?; fi; \
-	$(CLUSTER) down || status=$$?; \
+	$(TEST_CLUSTER) up || status=$$?; \
+	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 tests/run-tests.sh cluster $(SUITES) || status=$$?; fi; \
+	$(TEST_CLUSTER) down || status=$$?; \
 	exit $$status
 
 # The fault-injection suite alone (tests/tests/faults_e2e.rs: trainer killed or past its
 # deadline, corrupt and crash-looping models under load, the API server restarted mid-run,
 # failures in `kubectl describe`). `make test` runs it too, inside cluster-test.
-test-faults: IMAGE_PROFILE = test-images
-test-faults: components images
-	@status=0; \
-	$(CLUSTER) up || status=$$?; \
-	if [ $$status -eq 0 ]; then cargo test -p champion-tests --test faults_e2e -- --test-threads=2 || status=$$?; fi; \
-	$(CLUSTER) down || status=$$?; \
-	exit $$status
+test-faults:
+	@$(MAKE) --no-print-directory cluster-test SUITES=faults_e2e
 
 # 10 minutes of steady load on the predictor Service with new data every minute: zero failed
 # requests, every round judged once, operator and predictor memory flat within 10 %. Too long
 # for `make test` (the test is #[ignore]d there); CHAMPION_SOAK_SECONDS changes the length.
-soak: IMAGE_PROFILE = test-images
-soak: components images
+soak: components test-images
 	@status=0; \
-	$(CLUSTER) up || status=$$?; \
-	if [ $$status -eq 0 ]; then cargo test -p champion-tests --test soak_e2e -- --ignored --nocapture || status=$$?; fi; \
-	$(CLUSTER) down || status=$$?; \
+	$(TEST_CLUSTER) up || status=$$?; \
+	if [ $$status -eq 0 ]; then tests/run-tests.sh exec soak_e2e --ignored --nocapture || status=$$?; fi; \
+	$(TEST_CLUSTER) down || status=$$?; \
 	exit $$status
 
 # Proves that up + down leave the host as it was found; runs alone, after the shared cluster is gone.
 cluster-selftest:
-	$(CLUSTER) selftest-cleanup
+	tests/run-tests.sh build
+	$(TEST_CLUSTER) selftest-cleanup
 
 test: lint unit-test cluster-test cluster-selftest
 	@echo "make test: all checks passed"

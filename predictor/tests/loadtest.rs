@@ -118,7 +118,7 @@ fn run_locust(p: &Predictor, env: &[(&str, &std::ffi::OsStr)]) -> Option<LocustS
             "-r",
             "4",
             "-t",
-            "3s",
+            "5s",
             "--stop-timeout",
             "2",
         ])
@@ -167,7 +167,7 @@ fn locust_file_runs_clean_against_a_local_predictor() {
     let stats_text = &stats.text;
     let count_of = |name: &str| stats.count_of(name);
     let (total, failures) = count_of("Aggregated");
-    assert!(total > 20, "only {total} requests in 3 s:\n{stats_text}");
+    assert!(total > 20, "only {total} requests in 5 s:\n{stats_text}");
     assert_eq!(failures, 0, "{stats_text}");
     for route in [
         "/predict",

@@ -134,22 +134,34 @@ fn every_result_series_exists_at_zero_from_the_start() {
         "{}",
         mirroring.log_text()
     );
-    // The mirroring client's thread runs at nice 19; the serving threads keep nice 0.
+    // The mirroring client's thread runs at nice 19; the serving threads keep nice 0. The
+    // thread may start after the log line, on a busy machine well after it.
     let pid = mirroring.child.id();
-    let mut nice = std::collections::BTreeMap::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{e}"));
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the ")" that ends the command name; nice is field 19 of stat.
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let value: i64 = after
-            .split_whitespace()
-            .nth(16)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no nice in {stat}"));
-        nice.insert(comm.trim().to_string(), value);
+    let nice_of_threads = || {
+        let mut nice = std::collections::BTreeMap::new();
+        let tasks =
+            std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{e}"));
+        for task in tasks.flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            // Fields after the ")" that ends the command name; nice is field 19 of stat.
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+            if let Some(value) = after
+                .split_whitespace()
+                .nth(16)
+                .and_then(|v| v.parse().ok())
+            {
+                nice.insert(comm.trim().to_string(), value);
+            }
+        }
+        nice
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut nice: std::collections::BTreeMap<String, i64> = nice_of_threads();
+    while !nice.contains_key("shadow") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        nice = nice_of_threads();
     }
     assert_eq!(nice.get("shadow"), Some(&19), "{nice:?}");
     assert!(

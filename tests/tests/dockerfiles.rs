@@ -73,8 +73,29 @@ fn makefile_images_recipe(makefile: &str) -> Vec<String> {
         .skip_while(|l| !l.starts_with("images:"))
         .skip(1)
         .take_while(|l| l.starts_with('\t'))
-        .map(|l| l.trim().to_string())
+        .flat_map(|l| expand_call(makefile, l.trim()))
         .collect()
+}
+
+/// A recipe line `$(call NAME,ARG)` as the lines of `define NAME`, `$(1)` replaced by ARG;
+/// any other line as it is.
+fn expand_call(makefile: &str, line: &str) -> Vec<String> {
+    let Some((name, arg)) = line
+        .strip_prefix("$(call ")
+        .and_then(|c| c.strip_suffix(')'))
+        .and_then(|c| c.split_once(','))
+    else {
+        return vec![line.to_string()];
+    };
+    let body: Vec<String> = makefile
+        .lines()
+        .skip_while(|l| l.trim() != format!("define {name}"))
+        .skip(1)
+        .take_while(|l| l.trim() != "endef")
+        .map(|l| l.trim().trim_start_matches('@').replace("$(1)", arg))
+        .collect();
+    assert!(!body.is_empty(), "the Makefile defines {name}");
+    body
 }
 
 /// `NAME ?= value` of the Makefile.

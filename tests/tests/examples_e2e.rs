@@ -12,7 +12,7 @@
 //! when the test ends, also on failure. It is one test, so nothing else in this binary runs
 //! beside that operator (cargo runs test binaries one after another).
 //!
-//! Needs `make images` (images and the release `trainer-job`), `make test-deps` (moto) and the
+//! Needs `make test-images` (the images and a `trainer-job`), `make test-deps` (moto) and the
 //! cluster. Run: `cargo test -p champion-tests --test examples_e2e`.
 
 use std::path::{Path, PathBuf};
@@ -73,12 +73,13 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(ClusterError::io("reading", path))
 }
 
-/// The release binaries `make images` built (the quick start puts them on PATH).
-fn release_dir() -> PathBuf {
+/// The binaries of `make test`'s one workspace build (`make test-images`; the quick start puts
+/// them on PATH for `trainer-job`).
+fn binaries_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"))
-        .join("release")
+        .join("debug")
 }
 
 /// Everything the test leaves on the cluster and the node, removed on drop in dependency order
@@ -330,11 +331,11 @@ async fn the_readme_quick_start_and_every_example_reach_promoted() -> Result<()>
             )));
         }
     }
-    let release = release_dir();
-    if !release.join("trainer-job").is_file() {
+    let binaries = binaries_dir();
+    if !binaries.join("trainer-job").is_file() {
         return Err(ClusterError::Invalid(format!(
-            "{} is missing: run `make images`",
-            release.join("trainer-job").display()
+            "{} is missing: run `make test-images`",
+            binaries.join("trainer-job").display()
         )));
     }
     let store = Path::new(STORE);
@@ -365,7 +366,7 @@ async fn the_readme_quick_start_and_every_example_reach_promoted() -> Result<()>
             .parent()
             .unwrap_or(Path::new("/"))
             .display(),
-        release.display(),
+        binaries.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let out = Command::new("bash")

@@ -11,11 +11,12 @@
 //! - a shadow run promoted;
 //! - a shadow run rejected for errors (the same fault on the shadow Deployment).
 //!
-//! Latency is not what these tests judge: on a shared two-core machine p99s are noise, so
-//! latencyFloorSeconds is 0.25 s (the latency rule itself is unit-tested in analysis.rs).
+//! Latency is not what these tests judge: on a shared two-core machine p99s are noise (the
+//! shadow's is measured by the champion's mirroring thread at nice 19, which a host busy with
+//! other suites starves for seconds: p99 3.5 s against the champion's 3.7 ms once), so
+//! latencyFloorSeconds is 5 s (the latency rule itself is unit-tested in analysis.rs).
 //!
-//! Needs `make images` and the cluster. Run:
-//! `cargo test -p champion-tests --test live_e2e -- --test-threads=2`.
+//! Needs `make test-images` and the cluster. Run: `tests/run-tests.sh cluster live_e2e`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -91,7 +92,7 @@ async fn a_canary_is_promoted_through_its_steps_under_load_with_no_failed_reques
         json!({
             "strategy": "Canary",
             "canary": {"steps": [50, 100], "stepSeconds": 10, "minRequests": 30},
-            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 0.25}
+            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 5}
         }),
     )
     .await?;
@@ -184,7 +185,7 @@ async fn a_failing_canary_is_aborted_at_its_first_step_and_the_champion_never_re
         json!({
             "strategy": "Canary",
             "canary": {"steps": [50, 100], "stepSeconds": 60, "minRequests": 20},
-            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 0.25}
+            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 5}
         }),
     )
     .await?;
@@ -242,7 +243,7 @@ async fn a_shadow_run_is_promoted() -> Result<()> {
         json!({
             "strategy": "Shadow",
             "shadow": {"mirrorPercent": 100, "minRequests": 200, "maxDurationSeconds": 300},
-            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 0.25}
+            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 5}
         }),
     )
     .await?;
@@ -294,7 +295,7 @@ async fn a_shadow_run_whose_answers_fail_is_rejected() -> Result<()> {
         json!({
             "strategy": "Shadow",
             "shadow": {"mirrorPercent": 100, "minRequests": 3000, "maxDurationSeconds": 300},
-            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 0.25}
+            "analysis": {"intervalSeconds": 2, "latencyFloorSeconds": 5}
         }),
     )
     .await?;

@@ -44,7 +44,7 @@ fn rollout() -> Value {
         "canary": {"steps": [50, 100], "stepSeconds": 10, "minRequests": 20},
         "analysis": {
             "intervalSeconds": 2,
-            "latencyFloorSeconds": 0.25,
+            "latencyFloorSeconds": 5,
             "online": {"metric": "accuracy", "minSamples": MIN_SAMPLES}
         }
     })

@@ -137,10 +137,33 @@ build_helm() {
   (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
 }
 
+# CoreDNS with only the plugins the cluster's Corefile uses (tests/src/cluster/config.rs), in
+# CoreDNS's own plugin order: the full build compiles every cloud provider's SDK as well.
 build_coredns() {
   local dir="$CACHE/src/coredns-$COREDNS_VERSION"
   scratch_module "$dir" github.com/coredns/coredns "$COREDNS_VERSION"
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" github.com/coredns/coredns)
+  cat >"$dir/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"ready", "health", "errors", "cache", "kubernetes", "loop"}
+}
+
+func main() { coremain.Run() }
+GO
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
 }
 
 build_crane() {
@@ -169,22 +192,39 @@ build_coredns_image() {
   "$SCRIPTS/image.sh" --tag "champion/coredns:$COREDNS_VERSION" --out "$CACHE/images/coredns.tar" "$BIN/coredns"
 }
 
-main() {
-  local t0=$SECONDS
-  if ! built kubernetes "$K8S_VERSION" "$BIN/kubelet"; then
-    log "a cold build of every component takes about 10-15 minutes on 2 cores; later runs take seconds"
-  fi
-  need_debian
+# Two streams at once: one Go build leaves a core idle while it downloads modules or links, and
+# the other fills it. Kubernetes (the longest) with crictl and helm; everything else, with the
+# Prometheus server of the cluster tests (build-prometheus.sh), beside it.
+stream_kubernetes() {
+  timed kubernetes "$K8S_VERSION" build_kubernetes "$BIN/kube-apiserver" "$BIN/kube-controller-manager" "$BIN/kube-scheduler" "$BIN/kubectl" "$BIN/kubelet" "$BIN/kube-proxy"
+  timed crictl "$CRICTL_VERSION" build_crictl "$BIN/crictl"
+  timed helm "$HELM_VERSION" build_helm "$BIN/helm"
+}
+stream_rest() {
   timed etcd "$ETCD_VERSION" build_etcd "$BIN/etcd"
   timed containerd "$CONTAINERD_VERSION" build_containerd "$BIN/containerd" "$BIN/ctr" "$BIN/containerd-shim-runc-v2"
   timed cni-plugins "$CNI_VERSION" build_cni "$CACHE/cni/bin/bridge" "$CACHE/cni/bin/host-local" "$CACHE/cni/bin/loopback" "$CACHE/cni/bin/portmap"
-  timed crictl "$CRICTL_VERSION" build_crictl "$BIN/crictl"
   timed crane "$CRANE_VERSION" build_crane "$BIN/crane"
-  timed coredns "$COREDNS_VERSION" build_coredns "$BIN/coredns"
+  timed coredns-plugins "$COREDNS_VERSION" build_coredns "$BIN/coredns"
   timed pause-image "$PAUSE_IMAGE_VERSION" build_pause_image "$CACHE/images/pause.tar"
-  timed coredns-image "$COREDNS_VERSION" build_coredns_image "$CACHE/images/coredns.tar"
-  timed helm "$HELM_VERSION" build_helm "$BIN/helm"
-  timed kubernetes "$K8S_VERSION" build_kubernetes "$BIN/kube-apiserver" "$BIN/kube-controller-manager" "$BIN/kube-scheduler" "$BIN/kubectl" "$BIN/kubelet" "$BIN/kube-proxy"
+  timed coredns-plugins-image "$COREDNS_VERSION" build_coredns_image "$CACHE/images/coredns.tar"
+  bash "$SCRIPTS/build-prometheus.sh"
+}
+
+main() {
+  local t0=$SECONDS
+  if ! built kubernetes "$K8S_VERSION" "$BIN/kubelet"; then
+    log "a cold build of every component takes about 10 minutes on 2 cores; later runs take seconds"
+  fi
+  need_debian
+  stream_kubernetes &
+  local kubernetes=$!
+  stream_rest &
+  local rest=$!
+  local status=0
+  wait "$kubernetes" || status=$?
+  wait "$rest" || status=$?
+  [ "$status" -eq 0 ] || { log "a component failed to build (see above)"; exit "$status"; }
   log "all components ready in $BIN ($((SECONDS - t0)) s)"
 }
 

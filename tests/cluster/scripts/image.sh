@@ -40,6 +40,8 @@ chmod 1777 "$root/tmp"
 for b in "${bins[@]}"; do
   [ -f "$b" ] || { echo "image.sh: binary $b does not exist" >&2; exit 1; }
   install -m 0755 "$b" "$root/usr/local/bin/"
+  # Debug builds (what `make test` runs) carry line tables the image does not need.
+  if command -v strip >/dev/null; then strip --strip-debug "$root/usr/local/bin/$(basename "$b")"; fi
   # Every shared library the binary links, at the path the loader expects (the loader included).
   while read -r lib; do
     [ -n "$lib" ] || continue
