@@ -57,18 +57,8 @@ test-deps:
 	@python3 -c 'import tritonclient.http' 2>/dev/null || python3 -m pip install -q 'tritonclient[http]'
 
 # The Prometheus server the cluster test runs, with Kubernetes service discovery (Debian's
-# build has none), from the Go module proxy into $(CHAMPION_CACHE)/bin: ~7 min cold, cached after.
-prometheus:
-	@bash tests/cluster/scripts/build-prometheus.sh
-
-# pack_images DIR: the four image archives from the binaries in DIR.
-define pack_images
-	@mkdir -p $(IMAGES)
-	@$(IMAGE) --tag champion/operator:dev    --out $(IMAGES)/operator.tar    $(1)/operator
-	@$(IMAGE) --tag champion/trainer-job:dev --out $(IMAGES)/trainer-job.tar $(1)/trainer-job
-	@$(IMAGE) --tag champion/predictor:dev   --out $(IMAGES)/predictor.tar   $(1)/predictor
-	@$(IMAGE) --tag champion/probe:dev       --out $(IMAGES)/probe.tar       $(1)/champion-probe
-endef
+# build has none): built with the components (tests/cluster/scripts/build-components.sh).
+prometheus: components
 
 images: components
 	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-probe
@@ -91,9 +81,10 @@ cluster: components images
 cluster-down:
 	$(CLUSTER) down
 
+# clippy (-D warnings) runs inside the one workspace build (tests/run-tests.sh build).
 lint: components
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	tests/run-tests.sh build
 	$(CHAMPION_CACHE)/bin/helm lint --quiet charts/champion-operator
 
 # Every test binary but the cluster suites', a few at a time (tests/run-tests.sh).

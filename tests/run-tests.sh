@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the workspace's test binaries as parallel jobs, longest first, printing each job as it
-# ends (a failed job with its whole output). One `cargo test --workspace --no-run` builds them
-# all, together with the binaries the test images carry, so nothing is built twice.
+# ends (a failed job with its whole output). One `cargo test --workspace --all-targets --no-run`
+# builds them all, together with the binaries the test images carry, and clippy lints the
+# workspace's own crates in that same build (`-D warnings`, as `cargo clippy --all-targets`
+# would, through the RUSTC_WORKSPACE_WRAPPER and CLIPPY_ARGS that `cargo clippy` itself sets):
+# nothing is compiled twice, the dependencies not even checked twice.
 #
 #   tests/run-tests.sh unit     every test binary but the cluster suites, a job per binary, then
 #                               the doc tests
@@ -20,7 +23,6 @@
 # so nothing else touches the cluster meanwhile. Exit status 1 when any job failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd -P)
 
 mode=${1:-}
 shift || true
@@ -43,8 +45,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The build: one line per test executable, "package<TAB>target<TAB>package dir<TAB>executable".
-cargo test --workspace --no-run --message-format=json-render-diagnostics >"$work/build.json" || exit 1
+# Every cargo command below builds with clippy, so none rebuilds what another built.
+clippy=$(command -v clippy-driver) || {
+  echo "clippy-driver not found: install clippy (rustup component add clippy)" >&2
+  exit 2
+}
+export RUSTC_WORKSPACE_WRAPPER=$clippy CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+
+# The build: one line per test executable, "package<TAB>target<TAB>package dir<TAB>executable";
+# benches are built (and linted) but not run.
+cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics >"$work/build.json" || exit 1
 python3 - "$work/build.json" >"$work/executables" <<'PY' || exit 1
 import json, os, sys
 for line in open(sys.argv[1]):
@@ -53,6 +63,8 @@ for line in open(sys.argv[1]):
     except ValueError:
         continue
     if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m["profile"]["test"]:
+        continue
+    if "bench" in m["target"]["kind"]:
         continue
     # "path+file:///src/crates/model#champion-model@0.1.0", or "...#0.1.0" when the directory
     # has the package's name.
@@ -97,7 +109,7 @@ times="$cache/test-times/$mode.tsv"
 mkdir -p "$(dirname "$times")"
 touch "$times"
 awk -F'\t' 'FILENAME == ARGV[1] { t[$1] = $2; next } { print (($1 in t) ? t[$1] : 1e9) "\t" $0 }' \
-  "$times" "$work/jobs" | sort -t$'\t' -k1,1gr | cut -f2- >"$work/queue"
+  "$times" "$work/jobs" | sort -s -t$'\t' -k1,1gr | cut -f2- >"$work/queue"
 total=$(wc -l <"$work/queue")
 echo "run-tests $mode: $total jobs, $jobs at a time"
 

@@ -17,6 +17,9 @@ CRICTL_VERSION=v1.37.0
 HELM_VERSION=v3.22.0
 COREDNS_VERSION=v1.15.0
 CRANE_VERSION=v0.22.1
+# Prometheus 3.x is tagged v0.3XX.Y in Go module terms (v0.316.0 is 3.16.0).
+PROMETHEUS_MODULE_VERSION=v0.316.0
+PROMETHEUS_VERSION=3.16.0
 
 BIN="$CACHE/bin"
 STAMPS="$CACHE/stamps"
@@ -103,17 +106,6 @@ build_etcd() {
   (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
 }
 
-build_containerd() {
-  local src
-  src=$(go mod download -json "github.com/containerd/containerd/v2@$CONTAINERD_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  local dir="$CACHE/src/containerd-$CONTAINERD_VERSION"
-  rm -rf "$dir"; cp -r "$src" "$dir"; chmod -R u+w "$dir"
-  local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
-  (cd "$dir"
-   CGO_ENABLED=1 go build -trimpath -tags "urfave_cli_no_docs no_btrfs" -ldflags "$ld" -o "$BIN/" ./cmd/containerd ./cmd/ctr
-   CGO_ENABLED=0 go build -trimpath -tags "urfave_cli_no_docs no_grpc" -ldflags "$ld" -o "$BIN/" ./cmd/containerd-shim-runc-v2)
-}
-
 build_cni() {
   local dir="$CACHE/src/cni-$CNI_VERSION"
   scratch_module "$dir" github.com/containernetworking/plugins "$CNI_VERSION"
@@ -125,24 +117,23 @@ build_cni() {
      github.com/containernetworking/plugins/plugins/meta/portmap)
 }
 
-build_crictl() {
-  local dir="$CACHE/src/crictl-$CRICTL_VERSION"
-  scratch_module "$dir" sigs.k8s.io/cri-tools "$CRICTL_VERSION"
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" -o "$BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
-}
-
-build_helm() {
-  local dir="$CACHE/src/helm-$HELM_VERSION"
-  scratch_module "$dir" helm.sh/helm/v3 "$HELM_VERSION"
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
-}
-
-# CoreDNS with only the plugins the cluster's Corefile uses (tests/src/cluster/config.rs), in
-# CoreDNS's own plugin order: the full build compiles every cloud provider's SDK as well.
-build_coredns() {
-  local dir="$CACHE/src/coredns-$COREDNS_VERSION"
-  scratch_module "$dir" github.com/coredns/coredns "$COREDNS_VERSION"
-  cat >"$dir/main.go" <<'GO'
+# helm, crictl, containerd, CoreDNS and the Prometheus of the cluster tests in ONE module, so
+# the Kubernetes client libraries, gRPC, protobuf and OpenTelemetry they share (at the same
+# versions after Go's minimal version selection) compile once, not five times. CoreDNS has only
+# the plugins the cluster's Corefile uses (tests/src/cluster/config.rs), in CoreDNS's own plugin
+# order. Prometheus keeps only Kubernetes service discovery (Debian's build has none, which is
+# what scrapes pods by their prometheus.io/* annotations) and no web UI assets.
+TOOLS="helm-$HELM_VERSION.crictl-$CRICTL_VERSION.containerd-$CONTAINERD_VERSION.coredns-$COREDNS_VERSION.prometheus-$PROMETHEUS_VERSION"
+build_tools() {
+  local dir="$CACHE/src/tools"
+  rm -rf "$dir"; mkdir -p "$dir/coredns"
+  (cd "$dir" && go mod init champion.dev/tools >/dev/null 2>&1 && go mod edit \
+     -require="helm.sh/helm/v3@$HELM_VERSION" \
+     -require="sigs.k8s.io/cri-tools@$CRICTL_VERSION" \
+     -require="github.com/containerd/containerd/v2@$CONTAINERD_VERSION" \
+     -require="github.com/coredns/coredns@$COREDNS_VERSION" \
+     -require="github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION")
+  cat >"$dir/coredns/main.go" <<'GO'
 package main
 
 import (
@@ -163,7 +154,19 @@ func init() {
 
 func main() { coremain.Run() }
 GO
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
+  local containerd="-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  (cd "$dir"
+   export CGO_ENABLED=0
+   go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
+   go build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" -o "$BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl
+   go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" ./coredns
+   go build -trimpath -tags "urfave_cli_no_docs no_btrfs" -ldflags "-s -w $containerd" -o "$BIN/" \
+     github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr
+   go build -trimpath -tags "urfave_cli_no_docs no_grpc" -ldflags "-s -w $containerd" -o "$BIN/" \
+     github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+   go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+     -o "$BIN/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
 }
 
 build_crane() {
@@ -192,23 +195,18 @@ build_coredns_image() {
   "$SCRIPTS/image.sh" --tag "champion/coredns:$COREDNS_VERSION" --out "$CACHE/images/coredns.tar" "$BIN/coredns"
 }
 
-# Two streams at once: one Go build leaves a core idle while it downloads modules or links, and
-# the other fills it. Kubernetes (the longest) with crictl and helm; everything else, with the
-# Prometheus server of the cluster tests (build-prometheus.sh), beside it.
+# Two streams at once (the builds are CPU-bound, so this mostly overlaps downloads and links):
+# Kubernetes, the longest; everything else beside it.
 stream_kubernetes() {
   timed kubernetes "$K8S_VERSION" build_kubernetes "$BIN/kube-apiserver" "$BIN/kube-controller-manager" "$BIN/kube-scheduler" "$BIN/kubectl" "$BIN/kubelet" "$BIN/kube-proxy"
-  timed crictl "$CRICTL_VERSION" build_crictl "$BIN/crictl"
-  timed helm "$HELM_VERSION" build_helm "$BIN/helm"
 }
 stream_rest() {
+  timed tools "$TOOLS" build_tools "$BIN/helm" "$BIN/crictl" "$BIN/coredns" "$BIN/containerd" "$BIN/ctr" "$BIN/containerd-shim-runc-v2" "$BIN/prometheus"
   timed etcd "$ETCD_VERSION" build_etcd "$BIN/etcd"
-  timed containerd "$CONTAINERD_VERSION" build_containerd "$BIN/containerd" "$BIN/ctr" "$BIN/containerd-shim-runc-v2"
   timed cni-plugins "$CNI_VERSION" build_cni "$CACHE/cni/bin/bridge" "$CACHE/cni/bin/host-local" "$CACHE/cni/bin/loopback" "$CACHE/cni/bin/portmap"
   timed crane "$CRANE_VERSION" build_crane "$BIN/crane"
-  timed coredns-plugins "$COREDNS_VERSION" build_coredns "$BIN/coredns"
   timed pause-image "$PAUSE_IMAGE_VERSION" build_pause_image "$CACHE/images/pause.tar"
-  timed coredns-plugins-image "$COREDNS_VERSION" build_coredns_image "$CACHE/images/coredns.tar"
-  bash "$SCRIPTS/build-prometheus.sh"
+  timed coredns-image "$TOOLS" build_coredns_image "$CACHE/images/coredns.tar"
 }
 
 main() {

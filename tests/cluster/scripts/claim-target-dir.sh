@@ -9,9 +9,10 @@ set -euo pipefail
 dir=${CARGO_TARGET_DIR:?CARGO_TARGET_DIR is not set}
 here=$(pwd -P)
 mark="$dir/.champion-clone"
-[ "$(cat "$mark" 2>/dev/null || true)" = "$here" ] && exit 0
+last=$(cat "$mark" 2>/dev/null || true)
+[ "$last" = "$here" ] && exit 0
 mkdir -p "$dir"
-find . -name .git -prune -o -name build -prune -o -type f -exec touch -c {} +
+find . \( -name .git -o -name build -o -name target \) -prune -o -type f -exec touch -c {} +
 printf '%s\n' "$here" >"$mark.partial"
 mv "$mark.partial" "$mark"
-echo "[make] $dir was last built from another clone: the workspace crates will be rebuilt" >&2
+echo "[make] $dir was last built from ${last:-an unknown clone}: this clone's crates are rebuilt once" >&2
