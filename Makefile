@@ -60,6 +60,15 @@ test-deps:
 # build has none): built with the components (tests/cluster/scripts/build-components.sh).
 prometheus: components
 
+# pack_images DIR: the four image archives from the binaries in DIR.
+define pack_images
+	@mkdir -p $(IMAGES)
+	@$(IMAGE) --tag champion/operator:dev    --out $(IMAGES)/operator.tar    $(1)/operator
+	@$(IMAGE) --tag champion/trainer-job:dev --out $(IMAGES)/trainer-job.tar $(1)/trainer-job
+	@$(IMAGE) --tag champion/predictor:dev   --out $(IMAGES)/predictor.tar   $(1)/predictor
+	@$(IMAGE) --tag champion/probe:dev       --out $(IMAGES)/probe.tar       $(1)/champion-probe
+endef
+
 images: components
 	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-probe
 	$(call pack_images,$(BIN))

@@ -53,7 +53,7 @@ clippy=$(command -v clippy-driver) || {
 export RUSTC_WORKSPACE_WRAPPER=$clippy CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
 # The build: one line per test executable, "package<TAB>target<TAB>package dir<TAB>executable";
-# benches are built (and linted) but not run.
+# benches and examples are built (and linted) but not run.
 cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics >"$work/build.json" || exit 1
 python3 - "$work/build.json" >"$work/executables" <<'PY' || exit 1
 import json, os, sys
@@ -64,7 +64,7 @@ for line in open(sys.argv[1]):
         continue
     if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m["profile"]["test"]:
         continue
-    if "bench" in m["target"]["kind"]:
+    if "bench" in m["target"]["kind"] or "example" in m["target"]["kind"]:
         continue
     # "path+file:///src/crates/model#champion-model@0.1.0", or "...#0.1.0" when the directory
     # has the package's name.
