@@ -42,7 +42,7 @@ help:
 	@echo "make bench-trainer | bench-predictor | bench-operator"
 
 # The real Kubernetes parts, built from the package registries into $(CHAMPION_CACHE), keyed by
-# version: about 10-15 minutes cold on 2 cores, seconds afterwards.
+# version: about 10 minutes cold on 2 cores, seconds afterwards.
 components:
 	@bash tests/cluster/scripts/build-components.sh
 

@@ -4,7 +4,7 @@
 #
 #   CHAMPION_CACHE (default ~/.cache/champion)  where the binaries go: $CHAMPION_CACHE/bin/<name>
 #
-# A cold build takes about 10-15 minutes on 2 cores (Kubernetes itself is most of it).
+# A cold build takes about 10 minutes on 2 cores (Kubernetes beside everything else, in two streams).
 set -euo pipefail
 
 CACHE=${CHAMPION_CACHE:-$HOME/.cache/champion}
