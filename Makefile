@@ -73,8 +73,8 @@ images: components
 	cargo build --profile $(IMAGE_PROFILE) -p operator -p trainer-job -p predictor -p champion-probe
 	$(call pack_images,$(BIN))
 
-# The images `make test` runs: the debug binaries of its one workspace build (dependencies and
-# the model optimised, see Cargo.toml's [profile.dev]), so the tests build nothing twice.
+# The images `make test` runs: the debug binaries of its one workspace build (the model and the
+# trainer's numeric crates optimised, see Cargo.toml's [profile.dev]), so nothing is built twice.
 test-images: components
 	tests/run-tests.sh build
 	$(call pack_images,$(TEST_BIN))
@@ -103,7 +103,7 @@ unit-test: test-deps
 # Integration tests on the real local cluster, each test its own job, several at once
 # (tests/run-tests.sh); the cluster is always taken down afterwards, also when a test fails, so
 # the host is left as it was found. SUITES=faults_e2e (target names) runs only those.
-cluster-test: components test-images test-deps prometheus
+cluster-test: components test-images test-deps
 	@status=0; \
 	$(TEST_CLUSTER) up || status=$$?; \
 	if [ $$status -eq 0 ]; then CHAMPION_REQUIRE_PROMTOOL=1 tests/run-tests.sh cluster $(SUITES) || status=$$?; fi; \

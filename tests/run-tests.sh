@@ -113,8 +113,8 @@ awk -F'\t' 'FILENAME == ARGV[1] { t[$1] = $2; next } { print (($1 in t) ? t[$1] 
 total=$(wc -l <"$work/queue")
 echo "run-tests $mode: $total jobs, $jobs at a time"
 
-run_job() { # run_job KEY DIR EXE LOCK TEST LOG
-  local key=$1 dir=$2 exe=$3 lock=$4 test=$5 log=$6
+run_job() { # run_job DIR EXE LOCK TEST LOG
+  local dir=$1 exe=$2 lock=$3 test=$4 log=$5
   local cmd=("$exe")
   [ -n "$test" ] && cmd+=(--exact "$test" --test-threads=1)
   [ "$lock" = shared ] && cmd=(flock --shared "$tests_lock" "${cmd[@]}")
@@ -148,7 +148,7 @@ n=0
 while IFS=$'\t' read -r key dir exe lock test; do
   while [ "${#pids[@]}" -ge "$jobs" ]; do finish_one; done
   n=$((n + 1))
-  run_job "$key" "$dir" "$exe" "$lock" "$test" "$work/log.$n" &
+  run_job "$dir" "$exe" "$lock" "$test" "$work/log.$n" &
   pids+=($!)
   job_key[$!]=$key
   job_start[$!]=$SECONDS
